@@ -1,0 +1,48 @@
+"""The ``lifecycle`` command line: thin wrappers that parse arguments and call the library.
+
+Exit codes: 0 success (nothing rejected), 1 something was rejected (or, for
+verifying commands, differs), 2 usage, input or database error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lifecycle import __version__
+from lifecycle.cli import check, diagram
+from lifecycle.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
+from lifecycle.errors import LifecycleError
+
+COMMANDS = (check, diagram)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command registered."""
+    parser = argparse.ArgumentParser(
+        prog="lifecycle",
+        description="Keep B2B SaaS account lifecycle data honest before it reaches Segment.",
+    )
+    parser.add_argument("--version", action="version", version=f"lifecycle {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except LifecycleError as exc:
+        print(f"lifecycle: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lifecycle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        sys.stderr.close()
+        return EXIT_ERROR
+    return code

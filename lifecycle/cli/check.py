@@ -1,0 +1,55 @@
+"""``lifecycle check``: judge JSONL input in memory, with no database."""
+
+from __future__ import annotations
+
+import argparse
+
+from lifecycle.cli.common import EXIT_OK, EXIT_REJECTED, load_policy, make_report, progress
+from lifecycle.gate import Gate
+from lifecycle.reader import read_lines
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``check``."""
+    parser = commands.add_parser(
+        "check",
+        help="judge JSONL input in memory (no database)",
+        description=(
+            "Judge Segment messages, one JSON object or batch object per line, in order and "
+            "statefully across all files. Exit 0 when nothing was rejected, 1 when something "
+            "was, 2 on usage or input errors."
+        ),
+    )
+    add_input_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments ``check`` and ``ingest`` share."""
+    parser.add_argument("files", nargs="+", metavar="FILE", help="JSONL input; - is stdin; .gz ok")
+    parser.add_argument(
+        "--format",
+        choices=["text", "jsonl"],
+        default="text",
+        help="text: a summary (default); jsonl: one verdict object per message on stdout",
+    )
+    parser.add_argument(
+        "--show", type=int, default=10, metavar="N", help="rejections listed in the text summary"
+    )
+    parser.add_argument(
+        "--policy", metavar="MODULE:ATTR", help="judge under this policy instead of the default"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Judge every line of every file through one in-memory gate."""
+    gate = Gate(load_policy(args.policy))
+    report = make_report(args.format, args.show)
+    submit_line, add = gate.submit_line, report.add
+    with progress(args.files, "check") as bar:
+        for line in read_lines(args.files):
+            for index, verdict in enumerate(submit_line(line.raw)):
+                add(line.file, line.number, index, verdict)
+            bar.advance(len(line.raw))
+    report.finish("lifecycle check")
+    return EXIT_REJECTED if report.rejected else EXIT_OK

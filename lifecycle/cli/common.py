@@ -1,0 +1,77 @@
+"""What the commands share: policy loading, progress bars, reports, exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+from lifecycle.cli.report import JsonlReport, Report, TextReport
+from lifecycle.errors import InputError
+from lifecycle.policy import Policy
+from lifecycle.reader import input_size
+from lifecycle.rules import DEFAULT_POLICY
+
+#: Exit codes scripts can rely on.
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def load_policy(spec: str | None) -> Policy:
+    """The policy named by ``module:attribute`` (the default policy when None)."""
+    if not spec:
+        return DEFAULT_POLICY
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise InputError(f"--policy {spec!r}: expected module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"--policy {spec!r}: cannot import {module_name}: {exc}") from exc
+    policy = getattr(module, attribute, None)
+    if not isinstance(policy, Policy):
+        raise InputError(f"--policy {spec!r}: {attribute} is not a lifecycle Policy")
+    return policy
+
+
+def make_report(format: str, show: int = 10) -> Report:
+    """The report for ``--format``."""
+    return JsonlReport() if format == "jsonl" else TextReport(show=show)
+
+
+class Progress:
+    """A byte-based progress bar on stderr, shown only when stderr is a terminal."""
+
+    _EVERY = 1 << 16
+
+    def __init__(self, bar: tqdm | None) -> None:  # type: ignore[type-arg]
+        self.bar = bar
+        self.pending = 0
+
+    def advance(self, nbytes: int) -> None:
+        """Count ``nbytes`` more read; the bar is redrawn every 64 KiB."""
+        if self.bar is None:
+            return
+        self.pending += nbytes
+        if self.pending >= self._EVERY:
+            self.bar.update(self.pending)
+            self.pending = 0
+
+
+@contextmanager
+def progress(paths: Sequence[str], desc: str) -> Iterator[Progress]:
+    """A :class:`Progress` over the input files (inactive when stderr is not a terminal)."""
+    if not sys.stderr.isatty():
+        yield Progress(None)
+        return
+    with tqdm(
+        total=input_size(paths), unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False
+    ) as bar:
+        tracker = Progress(bar)
+        yield tracker
+        bar.update(tracker.pending)

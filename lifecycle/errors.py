@@ -1,0 +1,49 @@
+"""Every exception lifecycle raises, under one root.
+
+Catch :class:`LifecycleError` to handle anything the library raises on purpose::
+
+    LifecycleError
+    ├── PolicyError          a policy definition is inconsistent (raised when it is built)
+    ├── InputError           input cannot be read at all (missing or unreadable file)
+    └── StoreError           the event store failed; the transaction was rolled back whole
+        ├── SchemaError      the database schema is missing or not at the expected revision
+        └── ConcurrencyError optimistic concurrency retries were exhausted
+
+A *rejected message* is not an exception: it is a verdict (see
+:class:`lifecycle.Verdict`). Exceptions are for problems with the program, the
+policy or the environment, never with the data being judged.
+"""
+
+from __future__ import annotations
+
+
+class LifecycleError(Exception):
+    """Root of every exception lifecycle raises on purpose."""
+
+
+class PolicyError(LifecycleError):
+    """A policy definition is inconsistent; the message names the problem."""
+
+
+class InputError(LifecycleError):
+    """Input could not be read (a missing file, a directory, a permission error)."""
+
+
+class StoreError(LifecycleError):
+    """The event store failed; the transaction that was running was rolled back whole."""
+
+
+class SchemaError(StoreError):
+    """The database schema is missing or not at the revision this version expects."""
+
+
+class ConcurrencyError(StoreError):
+    """Another writer kept appending to the same account; retries were exhausted."""
+
+    def __init__(self, account: str, attempts: int) -> None:
+        super().__init__(
+            f"account {account!r}: another writer appended concurrently {attempts} times in a row; "
+            "giving up (retry the submission later)"
+        )
+        self.account = account
+        self.attempts = attempts

@@ -1,0 +1,84 @@
+"""The in-memory gate: messages in, verdicts out, account states kept in memory.
+
+Use it to embed lifecycle without a database (a request handler that must
+refuse illegal events, a notebook, a test) and as the engine of
+``lifecycle check``. Memory grows with the number of accounts and of accepted
+messageIds, never with the number of messages judged. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from lifecycle.decide import Verdict, judge, malformed
+from lifecycle.messages import Malformed, decode_line
+from lifecycle.policy import Policy
+from lifecycle.rules import DEFAULT_POLICY
+from lifecycle.state import AccountState
+
+
+class Gate:
+    """Judges messages one at a time, in order, keeping every account's state.
+
+    >>> gate = Gate()
+    >>> gate.submit({"type": "track", "event": "Account Created", "userId": "u1",
+    ...              "context": {"groupId": "acct_1"}}).verdict
+    'accepted'
+    >>> gate.submit({"event": "Trial Ended", "userId": "u1",
+    ...              "context": {"groupId": "acct_1"}}).reason
+    'Trial Ended for acct_1 by u1: no trial is running (account is created)'
+
+    Not thread-safe: give each thread its own gate, or use
+    :class:`lifecycle.Lifecycle`, which is.
+    """
+
+    def __init__(self, policy: Policy = DEFAULT_POLICY) -> None:
+        self.policy = policy
+        self._accounts: dict[str, AccountState] = {}
+        self._accepted: set[str] = set()
+
+    def submit(self, message: Mapping[str, Any] | str | bytes) -> Verdict:
+        """Judge one message (a dict, or its JSON text) and apply it if accepted.
+
+        JSON text holding a batch object gives the verdict of its first item; use
+        :meth:`submit_line` to judge every item.
+        """
+        if isinstance(message, (str, bytes)):
+            verdicts = self.submit_line(message)
+            return verdicts[0] if verdicts else malformed("empty batch")
+        return self._judge(message)
+
+    def submit_many(self, messages: Iterable[Mapping[str, Any]]) -> list[Verdict]:
+        """Judge messages in order; each sees the effect of the ones before it."""
+        return [self._judge(m) for m in messages]
+
+    def submit_line(self, line: str | bytes) -> list[Verdict]:
+        """Judge every message of one line of JSONL input (a message or a batch object)."""
+        return [
+            malformed(item.reason) if isinstance(item, Malformed) else self._judge(item)
+            for item in decode_line(line)
+        ]
+
+    def state(self, account: str) -> AccountState | None:
+        """The current state of ``account``, or None if no event of it was accepted."""
+        return self._accounts.get(account)
+
+    def accounts(self) -> Iterator[AccountState]:
+        """Every account with at least one accepted event, in first-seen order."""
+        return iter(self._accounts.values())
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    def _judge(self, message: Mapping[str, Any]) -> Verdict:
+        verdict, new = judge(self.policy, message, self._load, self._accepted.__contains__)
+        if new is not None:
+            self._accounts[new.account] = new
+            if verdict.message_id is not None:
+                self._accepted.add(verdict.message_id)
+        return verdict
+
+    def _load(self, account: str) -> AccountState:
+        state = self._accounts.get(account)
+        return state if state is not None else AccountState(account, self.policy.initial)

@@ -1,0 +1,418 @@
+"""Policies: an account state machine on `transitions`, checked when built, compiled once.
+
+A :class:`Policy` is a value. Its definition is written in the dictionary
+format of the ``transitions`` library (``trigger``, ``source``, ``dest``,
+``conditions``, ``after``) and a ``transitions.Machine`` is built from it once;
+that machine is the single source of truth. The hot path never runs the
+machine: :meth:`Policy.rule` reads a table compiled from the machine's own
+introspection, one entry per (state, event) pair (a test proves the two agree).
+
+What ``transitions`` does not do, a policy does:
+
+* it checks its definition (unknown states, guards and effects, unreachable
+  states, live states with no way out, events no state accepts, missing
+  rejection codes) and raises :class:`~lifecycle.errors.PolicyError`;
+* a failed condition carries a code and a reason (:class:`Guard`), not just
+  ``False``;
+* it is extended without forking (:meth:`Policy.extend`,
+  :meth:`Policy.without_guard`).
+
+Pure: no I/O. This is the only module that imports ``transitions``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from transitions import Machine
+
+from lifecycle.envelope import Event, catalog_index
+from lifecycle.errors import PolicyError
+from lifecycle.spec import EventSpec
+from lifecycle.state import AccountState, TrialState, UserState
+
+#: What an effect returns: the account's users and trial after the event.
+Change = tuple[Mapping[str, UserState], TrialState | None]
+#: An effect: applies an accepted event to the users and trial of an account.
+Effect = Callable[[AccountState, Event], Change]
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A named condition with a rejection code.
+
+    ``check(state, event)`` returns None when the event may proceed, else a
+    sentence saying what was expected. ``transitions`` only sees the guard's
+    name; the code and the sentence are what make a rejection explainable.
+    """
+
+    name: str
+    code: str
+    check: Callable[[AccountState, Event], str | None]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The code and sentence used when an event is not allowed in the account's state."""
+
+    code: str
+    expected: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The compiled form of one (state, event) transition.
+
+    ``dest`` is the state after the event (the same state for internal
+    transitions); ``guards`` run in order and the first that fails decides the
+    code; ``effects`` then update users and trial.
+    """
+
+    event: str
+    source: str
+    dest: str
+    guards: tuple[Guard, ...]
+    effects: tuple[Effect, ...]
+
+
+#: Code used for any event on an account that was never created.
+ACCOUNT_UNKNOWN = Refusal("account_unknown", "the account was never created")
+#: Code used for any event on an account in a final state.
+ACCOUNT_DELETED = Refusal("account_deleted", "the account was deleted")
+#: Code used for a creating event on an account that is live.
+ACCOUNT_EXISTS = Refusal("account_exists", "the account already exists")
+
+
+class Policy:
+    """A lifecycle policy: the event catalog, the account machine, its guards and effects.
+
+    Build one with keyword arguments (every check runs then) or derive one from
+    an existing policy with :meth:`extend` / :meth:`without_guard`. Instances
+    are immutable and safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        states: Sequence[str],
+        initial: str,
+        final: Sequence[str],
+        events: Sequence[EventSpec],
+        transitions: Sequence[Mapping[str, Any]],
+        guards: Iterable[Guard] = (),
+        effects: Mapping[str, Effect] | None = None,
+        refusals: Mapping[str, Refusal] | None = None,
+    ) -> None:
+        self.name = name
+        self.states: tuple[str, ...] = tuple(states)
+        self.initial = initial
+        self.final: tuple[str, ...] = tuple(final)
+        self.events: tuple[EventSpec, ...] = tuple(events)
+        self.transitions: tuple[Mapping[str, Any], ...] = tuple(
+            MappingProxyType(_normalize(t)) for t in transitions
+        )
+        self.guards: Mapping[str, Guard] = MappingProxyType({g.name: g for g in guards})
+        self.effects: Mapping[str, Effect] = MappingProxyType(dict(effects or {}))
+        self.refusals: Mapping[str, Refusal] = MappingProxyType(dict(refusals or {}))
+        self.catalog: Mapping[str, EventSpec] = MappingProxyType(catalog_index(self.events))
+        _check_definition(self)
+        self.machine = Machine(
+            model=None,
+            states=[{"name": s, "final": s in self.final} for s in self.states],
+            initial=self.initial,
+            transitions=[dict(t) for t in self.transitions],
+            auto_transitions=False,
+            send_event=True,
+        )
+        self._table = _compile(self)
+        _check_graph(self)
+        self.fingerprint = _fingerprint(self)
+
+    # -- reading the compiled table -------------------------------------------------
+
+    def rule(self, state: str, event: str) -> Rule | Refusal:
+        """The transition for ``event`` in ``state``, or the refusal that applies."""
+        return self._table[state, event]
+
+    @property
+    def table(self) -> Mapping[tuple[str, str], Rule | Refusal]:
+        """Every (state, event) pair with its compiled rule or refusal."""
+        return MappingProxyType(self._table)
+
+    @property
+    def live_states(self) -> tuple[str, ...]:
+        """States of an account that exists and is not final."""
+        return tuple(s for s in self.states if s != self.initial and s not in self.final)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """Every rejection code this policy can produce after the envelope checks."""
+        seen: dict[str, None] = {}
+        for entry in self._table.values():
+            if isinstance(entry, Refusal):
+                seen[entry.code] = None
+            else:
+                for guard in entry.guards:
+                    seen[guard.code] = None
+        return tuple(seen)
+
+    def accepts(self, state: str, event: str) -> bool:
+        """True when some history could accept ``event`` in ``state``."""
+        return isinstance(self._table[state, event], Rule)
+
+    # -- deriving policies -------------------------------------------------------------
+
+    def extend(
+        self,
+        *,
+        name: str | None = None,
+        states: Sequence[str] = (),
+        events: Sequence[EventSpec] = (),
+        transitions: Sequence[Mapping[str, Any]] = (),
+        guards: Iterable[Guard] = (),
+        effects: Mapping[str, Effect] | None = None,
+        refusals: Mapping[str, Refusal] | None = None,
+    ) -> Policy:
+        """A new policy with more states, events, transitions, guards, effects or refusals.
+
+        Example: a custom event that activates an account without a trial::
+
+            policy = DEFAULT_POLICY.extend(
+                name="with-subscriptions",
+                events=[EventSpec("Subscription Started", {"plan_name": STRING})],
+                transitions=[{"trigger": "Subscription Started",
+                              "source": "created", "dest": "active"}],
+                refusals={"Subscription Started": Refusal(
+                    "subscription_not_allowed", "a subscription starts only on a new account")},
+            )
+        """
+        return Policy(
+            name=name or f"{self.name}+",
+            states=[*self.states, *(s for s in states if s not in self.states)],
+            initial=self.initial,
+            final=self.final,
+            events=[*self.events, *events],
+            transitions=[*self.transitions, *transitions],
+            guards=[*self.guards.values(), *guards],
+            effects={**self.effects, **(effects or {})},
+            refusals={**self.refusals, **(refusals or {})},
+        )
+
+    def without_guard(self, event: str, guard: str, *, name: str | None = None) -> Policy:
+        """A new policy in which ``guard`` no longer applies to ``event`` (relaxing a rule)."""
+        changed = False
+        transitions = []
+        for t in self.transitions:
+            if t["trigger"] == event and guard in t["conditions"]:
+                t = {**t, "conditions": [c for c in t["conditions"] if c != guard]}
+                changed = True
+            transitions.append(t)
+        if not changed:
+            raise PolicyError(f"policy {self.name!r}: event {event!r} has no guard {guard!r}")
+        return Policy(
+            name=name or f"{self.name}-{guard}",
+            states=self.states,
+            initial=self.initial,
+            final=self.final,
+            events=self.events,
+            transitions=transitions,
+            guards=self.guards.values(),
+            effects=self.effects,
+            refusals=self.refusals,
+        )
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def diagram(self, format: str = "mermaid") -> str:
+        """The account machine as a Mermaid ``stateDiagram-v2`` or a Graphviz ``dot`` graph."""
+        edges = self._edges()
+        if format == "mermaid":
+            lines = ["stateDiagram-v2"]
+            for (src, dest), labels in edges.items():
+                left = "[*]" if src == self.initial else src
+                lines.append(f"    {left} --> {dest}: {'<br/>'.join(labels)}")
+            lines.extend(f"    {state} --> [*]" for state in self.final)
+            return "\n".join(lines) + "\n"
+        if format == "dot":
+            lines = [f'digraph "{self.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
+            lines.append(f'    "{self.initial}" [shape=point];')
+            lines.extend(f'    "{state}" [shape=doublecircle];' for state in self.final)
+            for (src, dest), labels in edges.items():
+                lines.append(f'    "{src}" -> "{dest}" [label="{chr(92) + "n".join(labels)}"];')
+            lines.append("}")
+            return "\n".join(lines) + "\n"
+        raise ValueError(f"unknown diagram format {format!r}: use 'mermaid' or 'dot'")
+
+    def _edges(self) -> dict[tuple[str, str], list[str]]:
+        edges: dict[tuple[str, str], list[str]] = {}
+        for (state, event), entry in self._table.items():
+            if isinstance(entry, Rule):
+                label = event
+                if entry.guards:
+                    label += " [" + ", ".join(g.name for g in entry.guards) + "]"
+                edges.setdefault((state, entry.dest), []).append(label)
+        order = {state: i for i, state in enumerate(self.states)}
+        return dict(sorted(edges.items(), key=lambda kv: (order[kv[0][0]], order[kv[0][1]])))
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.name!r} {len(self.states)} states, {len(self.events)} events>"
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def _normalize(t: Mapping[str, Any]) -> dict[str, Any]:
+    """One transition in a canonical form: lists for source/conditions/after."""
+    unknown = set(t) - {"trigger", "source", "dest", "conditions", "after"}
+    if unknown:
+        raise PolicyError(f"transition {dict(t)!r}: unsupported keys {sorted(unknown)}")
+    if "trigger" not in t or "source" not in t:
+        raise PolicyError(f"transition {dict(t)!r}: needs 'trigger' and 'source'")
+
+    def as_list(value: Any) -> list[str]:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else list(value)
+
+    return {
+        "trigger": t["trigger"],
+        "source": as_list(t["source"]),
+        "dest": t.get("dest"),
+        "conditions": as_list(t.get("conditions")),
+        "after": as_list(t.get("after")),
+    }
+
+
+def _check_definition(policy: Policy) -> None:
+    """Checks that need only the definition (before ``transitions`` sees it)."""
+    where = f"policy {policy.name!r}"
+    states = set(policy.states)
+    if len(states) != len(policy.states):
+        raise PolicyError(f"{where}: a state is listed twice in {list(policy.states)}")
+    if policy.initial not in states:
+        raise PolicyError(f"{where}: initial state {policy.initial!r} is not a state")
+    for state in policy.final:
+        if state not in states:
+            raise PolicyError(f"{where}: final state {state!r} is not a state")
+    names = [n for spec in policy.events for n in (spec.name, *spec.aliases)]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise PolicyError(f"{where}: event names defined twice: {sorted(duplicates)}")
+    canonical = {spec.name for spec in policy.events}
+    seen: set[tuple[str, str]] = set()
+    for t in policy.transitions:
+        trigger = t["trigger"]
+        what = f"{where}: transition {trigger!r}"
+        if trigger not in canonical:
+            raise PolicyError(f"{what}: unknown event (not in the policy's catalog)")
+        for source in t["source"]:
+            if source not in states:
+                raise PolicyError(f"{what}: unknown source state {source!r}")
+            if source in policy.final:
+                raise PolicyError(f"{what}: leaves final state {source!r}")
+            if (source, trigger) in seen:
+                raise PolicyError(f"{what}: defined twice from state {source!r}")
+            seen.add((source, trigger))
+        if t["dest"] is not None and t["dest"] not in states:
+            raise PolicyError(f"{what}: unknown target state {t['dest']!r}")
+        for guard in t["conditions"]:
+            if guard not in policy.guards:
+                raise PolicyError(f"{what}: unknown guard {guard!r}")
+        for effect in t["after"]:
+            if effect not in policy.effects:
+                raise PolicyError(f"{what}: unknown effect {effect!r}")
+
+
+def _compile(policy: Policy) -> dict[tuple[str, str], Rule | Refusal]:
+    """Read the ``transitions`` machine into a table with one entry per (state, event)."""
+    table: dict[tuple[str, str], Rule | Refusal] = {}
+    creating = {
+        name for name, ev in policy.machine.events.items() if ev.transitions.get(policy.initial)
+    }
+    for spec in policy.events:
+        event = policy.machine.events.get(spec.name)
+        for state in policy.states:
+            found = event.transitions.get(state, []) if event is not None else []
+            if found:
+                (t,) = found  # one transition per (state, event), checked above
+                table[state, spec.name] = Rule(
+                    spec.name,
+                    state,
+                    t.dest if t.dest is not None else state,
+                    tuple(policy.guards[str(c.func)] for c in t.conditions),
+                    tuple(policy.effects[str(name)] for name in t.after),
+                )
+            else:
+                table[state, spec.name] = _refusal(policy, state, spec.name, creating)
+    return table
+
+
+def _refusal(policy: Policy, state: str, event: str, creating: set[str]) -> Refusal:
+    if state in policy.final:
+        return ACCOUNT_DELETED
+    if event in creating:
+        return ACCOUNT_EXISTS
+    if state == policy.initial:
+        return ACCOUNT_UNKNOWN
+    refusal = policy.refusals.get(event)
+    if refusal is None:
+        raise PolicyError(
+            f"policy {policy.name!r}: event {event!r} is not allowed in state {state!r} "
+            "and has no refusal (add refusals={event: Refusal(code, expected)})"
+        )
+    return refusal
+
+
+def _check_graph(policy: Policy) -> None:
+    """Checks on the compiled graph: reachability, ways out, events nobody accepts."""
+    where = f"policy {policy.name!r}"
+    successors: dict[str, set[str]] = {s: set() for s in policy.states}
+    accepted: set[str] = set()
+    for (state, event), entry in policy.table.items():
+        if isinstance(entry, Rule):
+            successors[state].add(entry.dest)
+            accepted.add(event)
+    for spec in policy.events:
+        if spec.name not in accepted:
+            raise PolicyError(f"{where}: no state accepts event {spec.name!r}")
+    reached, todo = {policy.initial}, [policy.initial]
+    while todo:
+        for nxt in successors[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    unreachable = [s for s in policy.states if s not in reached]
+    if unreachable:
+        raise PolicyError(f"{where}: no event reaches state(s) {unreachable}")
+    for state in policy.states:
+        if state not in policy.final and not successors[state] - {state}:
+            raise PolicyError(f"{where}: state {state!r} is not final and no event leaves it")
+
+
+def _fingerprint(policy: Policy) -> str:
+    """A stable hash of the definition; snapshots made under another policy are ignored."""
+
+    def qualname(fn: Callable[..., Any]) -> str:
+        return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+    definition = {
+        "states": policy.states,
+        "initial": policy.initial,
+        "final": policy.final,
+        "events": [
+            [s.name, list(s.aliases), {k: v.value for k, v in s.properties.items()}]
+            for s in policy.events
+        ],
+        "transitions": [dict(t) for t in policy.transitions],
+        "guards": {n: [g.code, qualname(g.check)] for n, g in sorted(policy.guards.items())},
+        "effects": {n: qualname(fn) for n, fn in sorted(policy.effects.items())},
+        "refusals": {e: [r.code, r.expected] for e, r in sorted(policy.refusals.items())},
+    }
+    blob = json.dumps(definition, sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,169 @@
+"""The Segment B2B SaaS spec as data: event names, aliases, semantic properties.
+
+This module is the catalog the rest of the library reads. It knows nothing of
+states or rules (see :mod:`lifecycle.policy`), only what the spec says an event
+looks like. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import Enum
+from types import MappingProxyType
+
+
+class PropertyType(Enum):
+    """The two property types the spec uses."""
+
+    STRING = "String"
+    DATE = "Date"
+
+
+STRING = PropertyType.STRING
+DATE = PropertyType.DATE
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One lifecycle event: its canonical name, aliases and typed semantic properties.
+
+    Properties the spec does not name are allowed whatever their type; only the
+    ones listed here are type-checked (rule ``invalid_property``).
+    """
+
+    name: str
+    properties: Mapping[str, PropertyType] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "properties", MappingProxyType(dict(self.properties)))
+
+
+ACCOUNT_CREATED = "Account Created"
+ACCOUNT_DELETED = "Account Deleted"
+SIGNED_UP = "Signed Up"
+SIGNED_IN = "Signed In"
+SIGNED_OUT = "Signed Out"
+INVITE_SENT = "Invite Sent"
+ACCOUNT_ADDED_USER = "Account Added User"
+ACCOUNT_REMOVED_USER = "Account Removed User"
+TRIAL_STARTED = "Trial Started"
+TRIAL_ENDED = "Trial Ended"
+
+_TRIAL_PROPERTIES = {"trial_start_date": DATE, "trial_end_date": DATE, "trial_plan_name": STRING}
+
+#: The ten events of the B2B SaaS spec, in the spec's order.
+SPEC_EVENTS: tuple[EventSpec, ...] = (
+    EventSpec(ACCOUNT_CREATED, {"account_name": STRING}, description="a new account is created"),
+    EventSpec(ACCOUNT_DELETED, {"account_name": STRING}, description="an account is deleted"),
+    EventSpec(
+        SIGNED_UP,
+        {
+            "type": STRING,
+            "first_name": STRING,
+            "last_name": STRING,
+            "email": STRING,
+            "phone": STRING,
+            "username": STRING,
+            "title": STRING,
+        },
+        aliases=("User Signed Up",),
+        description="a user signs up",
+    ),
+    EventSpec(
+        SIGNED_IN, {"username": STRING}, aliases=("User Signed In",), description="a user signs in"
+    ),
+    EventSpec(
+        SIGNED_OUT,
+        {"username": STRING},
+        aliases=("User Signed Out",),
+        description="a user signs out",
+    ),
+    EventSpec(
+        INVITE_SENT,
+        {
+            "invitee_email": STRING,
+            "invitee_first_name": STRING,
+            "invitee_last_name": STRING,
+            "invitee_role": STRING,
+        },
+        description="a user invites another person",
+    ),
+    EventSpec(ACCOUNT_ADDED_USER, {"role": STRING}, description="a user is added to the account"),
+    EventSpec(ACCOUNT_REMOVED_USER, {}, description="a user is removed from the account"),
+    EventSpec(TRIAL_STARTED, _TRIAL_PROPERTIES, description="a trial starts"),
+    EventSpec(TRIAL_ENDED, _TRIAL_PROPERTIES, description="a trial ends"),
+)
+
+
+# Rejection codes: a stable public interface. Never rename one; a new rule gets a new code.
+MALFORMED_JSON = "malformed_json"
+MISSING_USER = "missing_user"
+MISSING_GROUP_ID = "missing_group_id"
+INVALID_TIMESTAMP = "invalid_timestamp"
+INVALID_PROPERTY = "invalid_property"
+ACCOUNT_UNKNOWN = "account_unknown"
+ACCOUNT_EXISTS = "account_exists"
+ACCOUNT_DELETED_CODE = "account_deleted"
+TRIAL_ALREADY_STARTED = "trial_already_started"
+TRIAL_NOT_ACTIVE = "trial_not_active"
+TRIAL_DATES_INVERTED = "trial_dates_inverted"
+TRIAL_MISMATCH = "trial_mismatch"
+USER_UNKNOWN = "user_unknown"
+USER_ALREADY_MEMBER = "user_already_member"
+USER_NOT_MEMBER = "user_not_member"
+USER_ALREADY_SIGNED_UP = "user_already_signed_up"
+NOT_SIGNED_IN = "not_signed_in"
+
+#: The 17 rejection codes of the default policy, in check order.
+REJECTION_CODES: tuple[str, ...] = (
+    MALFORMED_JSON,
+    MISSING_USER,
+    MISSING_GROUP_ID,
+    INVALID_TIMESTAMP,
+    INVALID_PROPERTY,
+    ACCOUNT_UNKNOWN,
+    ACCOUNT_EXISTS,
+    ACCOUNT_DELETED_CODE,
+    TRIAL_ALREADY_STARTED,
+    TRIAL_NOT_ACTIVE,
+    TRIAL_DATES_INVERTED,
+    TRIAL_MISMATCH,
+    USER_UNKNOWN,
+    USER_ALREADY_MEMBER,
+    USER_NOT_MEMBER,
+    USER_ALREADY_SIGNED_UP,
+    NOT_SIGNED_IN,
+)
+
+#: Codes decided before any state is read (parsing and the envelope).
+ENVELOPE_CODES: tuple[str, ...] = REJECTION_CODES[:5]
+
+
+def parse_datetime(value: str) -> datetime | None:
+    """Parse an ISO-8601 date-time into an aware datetime, or None if it is not one.
+
+    A date-time needs a time part; a naive one is taken as UTC. Used for the
+    envelope ``timestamp``.
+    """
+    if len(value) < 11 or not value[:4].isdigit():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def parse_date(value: str) -> datetime | None:
+    """Parse a spec Date property: an ISO-8601 date-time, or a date meaning midnight UTC."""
+    if len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            return None
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return parse_datetime(value)
