@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from lifecycle import __version__
-from lifecycle.cli import check, diagram
+from lifecycle.cli import check, diagram, store
 from lifecycle.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
 from lifecycle.errors import LifecycleError
 
-COMMANDS = (check, diagram)
+COMMANDS = (check, store, diagram)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,213 @@
+"""Commands that use the event store: ``ingest``, ``db``, ``accounts``, ``rejections``.
+
+The database is ``--db URL``, else ``$LIFECYCLE_DATABASE_URL``, else
+``sqlite:///lifecycle.db`` in the working directory. A new SQLite file gets
+its schema on first use; other databases need ``lifecycle db upgrade``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import islice
+
+import orjson
+
+from lifecycle.cli.check import add_input_arguments
+from lifecycle.cli.common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    load_policy,
+    make_report,
+    progress,
+)
+from lifecycle.reader import read_lines
+from lifecycle.service import Lifecycle
+from lifecycle.store import migrate
+from lifecycle.store.engine import create_engine, database_url
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    """``--db URL`` for every command that opens the store."""
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default: $LIFECYCLE_DATABASE_URL, else sqlite:///lifecycle.db)",
+    )
+
+
+def open_store(args: argparse.Namespace) -> Lifecycle:
+    """The :class:`Lifecycle` for ``--db`` and ``--policy`` (when the command has it)."""
+    return Lifecycle(database_url(args.db), policy=load_policy(getattr(args, "policy", None)))
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``ingest``, ``db``, ``accounts`` and ``rejections``."""
+    ingest = commands.add_parser(
+        "ingest",
+        help="judge JSONL input and store it (accepted: events; rejected: quarantine)",
+        description=(
+            "Judge input like `check` and persist it: accepted events are appended to the "
+            "event store, rejected messages are quarantined. State carries across runs; "
+            "re-running an interrupted ingest stores every event exactly once (messages with "
+            "a messageId already stored come back as duplicate). Exit codes as for `check`."
+        ),
+    )
+    add_input_arguments(ingest)
+    add_db_argument(ingest)
+    ingest.add_argument(
+        "--batch-size", type=int, default=1000, metavar="N", help="lines per transaction"
+    )
+    ingest.set_defaults(run=run_ingest)
+
+    db = commands.add_parser("db", help="manage the database schema (migrations)")
+    db_commands = db.add_subparsers(title="db commands", metavar="COMMAND", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="migrate the schema up (default: to head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(run=run_db_upgrade)
+    downgrade = db_commands.add_parser("downgrade", help="migrate the schema down to REVISION")
+    downgrade.add_argument("revision", help="target revision; 'base' removes every table")
+    downgrade.set_defaults(run=run_db_downgrade)
+    current = db_commands.add_parser("current", help="print the schema revision of the database")
+    current.set_defaults(run=run_db_current)
+    check = db_commands.add_parser(
+        "check", help="exit 1 if the database differs from what this version expects"
+    )
+    check.set_defaults(run=run_db_check)
+    for sub in (upgrade, downgrade, current, check):
+        add_db_argument(sub)
+
+    accounts = commands.add_parser("accounts", help="read account states")
+    account_commands = accounts.add_subparsers(
+        title="accounts commands", metavar="COMMAND", required=True
+    )
+    show = account_commands.add_parser("show", help="one account's current state")
+    show.add_argument("account", metavar="ID")
+    show.add_argument("--format", choices=["json", "text"], default="json")
+    show.set_defaults(run=run_accounts_show)
+    listing = account_commands.add_parser("list", help="every account, one per line")
+    listing.add_argument("--status", metavar="S", help="only accounts in this status")
+    listing.add_argument("--format", choices=["text", "jsonl"], default="text")
+    listing.set_defaults(run=run_accounts_list)
+    for sub in (show, listing):
+        add_db_argument(sub)
+
+    rejections = commands.add_parser("rejections", help="read the quarantine")
+    rejection_commands = rejections.add_subparsers(
+        title="rejections commands", metavar="COMMAND", required=True
+    )
+    rlist = rejection_commands.add_parser("list", help="quarantined messages, oldest first")
+    rlist.add_argument("--code", metavar="C", help="only this rejection code")
+    rlist.add_argument("--account", metavar="ID", help="only this account")
+    rlist.add_argument("--format", choices=["text", "jsonl"], default="text")
+    add_db_argument(rlist)
+    rlist.set_defaults(run=run_rejections_list)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Judge and store every line, ``--batch-size`` lines per transaction."""
+    if args.batch_size < 1:
+        raise SystemExit("lifecycle ingest: error: --batch-size must be at least 1")
+    report = make_report(args.format, args.show)
+    lines = read_lines(args.files)
+    with open_store(args) as store, progress(args.files, "ingest") as bar:
+        while batch := list(islice(lines, args.batch_size)):
+            for line, index, verdict in store.submit_lines(batch):
+                report.add(line.file, line.number, index, verdict)
+            bar.advance(sum(len(line.raw) for line in batch))
+    report.finish("lifecycle ingest")
+    return EXIT_REJECTED if report.rejected else EXIT_OK
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    """Migrate up."""
+    engine = create_engine(database_url(args.db))
+    migrate.upgrade(engine, args.revision)
+    with engine.connect() as connection:
+        print(f"at revision {migrate.current_revision(connection)}")
+    engine.dispose()
+    return EXIT_OK
+
+
+def run_db_downgrade(args: argparse.Namespace) -> int:
+    """Migrate down."""
+    engine = create_engine(database_url(args.db))
+    migrate.downgrade(engine, args.revision)
+    with engine.connect() as connection:
+        print(f"at revision {migrate.current_revision(connection) or 'base'}")
+    engine.dispose()
+    return EXIT_OK
+
+
+def run_db_current(args: argparse.Namespace) -> int:
+    """Print the current revision (``base`` for an empty database) and the head."""
+    engine = create_engine(database_url(args.db))
+    with engine.connect() as connection:
+        current = migrate.current_revision(connection)
+    engine.dispose()
+    head = migrate.head_revision()
+    note = "(head)" if current == head else f"(head is {head})"
+    print(f"{current or 'base'} {note}")
+    return EXIT_OK
+
+
+def run_db_check(args: argparse.Namespace) -> int:
+    """Exit 1 when the schema is not at head or differs from the table definitions."""
+    engine = create_engine(database_url(args.db))
+    with engine.connect() as connection:
+        current = migrate.current_revision(connection)
+    if current != migrate.head_revision():
+        print(f"schema is at {current or 'base'}, expected {migrate.head_revision()}")
+        return EXIT_REJECTED
+    diffs = migrate.differences(engine)
+    engine.dispose()
+    for diff in diffs:
+        print(diff)
+    return EXIT_REJECTED if diffs else EXIT_OK
+
+
+def run_accounts_show(args: argparse.Namespace) -> int:
+    """Print one account; exit 1 if it does not exist."""
+    with open_store(args) as store:
+        state = store.state(args.account)
+    if state is None:
+        print(f"lifecycle: no account {args.account!r}", file=sys.stderr)
+        return EXIT_REJECTED
+    if args.format == "json":
+        sys.stdout.buffer.write(
+            orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        )
+    else:
+        print(f"{state.account}: {state.status}, version {state.version}")
+        for user, u in sorted(state.users.items()):
+            print(f"  {user}: signed_up={u.signed_up} role={u.role!r} signed_in={u.signed_in}")
+        if state.trial is not None:
+            print(f"  trial: {state.trial.to_dict()}")
+    return EXIT_OK
+
+
+def run_accounts_list(args: argparse.Namespace) -> int:
+    """Print every account (id, status, version, users)."""
+    with open_store(args) as store:
+        for state in store.accounts(status=args.status):
+            if args.format == "jsonl":
+                sys.stdout.buffer.write(
+                    orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+                )
+            else:
+                print(f"{state.account}\t{state.status}\t{state.version}\t{len(state.users)}")
+    return EXIT_OK
+
+
+def run_rejections_list(args: argparse.Namespace) -> int:
+    """Print quarantined messages, oldest first."""
+    with open_store(args) as store:
+        for item in store.rejections(code=args.code, account=args.account):
+            if args.format == "jsonl":
+                sys.stdout.buffer.write(
+                    orjson.dumps(item.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+                )
+            else:
+                where = item.source + (f":{item.line}" if item.line is not None else "")
+                print(f"{item.id}\t{where}\t{item.code}\t{item.reason}")
+    return EXIT_OK

@@ -1,0 +1,389 @@
+"""``Lifecycle``: the gate and the event store in one transaction, for applications to embed.
+
+Every submission runs in one database transaction: read the heads of the
+accounts involved and which messageIds are already stored, judge each message
+in order with the same rules as the in-memory :class:`~lifecycle.Gate`, then
+append accepted events, move the heads and quarantine rejections. Nothing is
+half-written: an error rolls the whole submission back.
+
+Concurrency is optimistic. The unique ``(account, version)`` and
+``message_id`` indexes decide: when another writer appended to the same
+account (or stored the same messageId) first, the insert fails, the
+transaction is rolled back, and the submission is judged again from what is
+now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from lifecycle.decide import Verdict, judge, malformed
+from lifecycle.envelope import group_id_of, message_id_of
+from lifecycle.errors import ConcurrencyError, StoreError
+from lifecycle.messages import Malformed, decode_line
+from lifecycle.policy import Policy
+from lifecycle.reader import InputLine
+from lifecycle.rules import DEFAULT_POLICY
+from lifecycle.state import AccountState
+from lifecycle.store import repository
+from lifecycle.store.codec import event_row, head_row, now, payload_text, state_from_json
+from lifecycle.store.engine import create_engine, database_url
+from lifecycle.store.migrate import ensure_schema
+from lifecycle.store.repository import StoredEvent
+from lifecycle.store.schema import account_heads, events, quarantine
+
+API = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One message to judge, with where it came from (for the quarantine)."""
+
+    item: Mapping[str, Any] | Malformed
+    raw: bytes
+    source: str = API
+    line: int | None = None
+    index: int | None = None
+    whole_line: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedMessage:
+    """A rejected message as kept in the quarantine."""
+
+    id: int
+    received_at: datetime
+    source: str
+    line: int | None
+    batch_index: int | None
+    code: str
+    reason: str
+    account: str | None
+    message_id: str | None
+    event: str | None
+    raw: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``raw`` decoded as UTF-8, invalid bytes replaced)."""
+        return {
+            "id": self.id,
+            "received_at": self.received_at.isoformat() + "Z",
+            "source": self.source,
+            "line": self.line,
+            "index": self.batch_index,
+            "code": self.code,
+            "reason": self.reason,
+            "groupId": self.account,
+            "messageId": self.message_id,
+            "event": self.event,
+            "raw": self.raw.decode("utf-8", "replace"),
+        }
+
+
+class Lifecycle:
+    """Judge messages and keep the accepted ones in an event store.
+
+    Create it from a database URL or an SQLAlchemy :class:`~sqlalchemy.engine.Engine`::
+
+        lifecycle = Lifecycle("sqlite:///lifecycle.db")
+        verdict = lifecycle.submit(message)
+        if verdict.verdict == "rejected":
+            log.warning(verdict.code, verdict.reason)
+
+    A new SQLite database gets its schema from the migrations on first use;
+    other databases need ``lifecycle db upgrade`` (or ``create_schema=True``).
+
+    Pass ``connection=`` to take part in a transaction the application already
+    has: the submission then runs in a SAVEPOINT of it, and it is stored only if
+    the application commits. One instance is safe to share between threads:
+    it keeps no state of its own beyond the engine's connection pool.
+    """
+
+    def __init__(
+        self,
+        bind: str | Engine | None = None,
+        *,
+        policy: Policy = DEFAULT_POLICY,
+        create_schema: bool | None = None,
+        max_attempts: int = 8,
+    ) -> None:
+        self._owns_engine = not isinstance(bind, Engine)
+        self.engine: Engine = (
+            bind if isinstance(bind, Engine) else create_engine(database_url(bind))
+        )
+        self.policy = policy
+        self.max_attempts = max_attempts
+        if create_schema is None:
+            create_schema = self.engine.dialect.name == "sqlite"
+        try:
+            ensure_schema(self.engine, create=create_schema)
+        except DBAPIError as exc:
+            self.close()
+            raise StoreError(f"cannot open the event store: {_first_line(exc)}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    # -- writing --------------------------------------------------------------------------
+
+    def submit(
+        self, message: Mapping[str, Any] | str | bytes, *, connection: Connection | None = None
+    ) -> Verdict:
+        """Judge one message (a dict or its JSON text): store it if accepted, else quarantine it."""
+        if isinstance(message, (str, bytes)):
+            return self.submit_line(message, connection=connection)[0]
+        return self.submit_many([message], connection=connection)[0]
+
+    def submit_many(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        connection: Connection | None = None,
+    ) -> list[Verdict]:
+        """Judge messages in order, all in one transaction."""
+        subs = [Submission(m, orjson.dumps(m)) for m in messages]
+        return self._submit(subs, connection)
+
+    def submit_line(
+        self,
+        line: str | bytes,
+        *,
+        connection: Connection | None = None,
+    ) -> list[Verdict]:
+        """Judge every message of one line of JSONL input (a message or a batch object)."""
+        raw = line.encode("utf-8") if isinstance(line, str) else line
+        return self._submit(list(_line_submissions(InputLine(API, 0, raw), API)), connection)
+
+    def submit_lines(
+        self, lines: Sequence[InputLine], *, connection: Connection | None = None
+    ) -> list[tuple[InputLine, int, Verdict]]:
+        """Judge lines read from files, in one transaction; quarantine rows name file and line.
+
+        Returns ``(line, batch index, verdict)`` for every message. Re-submitting
+        the same file and line does not quarantine a rejection twice.
+        """
+        subs: list[Submission] = []
+        owners: list[InputLine] = []
+        for line in lines:
+            for sub in _line_submissions(line, line.file):
+                subs.append(sub)
+                owners.append(line)
+        verdicts = self._submit(subs, connection)
+        return [
+            (owner, sub.index or 0, verdict)
+            for owner, sub, verdict in zip(owners, subs, verdicts, strict=True)
+        ]
+
+    # -- reading --------------------------------------------------------------------------
+
+    def state(self, account: str, *, connection: Connection | None = None) -> AccountState | None:
+        """The current state of ``account``, or None if no event of it was stored."""
+        with self._reading(connection) as conn:
+            heads = repository.load_heads(conn, [account])
+            if account in heads:
+                return heads[account]
+            return repository.replay_account(conn, self.policy, account)
+
+    def accounts(self, *, status: str | None = None) -> Iterator[AccountState]:
+        """Every stored account's current state (optionally only those in ``status``)."""
+        query = select(account_heads.c.state).order_by(account_heads.c.account)
+        if status is not None:
+            query = query.where(account_heads.c.status == status)
+        with self._reading(None) as conn:
+            for (state,) in conn.execute(query, execution_options={"yield_per": 1000}):
+                yield state_from_json(state)
+
+    def events(self, account: str | None = None) -> Iterator[StoredEvent]:
+        """Stored events in append order, or one account's in version order."""
+        with self._reading(None) as conn:
+            yield from repository.stored_events(conn, account)
+
+    def rejections(
+        self, *, code: str | None = None, account: str | None = None
+    ) -> Iterator[QuarantinedMessage]:
+        """Quarantined messages in the order they were received."""
+        query = select(*quarantine.c).order_by(quarantine.c.id)
+        if code is not None:
+            query = query.where(quarantine.c.code == code)
+        if account is not None:
+            query = query.where(quarantine.c.account == account)
+        with self._reading(None) as conn:
+            for row in conn.execute(query, execution_options={"yield_per": 1000}):
+                yield QuarantinedMessage(*row[:11])
+
+    def close(self) -> None:
+        """Release the connection pool (only when this object created the engine)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Lifecycle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the transaction ------------------------------------------------------------------
+
+    def _submit(self, subs: list[Submission], connection: Connection | None) -> list[Verdict]:
+        last: Exception | None = None
+        for _attempt in range(self.max_attempts):
+            try:
+                if connection is None:
+                    with self.engine.begin() as conn:
+                        return self._judge_and_write(conn, subs)
+                with connection.begin_nested():
+                    return self._judge_and_write(connection, subs)
+            except IntegrityError as exc:
+                last = exc
+            except OperationalError as exc:
+                if not _is_transient(exc):
+                    raise StoreError(f"database error: {_first_line(exc)}") from exc
+                last = exc
+            except DBAPIError as exc:
+                raise StoreError(f"database error: {_first_line(exc)}") from exc
+        accounts = sorted({a for s in subs if (a := _account(s)) is not None})
+        raise ConcurrencyError(", ".join(accounts[:5]) or "?", self.max_attempts) from last
+
+    def _judge_and_write(self, conn: Connection, subs: list[Submission]) -> list[Verdict]:
+        recorded = now()
+        accounts = list(dict.fromkeys(a for s in subs if (a := _account(s)) is not None))
+        mids = list(
+            dict.fromkeys(
+                m
+                for s in subs
+                if not isinstance(s.item, Malformed) and (m := message_id_of(s.item)) is not None
+            )
+        )
+        stored = repository.load_heads(conn, accounts)
+        has_head = set(stored)
+        headless = [a for a in accounts if a not in has_head]
+        for account in repository.stored_versions(conn, headless):
+            state = repository.replay_account(conn, self.policy, account)
+            if state is not None:
+                stored[account] = state  # the head row was lost: rebuild it below
+        states = dict(stored)
+        seen = repository.accepted_ids(conn, mids)
+        initial = self.policy.initial
+
+        def load(account: str) -> AccountState:
+            state = states.get(account)
+            return state if state is not None else AccountState(account, initial)
+
+        event_rows: list[dict[str, Any]] = []
+        rejected: list[tuple[Submission, Verdict]] = []
+        verdicts: list[Verdict] = []
+        for sub in subs:
+            if isinstance(sub.item, Malformed):
+                verdict = malformed(sub.item.reason)
+            else:
+                verdict, new = judge(self.policy, sub.item, load, seen.__contains__)
+                if new is not None:
+                    assert verdict.event is not None
+                    states[new.account] = new
+                    payload = payload_text(sub.item, sub.raw if sub.whole_line else None)
+                    event_rows.append(event_row(verdict.event, new.version, payload, recorded))
+                    if verdict.message_id is not None:
+                        seen.add(verdict.message_id)
+            if verdict.code is not None:
+                rejected.append((sub, verdict))
+            verdicts.append(verdict)
+
+        if event_rows:
+            conn.execute(insert(events), event_rows)
+        new_heads = [head_row(s, recorded) for a, s in states.items() if a not in has_head]
+        moved_heads = [
+            head_row(s, recorded)
+            for a, s in states.items()
+            if a in has_head and s.version != stored[a].version
+        ]
+        if new_heads:
+            conn.execute(insert(account_heads), new_heads)
+        repository.update_heads(conn, moved_heads)
+        self._quarantine(conn, rejected, recorded)
+        return verdicts
+
+    def _quarantine(
+        self, conn: Connection, rejected: list[tuple[Submission, Verdict]], recorded: datetime
+    ) -> None:
+        rows = [_quarantine_row(sub, verdict, recorded) for sub, verdict in rejected]
+        digests = [r["digest"] for r in rows if r["digest"] is not None]
+        if digests:
+            known = repository.known_digests(conn, digests)
+            rows = [r for r in rows if r["digest"] is None or r["digest"] not in known]
+        if rows:
+            conn.execute(insert(quarantine), rows)
+
+    @contextmanager
+    def _reading(self, connection: Connection | None) -> Iterator[Connection]:
+        try:
+            if connection is not None:
+                yield connection
+            else:
+                with self.engine.connect() as conn:
+                    yield conn
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _line_submissions(line: InputLine, source: str) -> Iterator[Submission]:
+    items = decode_line(line.raw)
+    whole = len(items) == 1 and not isinstance(items[0], Malformed) and "batch" not in items[0]
+    number = line.number if source != API else None
+    for index, item in enumerate(items):
+        raw = line.raw if whole or isinstance(item, Malformed) else orjson.dumps(item)
+        yield Submission(item, raw, source, number, index, whole_line=whole)
+
+
+def _account(sub: Submission) -> str | None:
+    return None if isinstance(sub.item, Malformed) else group_id_of(sub.item)
+
+
+def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> dict[str, Any]:
+    raw = sub.raw.rstrip(b"\r\n") if sub.whole_line or isinstance(sub.item, Malformed) else sub.raw
+    digest = None
+    if sub.source != API:
+        key = f"{sub.source}\0{sub.line}\0{sub.index}\0".encode() + raw
+        digest = hashlib.sha256(key).hexdigest()
+    return {
+        "received_at": recorded,
+        "source": sub.source,
+        "line": sub.line,
+        "batch_index": sub.index,
+        "code": verdict.code,
+        "reason": verdict.reason,
+        "account": verdict.account,
+        "message_id": verdict.message_id,
+        "event": verdict.event_name,
+        "raw": raw,
+        "digest": digest,
+    }
+
+
+def _is_transient(exc: OperationalError) -> bool:
+    """Deadlocks, serialization failures and busy databases are worth a retry."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in ("40001", "40P01"):
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in (1205, 1213):  # MariaDB: lock wait timeout, deadlock
+        return True
+    return "database is locked" in str(orig)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

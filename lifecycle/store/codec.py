@@ -1,0 +1,77 @@
+"""Mapping between domain values and stored rows, in one place.
+
+Everything that decides how an event, a state or an instant looks in the
+database is here; the repository only moves rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from lifecycle.envelope import Event
+from lifecycle.spec import parse_datetime
+from lifecycle.state import AccountState
+
+
+def utc_naive(moment: datetime) -> datetime:
+    """An aware datetime as naive UTC, the form every backend stores the same way."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def now() -> datetime:
+    """The current instant as naive UTC (the store's ``recorded_at``)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def occurred_at(event: Event) -> datetime | None:
+    """The event's own ``timestamp`` as naive UTC, or None when it carried none."""
+    if event.timestamp is None:
+        return None
+    parsed = parse_datetime(event.timestamp)
+    return utc_naive(parsed) if parsed is not None else None
+
+
+def payload_text(message: Mapping[str, Any], raw: bytes | None) -> str:
+    """The JSON text stored for a message: the line as sent when there is one, else JSON."""
+    if raw is not None:
+        return raw.rstrip(b"\r\n").decode("utf-8")
+    return orjson.dumps(message).decode("utf-8")
+
+
+def event_row(event: Event, version: int, payload: str, recorded_at: datetime) -> dict[str, Any]:
+    """The ``events`` row of an accepted event."""
+    return {
+        "account": event.account,
+        "version": version,
+        "event": event.name,
+        "message_id": event.message_id,
+        "user_id": event.user,
+        "occurred_at": occurred_at(event),
+        "recorded_at": recorded_at,
+        "payload": payload,
+    }
+
+
+def state_json(state: AccountState) -> str:
+    """An account state as stored in ``account_heads.state``."""
+    return orjson.dumps(state.to_dict()).decode("utf-8")
+
+
+def state_from_json(text: str | bytes) -> AccountState:
+    """The inverse of :func:`state_json`."""
+    return AccountState.from_dict(orjson.loads(text))
+
+
+def head_row(state: AccountState, recorded_at: datetime) -> dict[str, Any]:
+    """The ``account_heads`` row of an account's latest state."""
+    return {
+        "account": state.account,
+        "version": state.version,
+        "status": state.status,
+        "state": state_json(state),
+        "updated_at": recorded_at,
+    }

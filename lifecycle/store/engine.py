@@ -1,0 +1,71 @@
+"""Engines for the event store: URL resolution and per-backend connection settings.
+
+SQLite is the embedded default. Each connection gets WAL (readers never block
+the writer), a 30 s busy timeout (writers queue instead of failing),
+``synchronous=NORMAL`` (durable across application crashes; a power loss may
+lose the last commits), foreign keys on, and a 64 MB page cache (the unique
+indexes on random keys are what a bulk import spends its time on). Write
+transactions start with ``BEGIN IMMEDIATE`` so that a read-then-write
+transaction never fails half-way on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+ENV_VAR = "LIFECYCLE_DATABASE_URL"
+DEFAULT_URL = "sqlite:///lifecycle.db"
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA cache_size=-65536",
+)
+
+
+def database_url(given: str | None) -> str:
+    """``given``, else ``$LIFECYCLE_DATABASE_URL``, else ``sqlite:///lifecycle.db``."""
+    return given or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` with lifecycle's connection settings.
+
+    ``postgresql://`` means psycopg 3 and ``mariadb://``/``mysql://`` mean PyMySQL,
+    unless the URL names another driver.
+    """
+    parsed = sqlalchemy.make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername in ("mariadb", "mysql"):
+        parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        kwargs.setdefault("pool_recycle", 3600)
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    engine = sqlalchemy.create_engine(parsed, **kwargs)
+    if engine.dialect.name == "sqlite":
+        configure_sqlite(engine)
+    return engine
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Apply the SQLite settings above to every connection of ``engine``."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # lifecycle emits BEGIN itself
+        cursor = dbapi_connection.cursor()
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

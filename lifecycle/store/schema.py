@@ -1,0 +1,99 @@
+"""The event store's tables, as SQLAlchemy Core metadata.
+
+The schema itself is created only by the Alembic migrations in ``migrations/``
+(shipped inside the package as ``lifecycle.migrations``); these definitions
+are what the migrations must agree with, which a test checks on every backend.
+
+* ``events``: the append-only history. ``position`` is the global append
+  order, ``(account, version)`` is unique (optimistic concurrency: two writers
+  cannot both append version n) and ``message_id`` is unique (the
+  de-duplication key). ``payload`` is the original message as JSON text.
+* ``account_heads``: the latest state of every account, written in the same
+  transaction as each append, so that deciding on an account costs one row.
+  It is a cache of the fold of ``events``: without it the state is replayed.
+* ``quarantine``: rejected input, with its code, reason, source and raw bytes,
+  so that nothing sent is ever lost.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import mysql
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: A 64-bit key that is still SQLite's rowid (an INTEGER PRIMARY KEY).
+Position = BigInteger().with_variant(Integer(), "sqlite")
+#: Text that holds a whole Segment message on every backend (MariaDB TEXT stops at 64 KB).
+Document = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+#: Raw input bytes, kept exactly (a malformed line need not be UTF-8).
+RawBytes = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+#: Naive UTC date-times with microseconds everywhere (MariaDB rounds to seconds by default).
+Instant = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    Column("account", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event", String(255), nullable=False),
+    Column("message_id", String(255), nullable=True),
+    Column("user_id", String(255), nullable=False),
+    Column("occurred_at", Instant, nullable=True),
+    Column("recorded_at", Instant, nullable=False),
+    Column("payload", Document, nullable=False),
+    Index(None, "account", "version", unique=True),
+    Index(None, "message_id", unique=True),
+    Index(None, "recorded_at"),
+)
+
+account_heads = Table(
+    "account_heads",
+    metadata,
+    Column("account", String(255), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("state", Document, nullable=False),
+    Column("updated_at", Instant, nullable=False),
+    Index(None, "status"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("received_at", Instant, nullable=False),
+    Column("source", String(1024), nullable=False),
+    Column("line", Integer, nullable=True),
+    Column("batch_index", Integer, nullable=True),
+    Column("code", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("account", String(255), nullable=True),
+    Column("message_id", String(255), nullable=True),
+    Column("event", String(255), nullable=True),
+    Column("raw", RawBytes, nullable=False),
+    Column("digest", String(64), nullable=True),
+    Index(None, "code"),
+    Index(None, "account"),
+    Index(None, "digest", unique=True),
+)

@@ -1,0 +1,205 @@
+"""Lifecycle on a real database: append, de-duplicate, quarantine, transactions, concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from lifecycle import ConcurrencyError, Gate, StoreError
+from lifecycle.service import Lifecycle
+from tests.store.helpers import msg, onboarding
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Lifecycle]:
+    """A Lifecycle on a fresh, migrated database of the backend under test."""
+    lc = Lifecycle(db_url, create_schema=True)
+    yield lc
+    lc.close()
+
+
+def test_accepted_events_are_appended_in_order(store: Lifecycle) -> None:
+    """Accepted events get contiguous versions per account and keep their payload."""
+    history = onboarding("acct_1") + onboarding("acct_2")
+    verdicts = store.submit_many(history)
+    assert [v.verdict for v in verdicts] == ["accepted"] * 8
+    stored = list(store.events())
+    assert [(e.account, e.version) for e in stored] == [
+        ("acct_1", 1), ("acct_1", 2), ("acct_1", 3), ("acct_1", 4),
+        ("acct_2", 1), ("acct_2", 2), ("acct_2", 3), ("acct_2", 4),
+    ]  # fmt: skip
+    assert [orjson.loads(e.payload) for e in stored] == history
+    assert [e.position for e in stored] == sorted(e.position for e in stored)
+
+
+def test_state_matches_the_in_memory_gate(store: Lifecycle) -> None:
+    """The state read back from the store equals the gate's for the same input."""
+    history = onboarding("acct_1") + [
+        msg("Trial Ended", "u1", "acct_1"),
+        msg("Signed Out", "u1", "acct_1"),
+    ]
+    gate = Gate()
+    assert store.submit_many(history) == gate.submit_many(history)
+    assert store.state("acct_1") == gate.state("acct_1")
+    assert store.state("nope") is None
+    assert [s.account for s in store.accounts(status="active")] == ["acct_1"]
+    assert list(store.accounts(status="trial")) == []
+
+
+def test_duplicates_are_recognised_across_instances(db_url: str) -> None:
+    """A messageId stored by one Lifecycle is a duplicate for another one on the same database."""
+    first = Lifecycle(db_url, create_schema=True)
+    second = Lifecycle(db_url)
+    created = msg("Account Created", "u1", "acct_1", mid="same")
+    assert first.submit(created).verdict == "accepted"
+    assert second.submit(created).verdict == "duplicate"
+    assert len(list(second.events())) == 1
+    first.close()
+    second.close()
+
+
+def test_rejections_are_quarantined_with_their_raw_bytes(store: Lifecycle) -> None:
+    """Rejected and malformed input is kept, raw bytes included; nothing is appended for it."""
+    bad_utf8 = b'{"event": "Signed In", "userId": "\xff"}'
+    verdicts = store.submit_line(bad_utf8)
+    assert verdicts[0].code == "malformed_json"
+    orphan = msg("Signed In", "u1", "acct_9", mid="orphan")
+    assert store.submit(orphan).code == "account_unknown"
+    rows = list(store.rejections())
+    assert [r.code for r in rows] == ["malformed_json", "account_unknown"]
+    assert rows[0].raw == bad_utf8
+    assert orjson.loads(rows[1].raw) == orphan
+    assert rows[1].account == "acct_9" and rows[1].message_id == "orphan"
+    assert rows[1].event == "Signed In" and rows[1].source == "api"
+    assert next(iter(store.rejections(code="account_unknown"))).message_id == "orphan"
+    assert list(store.events()) == []
+
+
+def test_a_rejected_message_id_may_be_sent_again(store: Lifecycle) -> None:
+    """A messageId that was only rejected is judged afresh when it comes back."""
+    early = msg("Signed In", "u1", "acct_1", mid="early")
+    assert store.submit(early).code == "account_unknown"
+    store.submit_many([msg("Account Created", "u1", "acct_1"), msg("Signed Up", "u1", "acct_1")])
+    assert store.submit(early).verdict == "accepted"
+
+
+def test_caller_transaction_rollback_stores_nothing(store: Lifecycle) -> None:
+    """Inside the application's transaction, a rollback undoes the append and the quarantine."""
+    with store.engine.connect() as connection:
+        transaction = connection.begin()
+        verdicts = store.submit_many(onboarding("acct_1") + [msg("Signed Out", "u2", "acct_1")],
+                                     connection=connection)  # fmt: skip
+        assert [v.verdict for v in verdicts][-1] == "rejected"
+        assert store.state("acct_1", connection=connection).version == 4  # type: ignore[union-attr]
+        transaction.rollback()
+    assert list(store.events()) == []
+    assert list(store.rejections()) == []
+    assert store.state("acct_1") is None
+
+
+def test_caller_transaction_commit_stores_everything(store: Lifecycle) -> None:
+    """Inside the application's transaction, the append lands when the application commits."""
+    with store.engine.begin() as connection:
+        store.submit_many(onboarding("acct_1"), connection=connection)
+    assert store.state("acct_1").version == 4  # type: ignore[union-attr]
+
+
+def test_failed_write_rolls_back_the_whole_batch(store: Lifecycle) -> None:
+    """When the database fails mid-batch, no event of the batch is stored."""
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE quarantine"))
+    batch = onboarding("acct_1") + [msg("Signed In", "nobody", "acct_1")]
+    with pytest.raises(StoreError):
+        store.submit_many(batch)
+    assert list(store.events()) == []
+    assert store.state("acct_1") is None
+
+
+def test_unreachable_database_raises_store_error() -> None:
+    """A database that cannot be reached raises StoreError, a LifecycleError."""
+    with pytest.raises(StoreError, match="cannot open"):
+        Lifecycle("postgresql://nobody@127.0.0.1:1/none", create_schema=True)
+
+
+def test_lost_heads_are_rebuilt_from_events(store: Lifecycle) -> None:
+    """Deleting the account heads changes nothing: the state is replayed from the events."""
+    store.submit_many(onboarding("acct_1"))
+    before = store.state("acct_1")
+    with store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM account_heads"))
+    assert store.state("acct_1") == before
+    assert store.submit(msg("Trial Ended", "u1", "acct_1")).verdict == "accepted"
+    assert store.state("acct_1").version == 5  # type: ignore[union-attr]
+
+
+def test_concurrent_writer_forces_a_re_decision(db_url: str) -> None:
+    """A writer that loses the race re-reads the account and decides again."""
+    setup = Lifecycle(db_url, create_schema=True)
+    setup.submit_many([msg("Account Created", "u1", "acct_1")])
+    winner, loser = Lifecycle(db_url), Lifecycle(db_url)
+    results: list[str | None] = []
+    with winner.engine.connect() as connection:
+        transaction = connection.begin()
+        assert winner.submit(msg("Signed Up", "u1", "acct_1"), connection=connection).accepted
+
+        def race() -> None:
+            results.append(loser.submit(msg("Signed Up", "u1", "acct_1")).code)
+
+        thread = threading.Thread(target=race)
+        thread.start()
+        time.sleep(0.5)
+        transaction.commit()
+    thread.join(30)
+    assert results == ["user_already_signed_up"]
+    assert [e.version for e in setup.events("acct_1")] == [1, 2]
+    for lc in (setup, winner, loser):
+        lc.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
+def test_retries_are_bounded(db_url: str) -> None:
+    """When every attempt loses the race, ConcurrencyError names the account."""
+    setup = Lifecycle(db_url, create_schema=True)
+    setup.submit(msg("Account Created", "u1", "acct_1"))
+    winner, loser = Lifecycle(db_url), Lifecycle(db_url, max_attempts=1)
+    errors: list[BaseException] = []
+    with winner.engine.connect() as connection:
+        transaction = connection.begin()
+        winner.submit(msg("Signed Up", "u1", "acct_1"), connection=connection)
+
+        def race() -> None:
+            try:
+                loser.submit(msg("Signed Up", "u2", "acct_1"))
+            except ConcurrencyError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=race)
+        thread.start()
+        time.sleep(0.5)
+        transaction.commit()
+    thread.join(30)
+    assert len(errors) == 1 and "acct_1" in str(errors[0])
+    for lc in (setup, winner, loser):
+        lc.close()
+
+
+def test_shared_between_threads(store: Lifecycle) -> None:
+    """One Lifecycle used from several threads stores every account's history exactly."""
+
+    def work(n: int) -> None:
+        for i in range(n, 40, 4):
+            store.submit_many(onboarding(f"acct_{i}"))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    states = list(store.accounts())
+    assert len(states) == 40
+    assert all(s.status == "trial" and s.version == 4 for s in states)
