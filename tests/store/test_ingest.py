@@ -1,0 +1,158 @@
+"""`lifecycle ingest` and the store commands, through a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from lifecycle.service import Lifecycle
+from lifecycle.store.schema import events
+from tests.store.helpers import account_history, interleave, msg
+
+
+def cli(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "lifecycle", *args], cwd=cwd, capture_output=True, input=stdin
+    )
+
+
+def write_jsonl(path: Path, messages: list[Any]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(m) + b"\n" for m in messages))
+    return path
+
+
+def verdict_lines(output: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in output.splitlines()]
+
+
+def sample(tmp_path: Path, accounts: int = 4) -> list[dict[str, Any]]:
+    """A legal interleaved history with a few illegal messages mixed in."""
+    history = interleave([account_history(f"acct_{n}") for n in range(accounts)], seed=7)
+    history.insert(3, msg("Signed In", "ghost", "acct_0"))
+    history.insert(10, msg("Trial Ended", "acct_1-u0", "acct_1"))
+    history.append(history[5])  # a resent message: duplicate
+    return history
+
+
+def test_ingest_in_two_parts_equals_check_on_the_whole(db_url: str, tmp_path: Path) -> None:
+    """Ingesting a file in two runs gives the verdicts `check` gives on the whole file."""
+    Lifecycle(db_url, create_schema=True).close()
+    history = sample(tmp_path)
+    whole = write_jsonl(tmp_path / "whole.jsonl", history)
+    half = len(history) // 2
+    first = write_jsonl(tmp_path / "first.jsonl", history[:half])
+    second = write_jsonl(tmp_path / "second.jsonl", history[half:])
+    checked = cli("check", str(whole), "--format", "jsonl", cwd=tmp_path)
+    assert checked.returncode == 1
+    runs = [
+        cli("ingest", str(part), "--db", db_url, "--format", "jsonl",
+            "--batch-size", "7", cwd=tmp_path)
+        for part in (first, second)
+    ]  # fmt: skip
+    assert [r.returncode for r in runs] == [1, 0], [r.stderr for r in runs]  # rejections: 1st half
+    ingested = verdict_lines(runs[0].stdout) + verdict_lines(runs[1].stdout)
+    expected = verdict_lines(checked.stdout)
+    strip = ("file", "line")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in ingested] == [
+        {k: v for k, v in r.items() if k not in strip} for r in expected
+    ]
+
+
+def test_rerun_gives_duplicates_and_no_new_quarantine(db_url: str, tmp_path: Path) -> None:
+    """A second ingest of the same file stores nothing new and quarantines nothing twice."""
+    Lifecycle(db_url, create_schema=True).close()
+    path = write_jsonl(tmp_path / "in.jsonl", sample(tmp_path))
+    args = ("ingest", str(path), "--db", db_url, "--format", "jsonl")
+    first = verdict_lines(cli(*args, cwd=tmp_path).stdout)
+    second = verdict_lines(cli(*args, cwd=tmp_path).stdout)
+    accepted_first = [r["messageId"] for r in first if r["verdict"] == "accepted"]
+    assert {r["messageId"]: r["verdict"] for r in second if r["messageId"] in accepted_first} == {
+        mid: "duplicate" for mid in accepted_first
+    }
+    with Lifecycle(db_url) as store:
+        assert len(list(store.events())) == len(accepted_first)
+        assert len(list(store.rejections())) == sum(r["verdict"] == "rejected" for r in first)
+
+
+@pytest.mark.slow
+def test_killed_ingest_resumes_without_duplicates(db_url: str, tmp_path: Path) -> None:
+    """An ingest killed half-way and run again stores every event exactly once."""
+    history = interleave([account_history(f"acct_{n}", sessions=6) for n in range(150)], seed=3)
+    path = write_jsonl(tmp_path / "big.jsonl", history)
+    Lifecycle(db_url, create_schema=True).close()
+    args = [sys.executable, "-m", "lifecycle", "ingest", str(path), "--db", db_url,
+            "--batch-size", "50"]  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    with Lifecycle(db_url) as store:
+        deadline = time.monotonic() + 60
+        stored = 0
+        while stored < len(history) // 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            with store.engine.connect() as connection:
+                stored = connection.execute(select(func.count()).select_from(events)).scalar_one()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert 0 < stored < len(history), "the ingest was not interrupted half-way"
+        rerun = subprocess.run(args, cwd=tmp_path, capture_output=True)
+        assert rerun.returncode == 0, rerun.stderr
+        mids = [e.message_id for e in store.events()]
+    assert sorted(mids) == sorted(m["messageId"] for m in history)
+
+
+def test_accounts_and_rejections_commands(db_url: str, tmp_path: Path) -> None:
+    """`accounts show/list` and `rejections list` read back what ingest stored."""
+    Lifecycle(db_url, create_schema=True).close()
+    path = write_jsonl(tmp_path / "in.jsonl", sample(tmp_path, accounts=2))
+    cli("ingest", str(path), "--db", db_url, cwd=tmp_path)
+    shown = cli("accounts", "show", "acct_0", "--db", db_url, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    state = orjson.loads(shown.stdout)
+    assert set(state) == {"account", "status", "version", "users", "trial", "created_at",
+                          "updated_at"}  # fmt: skip
+    assert state["account"] == "acct_0" and state["status"] == "active"
+    assert set(state["users"]["acct_0-u0"]) == {"signed_up", "role", "signed_in"}
+    assert state["trial"]["plan_name"] == "Pro"
+    missing = cli("accounts", "show", "nope", "--db", db_url, cwd=tmp_path)
+    assert missing.returncode == 1 and b"nope" in missing.stderr
+    listed = cli("accounts", "list", "--status", "active", "--db", db_url, cwd=tmp_path)
+    assert [line.split(b"\t")[0] for line in listed.stdout.splitlines()] == [b"acct_0", b"acct_1"]
+    rejections = cli("rejections", "list", "--format", "jsonl", "--db", db_url, cwd=tmp_path)
+    codes = [r["code"] for r in verdict_lines(rejections.stdout)]
+    assert codes == ["user_unknown", "trial_not_active"]
+    only = cli("rejections", "list", "--code", "trial_not_active", "--format", "jsonl",
+               "--db", db_url, cwd=tmp_path)  # fmt: skip
+    assert [r["line"] for r in verdict_lines(only.stdout)] == [11]
+
+
+def test_default_database_is_sqlite_in_the_working_directory(tmp_path: Path) -> None:
+    """Without --db or the environment variable, ingest creates lifecycle.db where it runs."""
+    path = write_jsonl(tmp_path / "in.jsonl", account_history("acct_x"))
+    env = {k: v for k, v in os.environ.items() if k != "LIFECYCLE_DATABASE_URL"}
+    run = subprocess.run([sys.executable, "-m", "lifecycle", "ingest", "in.jsonl"], cwd=tmp_path,
+                         capture_output=True, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "lifecycle.db").exists()
+    env["LIFECYCLE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'other.db'}"
+    subprocess.run([sys.executable, "-m", "lifecycle", "ingest", "in.jsonl"], cwd=tmp_path,
+                   capture_output=True, env=env)  # fmt: skip
+    assert (tmp_path / "other.db").exists()
+
+
+def test_unreachable_database_exits_2(tmp_path: Path) -> None:
+    """A database that cannot be reached is a one-line error and exit code 2."""
+    path = write_jsonl(tmp_path / "in.jsonl", account_history("acct_x"))
+    run = cli("ingest", str(path), "--db", "postgresql://nobody@127.0.0.1:1/none", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stdout == b""
+    assert len(run.stderr.decode().strip().splitlines()) == 1
