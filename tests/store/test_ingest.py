@@ -137,7 +137,7 @@ def test_accounts_and_rejections_commands(db_url: str, tmp_path: Path) -> None:
 
 def test_default_database_is_sqlite_in_the_working_directory(tmp_path: Path) -> None:
     """Without --db or the environment variable, ingest creates lifecycle.db where it runs."""
-    path = write_jsonl(tmp_path / "in.jsonl", account_history("acct_x"))
+    write_jsonl(tmp_path / "in.jsonl", account_history("acct_x"))
     env = {k: v for k, v in os.environ.items() if k != "LIFECYCLE_DATABASE_URL"}
     run = subprocess.run([sys.executable, "-m", "lifecycle", "ingest", "in.jsonl"], cwd=tmp_path,
                          capture_output=True, env=env)  # fmt: skip
