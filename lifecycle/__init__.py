@@ -7,6 +7,8 @@ implementation detail. Start with :class:`Gate` (in memory) or
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from lifecycle.decide import Rejection, Verdict, decide
 from lifecycle.envelope import Event
 from lifecycle.errors import (
@@ -23,7 +25,29 @@ from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.spec import DATE, REJECTION_CODES, SPEC_EVENTS, STRING, EventSpec, PropertyType
 from lifecycle.state import AccountState, TrialState, UserState
 
+if TYPE_CHECKING:
+    from lifecycle.service import Lifecycle, QuarantinedMessage
+    from lifecycle.store.repository import StoredEvent
+
 __version__ = "0.1.0"
+
+# The store (SQLAlchemy, Alembic) is imported on first use, so that the pure core and
+# `lifecycle check` start without it.
+_LAZY = {
+    "Lifecycle": "lifecycle.service",
+    "QuarantinedMessage": "lifecycle.service",
+    "StoredEvent": "lifecycle.store.repository",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lifecycle' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "DATE",
@@ -38,15 +62,18 @@ __all__ = [
     "Gate",
     "Guard",
     "InputError",
+    "Lifecycle",
     "LifecycleError",
     "Policy",
     "PolicyError",
     "PropertyType",
+    "QuarantinedMessage",
     "Refusal",
     "Rejection",
     "Rule",
     "SchemaError",
     "StoreError",
+    "StoredEvent",
     "TrialState",
     "UserState",
     "Verdict",

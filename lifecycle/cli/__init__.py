@@ -45,4 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return EXIT_ERROR
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("sqlalchemy", "alembic")):
+            raise
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"lifecycle: database error: {detail[0] if detail else exc!r}", file=sys.stderr)
+        return EXIT_ERROR
     return code

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -22,9 +23,14 @@ from lifecycle.cli.common import (
     progress,
 )
 from lifecycle.reader import read_lines
-from lifecycle.service import Lifecycle
-from lifecycle.store import migrate
-from lifecycle.store.engine import create_engine, database_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from lifecycle.service import Lifecycle
+
+# SQLAlchemy and Alembic are imported when a store command runs, not when the CLI starts:
+# `lifecycle check` never needs them.
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +44,17 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
 
 def open_store(args: argparse.Namespace) -> Lifecycle:
     """The :class:`Lifecycle` for ``--db`` and ``--policy`` (when the command has it)."""
+    from lifecycle.service import Lifecycle
+    from lifecycle.store.engine import database_url
+
     return Lifecycle(database_url(args.db), policy=load_policy(getattr(args, "policy", None)))
+
+
+def open_engine(args: argparse.Namespace) -> Engine:
+    """An engine for ``--db``, for the schema commands."""
+    from lifecycle.store.engine import create_engine, database_url
+
+    return create_engine(database_url(args.db))
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -121,7 +137,9 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
     """Migrate up."""
-    engine = create_engine(database_url(args.db))
+    from lifecycle.store import migrate
+
+    engine = open_engine(args)
     migrate.upgrade(engine, args.revision)
     with engine.connect() as connection:
         print(f"at revision {migrate.current_revision(connection)}")
@@ -131,7 +149,9 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
 
 def run_db_downgrade(args: argparse.Namespace) -> int:
     """Migrate down."""
-    engine = create_engine(database_url(args.db))
+    from lifecycle.store import migrate
+
+    engine = open_engine(args)
     migrate.downgrade(engine, args.revision)
     with engine.connect() as connection:
         print(f"at revision {migrate.current_revision(connection) or 'base'}")
@@ -141,7 +161,9 @@ def run_db_downgrade(args: argparse.Namespace) -> int:
 
 def run_db_current(args: argparse.Namespace) -> int:
     """Print the current revision (``base`` for an empty database) and the head."""
-    engine = create_engine(database_url(args.db))
+    from lifecycle.store import migrate
+
+    engine = open_engine(args)
     with engine.connect() as connection:
         current = migrate.current_revision(connection)
     engine.dispose()
@@ -153,7 +175,9 @@ def run_db_current(args: argparse.Namespace) -> int:
 
 def run_db_check(args: argparse.Namespace) -> int:
     """Exit 1 when the schema is not at head or differs from the table definitions."""
-    engine = create_engine(database_url(args.db))
+    from lifecycle.store import migrate
+
+    engine = open_engine(args)
     with engine.connect() as connection:
         current = migrate.current_revision(connection)
     if current != migrate.head_revision():
