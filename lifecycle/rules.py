@@ -201,7 +201,9 @@ TRANSITIONS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 REFUSALS = {
-    TRIAL_STARTED: Refusal(TRIAL_ALREADY_STARTED, "a trial was already started (one per account)"),
+    TRIAL_STARTED: Refusal(
+        TRIAL_ALREADY_STARTED, "an account gets one trial and it was already started"
+    ),
     TRIAL_ENDED: Refusal(TRIAL_NOT_ACTIVE, "no trial is running"),
 }
 
