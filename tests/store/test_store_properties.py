@@ -1,0 +1,100 @@
+"""Property tests of the store: round-trip, agreement with the gate, split runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lifecycle import Gate
+from lifecycle.reader import InputLine
+from lifecycle.service import Lifecycle
+from tests.store.helpers import account_history, interleave, wipe
+
+SETTINGS = settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Lifecycle]:
+    """One migrated database per test, wiped by each example."""
+    lc = Lifecycle(db_url, create_schema=True)
+    yield lc
+    lc.close()
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Interleaved account histories with some messages dropped, repeated or swapped."""
+    accounts = draw(st.integers(1, 3))
+    histories = [account_history(f"acct_{n}", users=2, sessions=1) for n in range(accounts)]
+    stream = interleave(histories, draw(st.integers(0, 10_000)))
+    for op, at in draw(
+        st.lists(st.tuples(st.sampled_from(["drop", "repeat", "swap"]), st.integers(0, 10_000)),
+                 max_size=6)
+    ):  # fmt: skip
+        at %= len(stream)
+        if op == "drop" and len(stream) > 1:
+            del stream[at]
+        elif op == "repeat":
+            stream.insert(min(at + 3, len(stream)), stream[at])
+        elif op == "swap" and at + 1 < len(stream):
+            stream[at], stream[at + 1] = stream[at + 1], stream[at]
+    return stream
+
+
+def as_lines(stream: list[dict[str, Any]], styles: list[int]) -> list[InputLine]:
+    """Encode messages as JSONL lines in varied but valid JSON spellings."""
+    lines = []
+    for number, (message, style) in enumerate(zip(stream, styles, strict=False), start=1):
+        if style == 1:
+            raw = orjson.dumps(message, option=orjson.OPT_INDENT_2).replace(b"\n", b" ")
+        elif style == 2:
+            raw = b"  " + orjson.dumps(dict(reversed(message.items())))
+        else:
+            raw = orjson.dumps(message)
+        lines.append(InputLine("input.jsonl", number, raw + b"\n"))
+    return lines
+
+
+@SETTINGS
+@given(stream=streams(), styles=st.lists(st.integers(0, 2), min_size=60, max_size=60))
+def test_round_trip_is_byte_for_byte(store: Lifecycle, stream: list[dict[str, Any]],
+                                     styles: list[int]) -> None:  # fmt: skip
+    """What goes in comes out: accepted lines in order, payload identical to the line sent."""
+    wipe(store)
+    lines = as_lines(stream, styles + [0] * len(stream))
+    results = store.submit_lines(lines)
+    accepted = [line.raw.rstrip(b"\n").decode() for line, _, v in results if v.accepted]
+    assert [e.payload for e in store.events()] == accepted
+
+
+@SETTINGS
+@given(stream=streams())
+def test_store_agrees_with_the_gate(store: Lifecycle, stream: list[dict[str, Any]]) -> None:
+    """Verdicts and every account's state are those of the in-memory gate for the same input."""
+    wipe(store)
+    gate = Gate()
+    assert store.submit_many(stream) == gate.submit_many(stream)
+    assert {s.account: s for s in store.accounts()} == {s.account: s for s in gate.accounts()}
+
+
+@SETTINGS
+@given(stream=streams(), cuts=st.lists(st.integers(0, 100), max_size=4))
+def test_split_runs_do_not_change_verdicts(store: Lifecycle, stream: list[dict[str, Any]],
+                                           cuts: list[int]) -> None:  # fmt: skip
+    """Submitting the input in arbitrary runs gives the verdicts of one run through the gate."""
+    wipe(store)
+    expected = Gate().submit_many(stream)
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    got = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        got += store.submit_many(stream[start:end])
+    assert got == expected
