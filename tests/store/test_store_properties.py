@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,6 +96,6 @@ def test_split_runs_do_not_change_verdicts(store: Lifecycle, stream: list[dict[s
     expected = Gate().submit_many(stream)
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     got = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         got += store.submit_many(stream[start:end])
     assert got == expected
