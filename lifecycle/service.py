@@ -15,7 +15,6 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,12 +22,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from lifecycle.decide import Verdict, judge, malformed
-from lifecycle.envelope import group_id_of, message_id_of
+from lifecycle.decide import Verdict
 from lifecycle.errors import ConcurrencyError, StoreError
 from lifecycle.messages import Malformed, decode_line
 from lifecycle.policy import Policy
@@ -36,25 +34,12 @@ from lifecycle.reader import InputLine
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
 from lifecycle.store import repository
-from lifecycle.store.codec import event_row, head_row, now, payload_text, state_from_json
+from lifecycle.store.codec import state_from_json
 from lifecycle.store.engine import create_engine, database_url
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
-from lifecycle.store.schema import account_heads, events, quarantine
-
-API = "api"
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """One message to judge, with where it came from (for the quarantine)."""
-
-    item: Mapping[str, Any] | Malformed
-    raw: bytes
-    source: str = API
-    line: int | None = None
-    index: int | None = None
-    whole_line: bool = False
+from lifecycle.store.schema import account_heads, quarantine
+from lifecycle.store.writer import API, HeadCache, NeedsCare, Submission, write
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +108,8 @@ class Lifecycle:
         )
         self.policy = policy
         self.max_attempts = max_attempts
+        self._heads = HeadCache()
+        self._careful = False
         if create_schema is None:
             create_schema = self.engine.dialect.name == "sqlite"
         try:
@@ -189,7 +176,7 @@ class Lifecycle:
     def state(self, account: str, *, connection: Connection | None = None) -> AccountState | None:
         """The current state of ``account``, or None if no event of it was stored."""
         with self._reading(connection) as conn:
-            heads = repository.load_heads(conn, [account])
+            heads = repository.head_states(conn, [account])
             if account in heads:
                 return heads[account]
             return repository.replay_account(conn, self.policy, account)
@@ -199,9 +186,8 @@ class Lifecycle:
         query = select(account_heads.c.state).order_by(account_heads.c.account)
         if status is not None:
             query = query.where(account_heads.c.status == status)
-        with self._reading(None) as conn:
-            for (state,) in conn.execute(query, execution_options={"yield_per": 1000}):
-                yield state_from_json(state)
+        for (state,) in self._stream(query):
+            yield state_from_json(state)
 
     def events(self, account: str | None = None) -> Iterator[StoredEvent]:
         """Stored events in append order, or one account's in version order."""
@@ -217,9 +203,8 @@ class Lifecycle:
             query = query.where(quarantine.c.code == code)
         if account is not None:
             query = query.where(quarantine.c.account == account)
-        with self._reading(None) as conn:
-            for row in conn.execute(query, execution_options={"yield_per": 1000}):
-                yield QuarantinedMessage(*row[:11])
+        for row in self._stream(query):
+            yield QuarantinedMessage(*row[:11])
 
     def close(self) -> None:
         """Release the connection pool (only when this object created the engine)."""
@@ -235,93 +220,41 @@ class Lifecycle:
     # -- the transaction ------------------------------------------------------------------
 
     def _submit(self, subs: list[Submission], connection: Connection | None) -> list[Verdict]:
+        careful = self._careful
         last: Exception | None = None
         for _attempt in range(self.max_attempts):
             try:
                 if connection is None:
                     with self.engine.begin() as conn:
-                        return self._judge_and_write(conn, subs)
-                with connection.begin_nested():
-                    return self._judge_and_write(connection, subs)
+                        outcome = write(conn, self.policy, self._heads, subs, careful=careful)
+                    self._heads.put(outcome.states)
+                else:
+                    with connection.begin_nested():
+                        outcome = write(connection, self.policy, self._heads, subs, careful=careful)
+                    self._heads.discard(s.account for s in outcome.states)
+                self._careful = careful and outcome.found_stored
+                return outcome.verdicts
+            except NeedsCare:
+                careful = True
             except IntegrityError as exc:
-                last = exc
+                careful, last = True, exc
+                self._careful = True
             except OperationalError as exc:
                 if not _is_transient(exc):
                     raise StoreError(f"database error: {_first_line(exc)}") from exc
                 last = exc
             except DBAPIError as exc:
                 raise StoreError(f"database error: {_first_line(exc)}") from exc
-        accounts = sorted({a for s in subs if (a := _account(s)) is not None})
+        accounts = sorted({a for s in subs if (a := s.account) is not None})
         raise ConcurrencyError(", ".join(accounts[:5]) or "?", self.max_attempts) from last
 
-    def _judge_and_write(self, conn: Connection, subs: list[Submission]) -> list[Verdict]:
-        recorded = now()
-        accounts = list(dict.fromkeys(a for s in subs if (a := _account(s)) is not None))
-        mids = list(
-            dict.fromkeys(
-                m
-                for s in subs
-                if not isinstance(s.item, Malformed) and (m := message_id_of(s.item)) is not None
-            )
-        )
-        stored = repository.load_heads(conn, accounts)
-        has_head = set(stored)
-        headless = [a for a in accounts if a not in has_head]
-        for account in repository.stored_versions(conn, headless):
-            state = repository.replay_account(conn, self.policy, account)
-            if state is not None:
-                stored[account] = state  # the head row was lost: rebuild it below
-        states = dict(stored)
-        seen = repository.accepted_ids(conn, mids)
-        initial = self.policy.initial
-
-        def load(account: str) -> AccountState:
-            state = states.get(account)
-            return state if state is not None else AccountState(account, initial)
-
-        event_rows: list[dict[str, Any]] = []
-        rejected: list[tuple[Submission, Verdict]] = []
-        verdicts: list[Verdict] = []
-        for sub in subs:
-            if isinstance(sub.item, Malformed):
-                verdict = malformed(sub.item.reason)
-            else:
-                verdict, new = judge(self.policy, sub.item, load, seen.__contains__)
-                if new is not None:
-                    assert verdict.event is not None
-                    states[new.account] = new
-                    payload = payload_text(sub.item, sub.raw if sub.whole_line else None)
-                    event_rows.append(event_row(verdict.event, new.version, payload, recorded))
-                    if verdict.message_id is not None:
-                        seen.add(verdict.message_id)
-            if verdict.code is not None:
-                rejected.append((sub, verdict))
-            verdicts.append(verdict)
-
-        if event_rows:
-            conn.execute(insert(events), event_rows)
-        new_heads = [head_row(s, recorded) for a, s in states.items() if a not in has_head]
-        moved_heads = [
-            head_row(s, recorded)
-            for a, s in states.items()
-            if a in has_head and s.version != stored[a].version
-        ]
-        if new_heads:
-            conn.execute(insert(account_heads), new_heads)
-        repository.update_heads(conn, moved_heads)
-        self._quarantine(conn, rejected, recorded)
-        return verdicts
-
-    def _quarantine(
-        self, conn: Connection, rejected: list[tuple[Submission, Verdict]], recorded: datetime
-    ) -> None:
-        rows = [_quarantine_row(sub, verdict, recorded) for sub, verdict in rejected]
-        digests = [r["digest"] for r in rows if r["digest"] is not None]
-        if digests:
-            known = repository.known_digests(conn, digests)
-            rows = [r for r in rows if r["digest"] is None or r["digest"] not in known]
-        if rows:
-            conn.execute(insert(quarantine), rows)
+    def _stream(self, query: Any) -> Iterator[Any]:
+        """Rows of ``query`` on a connection of their own, fetched in chunks."""
+        with (
+            self._reading(None) as conn,
+            conn.execute(query, execution_options={"yield_per": 1000}) as result,
+        ):
+            yield from result
 
     @contextmanager
     def _reading(self, connection: Connection | None) -> Iterator[Connection]:
@@ -345,31 +278,6 @@ def _line_submissions(line: InputLine, source: str) -> Iterator[Submission]:
     for index, item in enumerate(items):
         raw = line.raw if whole or isinstance(item, Malformed) else orjson.dumps(item)
         yield Submission(item, raw, source, number, index, whole_line=whole)
-
-
-def _account(sub: Submission) -> str | None:
-    return None if isinstance(sub.item, Malformed) else group_id_of(sub.item)
-
-
-def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> dict[str, Any]:
-    raw = sub.raw.rstrip(b"\r\n") if sub.whole_line or isinstance(sub.item, Malformed) else sub.raw
-    digest = None
-    if sub.source != API:
-        key = f"{sub.source}\0{sub.line}\0{sub.index}\0".encode() + raw
-        digest = hashlib.sha256(key).hexdigest()
-    return {
-        "received_at": recorded,
-        "source": sub.source,
-        "line": sub.line,
-        "batch_index": sub.index,
-        "code": verdict.code,
-        "reason": verdict.reason,
-        "account": verdict.account,
-        "message_id": verdict.message_id,
-        "event": verdict.event_name,
-        "raw": raw,
-        "digest": digest,
-    }
 
 
 def _is_transient(exc: OperationalError) -> bool:

@@ -46,6 +46,10 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif parsed.drivername in ("mariadb", "mysql"):
         parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
+    if parsed.get_driver_name() == "psycopg":
+        # Server-side prepared statements get a generic plan fixed while the tables are
+        # small; a growing store then scans `events` for every messageId look-up.
+        kwargs.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         kwargs.setdefault("pool_recycle", 3600)
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})

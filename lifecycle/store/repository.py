@@ -1,8 +1,9 @@
 """Rows in and out of the event store, on a connection the caller controls.
 
 Functions here neither begin nor commit transactions: the service decides
-what one transaction holds. Lists of keys are queried in chunks so that no
-statement exceeds a backend's parameter limit.
+what one transaction holds. Statements on the write path are built once, at
+import, so that a submission pays only for executing them; lists of keys are
+sent in chunks so that no statement exceeds a backend's parameter limit.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
 
 from lifecycle.decide import Rejection, decide
 from lifecycle.envelope import EnvelopeError, parse_event
@@ -26,6 +29,49 @@ from lifecycle.store.schema import account_heads, events, quarantine
 
 CHUNK = 500
 
+_HEAD_VERSIONS = select(account_heads.c.account, account_heads.c.version).where(
+    account_heads.c.account.in_(bindparam("keys", expanding=True))
+)
+_HEAD_VERSION = select(account_heads.c.account, account_heads.c.version).where(
+    account_heads.c.account == bindparam("key")
+)
+_HEAD_STATES = select(account_heads.c.account, account_heads.c.state).where(
+    account_heads.c.account.in_(bindparam("keys", expanding=True))
+)
+_STORED_VERSIONS = (
+    select(events.c.account, func.max(events.c.version))
+    .where(events.c.account.in_(bindparam("keys", expanding=True)))
+    .group_by(events.c.account)
+)
+_STORED_IDS = select(events.c.message_id).where(
+    events.c.message_id.in_(bindparam("keys", expanding=True))
+)
+_KNOWN_DIGESTS = select(quarantine.c.digest).where(
+    quarantine.c.digest.in_(bindparam("keys", expanding=True))
+)
+_INSERT_EVENTS = insert(events)
+_INSERT_QUARANTINE = insert(quarantine)
+
+
+def _upserts() -> dict[str, Insert]:
+    """One INSERT-or-UPDATE of ``account_heads`` per dialect (a cache row, not the history)."""
+    columns = ("version", "status", "state", "updated_at")
+    pg = postgresql.insert(account_heads)
+    lite = sqlite.insert(account_heads)
+    my = mysql.insert(account_heads)
+    return {
+        "postgresql": pg.on_conflict_do_update(
+            index_elements=["account"], set_={c: pg.excluded[c] for c in columns}
+        ),
+        "sqlite": lite.on_conflict_do_update(
+            index_elements=["account"], set_={c: lite.excluded[c] for c in columns}
+        ),
+        "mysql": my.on_duplicate_key_update({c: my.inserted[c] for c in columns}),
+    }
+
+
+_UPSERT_HEADS = _upserts()
+
 
 def chunks(keys: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
     """``keys`` in slices of at most ``size``."""
@@ -33,49 +79,59 @@ def chunks(keys: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
         yield keys[start : start + size]
 
 
-def load_heads(connection: Connection, accounts: Sequence[str]) -> dict[str, AccountState]:
-    """The stored head state of each account that has one."""
-    found: dict[str, AccountState] = {}
-    for part in chunks(accounts):
-        rows = connection.execute(
-            select(account_heads.c.account, account_heads.c.state).where(
-                account_heads.c.account.in_(part)
-            )
-        )
-        for account, state in rows:
-            found[account] = state_from_json(state)
-    return found
+def _pairs(connection: Connection, statement: Any, keys: Sequence[str]) -> Iterator[Any]:
+    for part in chunks(keys):
+        yield from connection.execute(statement, {"keys": list(part)})
+
+
+def head_versions(connection: Connection, accounts: Sequence[str]) -> dict[str, int]:
+    """The version of each account's head row, for the accounts that have one."""
+    if len(accounts) == 1:
+        return {a: v for a, v in connection.execute(_HEAD_VERSION, {"key": accounts[0]})}
+    return dict(_pairs(connection, _HEAD_VERSIONS, accounts))
+
+
+def head_states(connection: Connection, accounts: Sequence[str]) -> dict[str, AccountState]:
+    """The state stored in each account's head row, for the accounts that have one."""
+    return {
+        account: state_from_json(state)
+        for account, state in _pairs(connection, _HEAD_STATES, accounts)
+    }
 
 
 def stored_versions(connection: Connection, accounts: Sequence[str]) -> dict[str, int]:
     """The latest stored version of each account that has events."""
-    found: dict[str, int] = {}
-    for part in chunks(accounts):
-        rows = connection.execute(
-            select(events.c.account, func.max(events.c.version))
-            .where(events.c.account.in_(part))
-            .group_by(events.c.account)
-        )
-        found.update({account: version for account, version in rows})
-    return found
+    return dict(_pairs(connection, _STORED_VERSIONS, accounts))
 
 
 def accepted_ids(connection: Connection, message_ids: Sequence[str]) -> set[str]:
     """Which of ``message_ids`` belong to stored (accepted) events."""
-    found: set[str] = set()
-    for part in chunks(message_ids):
-        rows = connection.execute(select(events.c.message_id).where(events.c.message_id.in_(part)))
-        found.update(mid for (mid,) in rows)
-    return found
+    return {mid for (mid,) in _pairs(connection, _STORED_IDS, message_ids)}
 
 
 def known_digests(connection: Connection, digests: Sequence[str]) -> set[str]:
     """Which quarantine digests are already stored (a re-run of the same input)."""
-    found: set[str] = set()
-    for part in chunks(digests):
-        rows = connection.execute(select(quarantine.c.digest).where(quarantine.c.digest.in_(part)))
-        found.update(digest for (digest,) in rows)
-    return found
+    return {digest for (digest,) in _pairs(connection, _KNOWN_DIGESTS, digests)}
+
+
+def append_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert accepted events; the unique indexes refuse a lost race or a stored messageId."""
+    if rows:
+        connection.execute(_INSERT_EVENTS, rows)
+
+
+def write_heads(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert or overwrite account head rows."""
+    if rows:
+        dialect = connection.dialect.name
+        upsert = _UPSERT_HEADS["mysql" if dialect == "mariadb" else dialect]
+        connection.execute(upsert, rows)
+
+
+def quarantine_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert quarantine rows."""
+    if rows:
+        connection.execute(_INSERT_QUARANTINE, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +159,15 @@ def stored_events(
         query = query.order_by(events.c.version)
     else:
         query = query.order_by(events.c.position)
-    result = connection.execute(query, execution_options={"yield_per": 2000})
-    for row in result:
-        yield StoredEvent(*row)
+    with connection.execute(query, execution_options={"yield_per": 2000}) as result:
+        for row in result:
+            yield StoredEvent(*row)
 
 
 def fold(policy: Policy, state: AccountState, stored: Iterable[StoredEvent]) -> AccountState:
     """Apply stored events to ``state``; a stored event the policy refuses is an error."""
     for row in stored:
-        message = orjson.loads(row.payload)
-        parsed = parse_event(message, policy.catalog)
+        parsed = parse_event(orjson.loads(row.payload), policy.catalog)
         if parsed is None or isinstance(parsed, EnvelopeError):
             raise StoreError(f"stored event {row.position} is not a valid lifecycle event")
         outcome = decide(policy, state, parsed)
@@ -129,19 +184,3 @@ def replay_account(connection: Connection, policy: Policy, account: str) -> Acco
     """An account's state rebuilt from its events alone, or None if it has none."""
     state = fold(policy, AccountState(account, policy.initial), stored_events(connection, account))
     return state if state.version else None
-
-
-def update_heads(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Overwrite existing head rows (keyed by account)."""
-    if rows:
-        connection.execute(
-            update(account_heads)
-            .where(account_heads.c.account == bindparam("b_account"))
-            .values(
-                version=bindparam("version"),
-                status=bindparam("status"),
-                state=bindparam("state"),
-                updated_at=bindparam("updated_at"),
-            ),
-            [{**row, "b_account": row["account"]} for row in rows],
-        )

@@ -1,0 +1,232 @@
+"""Benchmark: `lifecycle ingest` against raw-driver floors measured in the same run.
+
+Three comparisons, each on the same generated history:
+
+* SQLite bulk: `lifecycle ingest` (1,000 lines per transaction) against plain
+  ``sqlite3`` inserting the same rows with the same guarantees (unique messageId,
+  unique (account, version)), 1,000 rows per transaction, WAL.
+* SQLite live: ``Lifecycle.submit`` one message per transaction against plain
+  ``sqlite3`` committing one row per transaction.
+* PostgreSQL bulk: `lifecycle ingest` against psycopg ``COPY`` of the same rows into a
+  table with the same unique indexes.
+
+The floors parse the JSON and number the versions themselves, so both sides do the
+same reading; lifecycle also judges every event. Results are printed and written to
+``bench/out/ingest.json``.
+
+    python bench/bench_ingest.py                       # 1M events, 20k accounts
+    python bench/bench_ingest.py --events 100000 --accounts 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+FLOOR_SCHEMA = """
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY, account TEXT NOT NULL, version INTEGER NOT NULL,
+    event TEXT NOT NULL, message_id TEXT, user_id TEXT NOT NULL, occurred_at TEXT,
+    recorded_at TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE UNIQUE INDEX ix_account_version ON events (account, version);
+CREATE UNIQUE INDEX ix_message_id ON events (message_id);
+"""
+
+PG_SCHEMA = """
+CREATE TABLE events (
+    position BIGSERIAL PRIMARY KEY, account VARCHAR(255) NOT NULL, version INTEGER NOT NULL,
+    event VARCHAR(255) NOT NULL, message_id VARCHAR(255), user_id VARCHAR(255) NOT NULL,
+    occurred_at TIMESTAMP, recorded_at TIMESTAMP NOT NULL, payload TEXT NOT NULL);
+CREATE UNIQUE INDEX ix_account_version ON events (account, version);
+CREATE UNIQUE INDEX ix_message_id ON events (message_id);
+"""
+
+
+def rows(path: Path, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
+    """The events rows of a history file: parse, number versions per account."""
+    versions: dict[str, int] = {}
+    recorded = time.strftime("%Y-%m-%d %H:%M:%S")
+    with path.open("rb") as handle:
+        for n, line in enumerate(handle):
+            if limit is not None and n >= limit:
+                return
+            m = orjson.loads(line)
+            account = m["context"]["groupId"]
+            version = versions[account] = versions.get(account, 0) + 1
+            yield (account, version, m["event"], m.get("messageId"), m["userId"],
+                   m.get("timestamp"), recorded, line.rstrip(b"\n").decode())  # fmt: skip
+
+
+def sqlite_floor_bulk(path: Path, db: Path) -> float:
+    """Plain sqlite3, 1,000 rows per transaction, WAL."""
+    start = time.perf_counter()
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(FLOOR_SCHEMA)
+    insert = (
+        "INSERT INTO events (account, version, event, message_id, user_id, occurred_at,"
+        " recorded_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    batch: list[tuple[Any, ...]] = []
+    for row in rows(path):
+        batch.append(row)
+        if len(batch) == 1000:
+            con.execute("BEGIN")
+            con.executemany(insert, batch)
+            con.execute("COMMIT")
+            batch.clear()
+    if batch:
+        con.execute("BEGIN")
+        con.executemany(insert, batch)
+        con.execute("COMMIT")
+    con.close()
+    return time.perf_counter() - start
+
+
+def sqlite_floor_live(path: Path, db: Path, limit: int) -> float:
+    """Plain sqlite3, one row per transaction, WAL."""
+    start = time.perf_counter()
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(FLOOR_SCHEMA)
+    insert = (
+        "INSERT INTO events (account, version, event, message_id, user_id, occurred_at,"
+        " recorded_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    for row in rows(path, limit):
+        con.execute("BEGIN")
+        con.execute(insert, row)
+        con.execute("COMMIT")
+    con.close()
+    return time.perf_counter() - start
+
+
+def lifecycle_live(path: Path, url: str, limit: int) -> float:
+    """``Lifecycle.submit`` for each message: one transaction per event."""
+    from lifecycle.service import Lifecycle
+
+    store = Lifecycle(url)
+    start = time.perf_counter()
+    with path.open("rb") as handle:
+        for n, line in enumerate(handle):
+            if n >= limit:
+                break
+            store.submit(orjson.loads(line))
+    elapsed = time.perf_counter() - start
+    store.close()
+    return elapsed
+
+
+def run_ingest(path: Path, url: str, cwd: Path) -> tuple[float, float]:
+    """`lifecycle ingest` in a child process: (seconds, peak RSS in MB)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(HERE / "peak.py"), "ingest", str(path), "--db", url],
+        cwd=cwd, capture_output=True, text=True,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"ingest failed: {done.stderr}")
+    peak_kb = int(done.stderr.strip().splitlines()[-1].split("=")[1])
+    return elapsed, peak_kb / 1024
+
+
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one measurement, dropped afterwards."""
+    import psycopg
+
+    name = f"lifecycle_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def postgres_floor(path: Path, url: str) -> float:
+    """psycopg COPY of every row, in one transaction, into the same indexed table."""
+    import psycopg
+
+    start = time.perf_counter()
+    with psycopg.connect(url) as con:
+        con.execute(PG_SCHEMA)
+        with con.cursor() as cur, cur.copy(
+            "COPY events (account, version, event, message_id, user_id, occurred_at,"
+            " recorded_at, payload) FROM STDIN"
+        ) as copy:
+            for row in rows(path):
+                copy.write_row(row)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--live-events", type=int, default=20_000)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="admin URL of a PostgreSQL server ('' to skip)",
+    )
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    history = OUT / f"history-{args.events}-{args.accounts}-{args.seed}.jsonl"
+    if not history.exists():
+        subprocess.run(
+            [sys.executable, str(HERE / "generate.py"), "--events", str(args.events),
+             "--accounts", str(args.accounts), "--seed", str(args.seed), "--out", str(history)],
+            check=True,
+        )  # fmt: skip
+    results: dict[str, Any] = {"events": args.events, "accounts": args.accounts}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        floor = sqlite_floor_bulk(history, work / "floor.db")
+        ingest, peak = run_ingest(history, f"sqlite:///{work / 'lifecycle.db'}", work)
+        results["sqlite_bulk"] = {"floor_s": floor, "ingest_s": ingest, "ratio": floor / ingest,
+                                  "floor_eps": args.events / floor,
+                                  "ingest_eps": args.events / ingest, "peak_mb": peak}  # fmt: skip
+        live = min(args.live_events, args.events)
+        floor_live = sqlite_floor_live(history, work / "floor-live.db", live)
+        ours_live = lifecycle_live(history, f"sqlite:///{work / 'live.db'}", live)
+        results["sqlite_live"] = {"events": live, "floor_s": floor_live, "submit_s": ours_live,
+                                  "ratio": floor_live / ours_live}  # fmt: skip
+    if args.postgres:
+        floor_gen = postgres_database(args.postgres)
+        floor_url = next(floor_gen)
+        pg_floor = postgres_floor(history, floor_url)
+        next(floor_gen, None)
+        ours_gen = postgres_database(args.postgres)
+        ours_url = next(ours_gen)
+        subprocess.run([sys.executable, "-m", "lifecycle", "db", "upgrade", "--db", ours_url],
+                       check=True, capture_output=True)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            pg_ingest, pg_peak = run_ingest(history, ours_url, Path(tmp))
+        next(ours_gen, None)
+        results["postgres_bulk"] = {"floor_s": pg_floor, "ingest_s": pg_ingest,
+                                    "ratio": pg_floor / pg_ingest, "peak_mb": pg_peak}  # fmt: skip
+    print(json.dumps(results, indent=2))
+    (OUT / "ingest.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""One submission, one transaction: read what the rules need, judge, write.
+
+The write path reads as little as it can. Account states come from a cache of
+recently written heads, trusted only while the stored head still has the same
+version (one indexed look-up per account, no JSON decoding). Whether a
+messageId is already stored is *not* asked up front: an accepted event whose
+messageId is stored fails on the unique index, and the submission is judged
+again in *careful* mode, which asks first. Only rejected messages are checked
+after judging, since a stored duplicate must be reported as ``duplicate``
+rather than as the rule it would break. Careful mode also replays accounts
+whose head row is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from lifecycle.decide import DUPLICATE, Verdict, judge, malformed
+from lifecycle.envelope import group_id_of, message_id_of
+from lifecycle.messages import Malformed
+from lifecycle.policy import Policy
+from lifecycle.spec import ACCOUNT_UNKNOWN
+from lifecycle.state import AccountState
+from lifecycle.store import repository
+from lifecycle.store.codec import event_row, head_row, now, payload_text
+
+API = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One message to judge, with where it came from (for the quarantine)."""
+
+    item: Mapping[str, Any] | Malformed
+    raw: bytes
+    source: str = API
+    line: int | None = None
+    index: int | None = None
+    whole_line: bool = False
+
+    @property
+    def account(self) -> str | None:
+        """The account the message names, if it is an object with a valid groupId."""
+        return None if isinstance(self.item, Malformed) else group_id_of(self.item)
+
+
+class NeedsCare(Exception):
+    """Optimistic reading was not enough for this submission: judge it again carefully."""
+
+
+class HeadCache:
+    """Recently written account states, shared by the threads of one process.
+
+    An entry is only ever used after checking that the stored head has the same
+    version, so another process writing the same account cannot make it lie.
+    """
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._size = size
+        self._states: dict[str, AccountState] = {}
+        self._lock = threading.Lock()
+
+    def get(self, accounts: Iterable[str]) -> dict[str, AccountState]:
+        """The cached states of ``accounts`` (those that are cached)."""
+        with self._lock:
+            return {a: s for a in accounts if (s := self._states.get(a)) is not None}
+
+    def put(self, states: Iterable[AccountState]) -> None:
+        """Remember committed states, forgetting the oldest entries past the size limit."""
+        with self._lock:
+            for state in states:
+                self._states.pop(state.account, None)
+                self._states[state.account] = state
+            while len(self._states) > self._size:
+                del self._states[next(iter(self._states))]
+
+    def discard(self, accounts: Iterable[str]) -> None:
+        """Forget ``accounts`` (their heads were written in a transaction we do not own)."""
+        with self._lock:
+            for account in accounts:
+                self._states.pop(account, None)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a submission decided: a verdict per message and the accounts' new states."""
+
+    verdicts: list[Verdict]
+    states: list[AccountState]
+    found_stored: bool = False
+
+
+def write(
+    conn: Connection,
+    policy: Policy,
+    cache: HeadCache,
+    subs: Sequence[Submission],
+    *,
+    careful: bool,
+) -> Outcome:
+    """Judge ``subs`` in order against what is stored, and write the result on ``conn``."""
+    recorded = now()
+    accounts = list(dict.fromkeys(a for s in subs if (a := s.account) is not None))
+    states, rebuilt = _load_states(conn, policy, cache, accounts, careful)
+    seen = repository.accepted_ids(conn, _message_ids(subs)) if careful else set()
+    found_stored = bool(seen or rebuilt)
+    before = {a: s.version for a, s in states.items() if a not in rebuilt}
+    initial = policy.initial
+
+    def load(account: str) -> AccountState:
+        state = states.get(account)
+        return state if state is not None else AccountState(account, initial)
+
+    event_rows: list[dict[str, Any]] = []
+    verdicts: list[Verdict] = []
+    for sub in subs:
+        if isinstance(sub.item, Malformed):
+            verdicts.append(malformed(sub.item.reason))
+            continue
+        verdict, new = judge(policy, sub.item, load, seen.__contains__)
+        if new is not None:
+            assert verdict.event is not None
+            states[new.account] = new
+            payload = payload_text(sub.item, sub.raw if sub.whole_line else None)
+            event_rows.append(event_row(verdict.event, new.version, payload, recorded))
+            if verdict.message_id is not None:
+                seen.add(verdict.message_id)
+        verdicts.append(verdict)
+    if not careful:
+        _recheck_rejections(conn, verdicts, seen)
+
+    repository.append_events(conn, event_rows)
+    moved = [s for a, s in states.items() if before.get(a) != s.version]
+    repository.write_heads(conn, [head_row(s, recorded) for s in moved])
+    _quarantine(conn, subs, verdicts, recorded)
+    return Outcome(verdicts, moved, found_stored)
+
+
+def _load_states(
+    conn: Connection, policy: Policy, cache: HeadCache, accounts: list[str], careful: bool
+) -> tuple[dict[str, AccountState], set[str]]:
+    """Current states of ``accounts``, and which of them were rebuilt from events."""
+    versions = repository.head_versions(conn, accounts)
+    cached = cache.get(versions)
+    states = {a: s for a, s in cached.items() if s.version == versions[a]}
+    stale = [a for a in versions if a not in states]
+    if stale:
+        states.update(repository.head_states(conn, stale))
+    rebuilt: set[str] = set()
+    if careful:
+        headless = [a for a in accounts if a not in versions]
+        for account in repository.stored_versions(conn, headless):
+            state = repository.replay_account(conn, policy, account)
+            if state is not None:
+                states[account] = state
+                rebuilt.add(account)
+    return states, rebuilt
+
+
+def _recheck_rejections(conn: Connection, verdicts: list[Verdict], seen: set[str]) -> None:
+    """Rejections that a stored event would explain: stored duplicates, lost head rows.
+
+    A rule rejection of a message whose messageId is already stored becomes
+    ``duplicate`` (check 4 comes before the rules; a rejection changed no state).
+    ``account_unknown`` for an account that has events means its head row was
+    lost: the submission must be judged again carefully.
+    """
+    suspects: dict[str, list[int]] = {}
+    for i, v in enumerate(verdicts):
+        rule_rejection = v.code is not None and v.event is not None
+        if rule_rejection and v.message_id is not None and v.message_id not in seen:
+            suspects.setdefault(v.message_id, []).append(i)
+    if suspects:
+        for mid in repository.accepted_ids(conn, list(suspects)):
+            for i in suspects[mid]:
+                old = verdicts[i]
+                verdicts[i] = Verdict(
+                    DUPLICATE, None, None, None, mid, old.event_name, old.account, old.event
+                )
+    unknown = list({v.account for v in verdicts if v.code == ACCOUNT_UNKNOWN and v.account})
+    if unknown and repository.stored_versions(conn, unknown):
+        raise NeedsCare
+
+
+def _message_ids(subs: Sequence[Submission]) -> list[str]:
+    ids = (message_id_of(s.item) for s in subs if not isinstance(s.item, Malformed))
+    return list(dict.fromkeys(m for m in ids if m is not None))
+
+
+def _quarantine(
+    conn: Connection, subs: Sequence[Submission], verdicts: list[Verdict], recorded: datetime
+) -> None:
+    rows = [
+        _quarantine_row(sub, verdict, recorded)
+        for sub, verdict in zip(subs, verdicts, strict=True)
+        if verdict.code is not None
+    ]
+    digests = [r["digest"] for r in rows if r["digest"] is not None]
+    if digests:
+        known = repository.known_digests(conn, digests)
+        rows = [r for r in rows if r["digest"] is None or r["digest"] not in known]
+    repository.quarantine_rows(conn, rows)
+
+
+def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> dict[str, Any]:
+    raw = sub.raw.rstrip(b"\r\n") if sub.whole_line or isinstance(sub.item, Malformed) else sub.raw
+    digest = None
+    if sub.source != API:
+        key = f"{sub.source}\0{sub.line}\0{sub.index}\0".encode() + raw
+        digest = hashlib.sha256(key).hexdigest()
+    return {
+        "received_at": recorded,
+        "source": sub.source,
+        "line": sub.line,
+        "batch_index": sub.index,
+        "code": verdict.code,
+        "reason": verdict.reason,
+        "account": verdict.account,
+        "message_id": verdict.message_id,
+        "event": verdict.event_name,
+        "raw": raw,
+        "digest": digest,
+    }
