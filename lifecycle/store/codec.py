@@ -42,18 +42,18 @@ def payload_text(message: Mapping[str, Any], raw: bytes | None) -> str:
     return orjson.dumps(message).decode("utf-8")
 
 
-def event_row(event: Event, version: int, payload: str, recorded_at: datetime) -> dict[str, Any]:
-    """The ``events`` row of an accepted event."""
-    return {
-        "account": event.account,
-        "version": version,
-        "event": event.name,
-        "message_id": event.message_id,
-        "user_id": event.user,
-        "occurred_at": occurred_at(event),
-        "recorded_at": recorded_at,
-        "payload": payload,
-    }
+def event_row(event: Event, version: int, payload: str, recorded_at: datetime) -> tuple[Any, ...]:
+    """The ``events`` row of an accepted event, in ``repository.EVENT_COLUMNS`` order."""
+    return (
+        event.account,
+        version,
+        event.name,
+        event.message_id,
+        event.user,
+        occurred_at(event),
+        recorded_at,
+        payload,
+    )
 
 
 def state_json(state: AccountState) -> str:

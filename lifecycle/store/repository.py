@@ -8,7 +8,8 @@ sent in chunks so that no statement exceeds a backend's parameter limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 
 from lifecycle.decide import Rejection, decide
@@ -49,7 +51,6 @@ _STORED_IDS = select(events.c.message_id).where(
 _KNOWN_DIGESTS = select(quarantine.c.digest).where(
     quarantine.c.digest.in_(bindparam("keys", expanding=True))
 )
-_INSERT_EVENTS = insert(events)
 _INSERT_QUARANTINE = insert(quarantine)
 
 
@@ -114,10 +115,61 @@ def known_digests(connection: Connection, digests: Sequence[str]) -> set[str]:
     return {digest for (digest,) in _pairs(connection, _KNOWN_DIGESTS, digests)}
 
 
-def append_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert accepted events; the unique indexes refuse a lost race or a stored messageId."""
-    if rows:
-        connection.execute(_INSERT_EVENTS, rows)
+def append_events(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert accepted events (tuples in :data:`EVENT_COLUMNS` order).
+
+    The unique indexes refuse a lost race or a stored messageId with an
+    ``IntegrityError``. This is the bulk of every write, so it skips SQLAlchemy's
+    per-row parameter handling: PostgreSQL gets ``COPY``, other backends one
+    driver-level ``executemany`` of a statement built once per dialect.
+    """
+    if not rows:
+        return
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        _copy_events(connection, rows)
+        return
+    sql, processors = _bulk_insert(dialect)
+    if processors:
+        rows = [
+            tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows
+        ]
+    connection.exec_driver_sql(sql, rows)
+
+
+#: Column order of the rows given to :func:`append_events`.
+EVENT_COLUMNS = (
+    "account", "version", "event", "message_id", "user_id", "occurred_at", "recorded_at", "payload",
+)  # fmt: skip
+
+
+@functools.cache
+def _bulk_insert(dialect: Dialect) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """The driver-level INSERT for ``dialect`` and each column's bind processor (if any)."""
+    quote = dialect.identifier_preparer.quote
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {quote('events')} ({', '.join(quote(c) for c in EVENT_COLUMNS)}) "
+        f"VALUES ({', '.join([marker] * len(EVENT_COLUMNS))})"
+    )
+    processors = tuple(
+        events.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in EVENT_COLUMNS
+    )
+    return sql, processors if any(processors) else ()
+
+
+def _copy_events(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    import psycopg
+
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    statement = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.errors.IntegrityError as exc:
+        raise IntegrityError("COPY events", None, exc) from exc
 
 
 def write_heads(connection: Connection, rows: list[dict[str, Any]]) -> None:

@@ -118,7 +118,7 @@ def write(
         state = states.get(account)
         return state if state is not None else AccountState(account, initial)
 
-    event_rows: list[dict[str, Any]] = []
+    event_rows: list[tuple[Any, ...]] = []
     verdicts: list[Verdict] = []
     for sub in subs:
         if isinstance(sub.item, Malformed):

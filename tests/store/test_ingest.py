@@ -86,7 +86,7 @@ def test_rerun_gives_duplicates_and_no_new_quarantine(db_url: str, tmp_path: Pat
 @pytest.mark.slow
 def test_killed_ingest_resumes_without_duplicates(db_url: str, tmp_path: Path) -> None:
     """An ingest killed half-way and run again stores every event exactly once."""
-    history = interleave([account_history(f"acct_{n}", sessions=6) for n in range(150)], seed=3)
+    history = interleave([account_history(f"acct_{n}", sessions=6) for n in range(600)], seed=3)
     path = write_jsonl(tmp_path / "big.jsonl", history)
     Lifecycle(db_url, create_schema=True).close()
     args = [sys.executable, "-m", "lifecycle", "ingest", str(path), "--db", db_url,
@@ -97,8 +97,8 @@ def test_killed_ingest_resumes_without_duplicates(db_url: str, tmp_path: Path) -
     with Lifecycle(db_url) as store:
         deadline = time.monotonic() + 60
         stored = 0
-        while stored < len(history) // 4 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+        while stored < len(history) // 20 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
             with store.engine.connect() as connection:
                 stored = connection.execute(select(func.count()).select_from(events)).scalar_one()
         os.kill(proc.pid, signal.SIGKILL)
