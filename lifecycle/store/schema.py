@@ -13,6 +13,8 @@ are what the migrations must agree with, which a test checks on every backend.
   It is a cache of the fold of ``events``: without it the state is replayed.
 * ``quarantine``: rejected input, with its code, reason, source and raw bytes,
   so that nothing sent is ever lost.
+* ``snapshots``: an account's folded state every N events, tagged with the
+  fingerprint of the policy that produced it; an optimisation only.
 """
 
 from __future__ import annotations
@@ -96,4 +98,16 @@ quarantine = Table(
     Index(None, "code"),
     Index(None, "account"),
     Index(None, "digest", unique=True),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("account", String(255), primary_key=True),
+    Column("policy", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("position", Position, nullable=False),
+    Column("recorded_at", Instant, nullable=False),
+    Column("state", Document, nullable=False),
+    Column("created_at", Instant, nullable=False),
 )
