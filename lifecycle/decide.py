@@ -192,3 +192,37 @@ def judge(
 def _name(message: Mapping[str, Any]) -> str | None:
     name = message.get("event")
     return name if isinstance(name, str) else None
+
+
+def evolve(policy: Policy, state: AccountState, event: Event) -> AccountState:
+    """Apply an event that was already accepted under ``policy``: no guard runs again.
+
+    Replay uses this: a stored event passed every check when it was appended, so
+    re-running the guards would only cost time. A (state, event) pair the policy
+    refuses means the history was not produced by this policy: ``ValueError``.
+    """
+    entry = policy.rule(state.status, event.name)
+    if isinstance(entry, Refusal):
+        raise ValueError(
+            f"{event.name} for {event.account} is refused in state {state.status!r} "
+            f"({entry.code}): the history was not produced by policy {policy.name!r}"
+        )
+    users, trial = state.users, state.trial
+    effects = entry.effects
+    for effect in effects:
+        users, trial = effect(state, event)
+        if len(effects) > 1:
+            state = AccountState(
+                state.account, state.status, state.version, users, trial, state.created_at,
+                state.updated_at,
+            )  # fmt: skip
+    ts = event.timestamp
+    return AccountState(
+        state.account,
+        entry.dest,
+        state.version + 1,
+        users,
+        trial,
+        state.created_at if state.version else ts,
+        ts if ts is not None else state.updated_at,
+    )

@@ -15,9 +15,9 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from lifecycle import replay as history
 from lifecycle.decide import Verdict
 from lifecycle.errors import ConcurrencyError, StoreError
 from lifecycle.messages import Malformed, decode_line
@@ -34,12 +35,12 @@ from lifecycle.reader import InputLine
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
 from lifecycle.store import repository
-from lifecycle.store.codec import state_from_json
-from lifecycle.store.engine import create_engine, database_url
+from lifecycle.store.codec import state_from_json, utc_naive
+from lifecycle.store.engine import create_engine, database_url, for_writing
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
 from lifecycle.store.schema import account_heads, quarantine
-from lifecycle.store.writer import API, HeadCache, NeedsCare, Submission, write
+from lifecycle.store.writer import API, HeadCache, NeedsCare, Outcome, Submission, write
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,56 @@ class QuarantinedMessage:
         }
 
 
+@dataclass
+class RetryReport:
+    """What :meth:`Lifecycle.retry_rejections` did: counts by outcome, codes still held."""
+
+    accepted: int = 0
+    duplicate: int = 0
+    still_rejected: int = 0
+    codes: dict[str, int] = field(default_factory=dict)
+    _pending: tuple[int, int, int, dict[str, int]] | None = None
+
+    def begin(self) -> None:
+        """Remember the counts before a transaction (restored if it is retried)."""
+        self._pending = (self.accepted, self.duplicate, self.still_rejected, dict(self.codes))
+
+    def commit(self) -> None:
+        """The transaction committed: keep the counts."""
+        self._pending = None
+
+    def settle(
+        self, conn: Connection, rows: list[QuarantinedMessage], verdicts: list[Verdict]
+    ) -> None:
+        """Delete the rows whose message is now stored; refresh the reasons of the others."""
+        if self._pending is not None:
+            self.accepted, self.duplicate, self.still_rejected, codes = self._pending
+            self.codes = dict(codes)
+        gone: list[int] = []
+        for row, verdict in zip(rows, verdicts, strict=True):
+            if verdict.code is None:
+                gone.append(row.id)
+                if verdict.verdict == "duplicate":
+                    self.duplicate += 1
+                else:
+                    self.accepted += 1
+                continue
+            self.still_rejected += 1
+            self.codes[verdict.code] = self.codes.get(verdict.code, 0) + 1
+            if (verdict.code, verdict.reason) != (row.code, row.reason):
+                repository.requarantine(conn, row.id, verdict.code, verdict.reason or "")
+        repository.release(conn, gone)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts."""
+        return {
+            "accepted": self.accepted,
+            "duplicate": self.duplicate,
+            "still_rejected": self.still_rejected,
+            "codes": dict(sorted(self.codes.items())),
+        }
+
+
 class Lifecycle:
     """Judge messages and keep the accepted ones in an event store.
 
@@ -87,6 +138,10 @@ class Lifecycle:
 
     A new SQLite database gets its schema from the migrations on first use;
     other databases need ``lifecycle db upgrade`` (or ``create_schema=True``).
+
+    Every ``snapshot_every`` events of an account (None: never) its state is kept
+    as a snapshot, so that replaying one account costs its snapshot plus the
+    events after it.
 
     Pass ``connection=`` to take part in a transaction the application already
     has: the submission then runs in a SAVEPOINT of it, and it is stored only if
@@ -101,6 +156,7 @@ class Lifecycle:
         policy: Policy = DEFAULT_POLICY,
         create_schema: bool | None = None,
         max_attempts: int = 8,
+        snapshot_every: int | None = 100,
     ) -> None:
         self._owns_engine = not isinstance(bind, Engine)
         self.engine: Engine = (
@@ -108,6 +164,8 @@ class Lifecycle:
         )
         self.policy = policy
         self.max_attempts = max_attempts
+        self.snapshot_every = snapshot_every
+        self._write_engine = for_writing(self.engine)
         self._heads = HeadCache()
         self._careful = False
         if create_schema is None:
@@ -179,7 +237,7 @@ class Lifecycle:
             heads = repository.head_states(conn, [account])
             if account in heads:
                 return heads[account]
-            return repository.replay_account(conn, self.policy, account)
+            return history.load_account(conn, self.policy, account)
 
     def accounts(self, *, status: str | None = None) -> Iterator[AccountState]:
         """Every stored account's current state (optionally only those in ``status``)."""
@@ -206,6 +264,85 @@ class Lifecycle:
         for row in self._stream(query):
             yield QuarantinedMessage(*row[:11])
 
+    # -- replay, audit, retry ---------------------------------------------------------------
+
+    def replay(
+        self,
+        *,
+        accounts: Sequence[str] | None = None,
+        until: int | None = None,
+        as_of: datetime | None = None,
+    ) -> Iterator[AccountState]:
+        """Account states rebuilt from stored events alone, ordered by account.
+
+        ``until`` stops at a global position, ``as_of`` at an instant of the store's
+        ``recorded_at`` clock (naive datetimes are UTC). Memory is bounded by the
+        number of accounts replayed, not by the number of events.
+        """
+        with self._reading(None) as conn:
+            states = history.replay(
+                conn, self.policy, accounts=accounts, until=until, as_of=_utc(as_of)
+            )
+        for account in sorted(states):
+            yield states[account]
+
+    def load(
+        self, account: str, *, until: int | None = None, as_of: datetime | None = None
+    ) -> AccountState | None:
+        """One account's state rebuilt from its newest snapshot and the events after it."""
+        with self._reading(None) as conn:
+            return history.load_account(conn, self.policy, account, until=until, as_of=_utc(as_of))
+
+    def verify(self) -> Iterator[history.Difference]:
+        """Compare a full replay with what the live path reads: account heads and snapshots.
+
+        Yields one :class:`~lifecycle.replay.Difference` per account and source that
+        disagree; nothing when the caches are exact.
+        """
+        with self._reading(None) as conn:
+            replayed = history.replay(conn, self.policy)
+            heads = {s.account: s for s in self.accounts()}
+            for account in sorted(replayed.keys() | heads.keys()):
+                truth = replayed.get(account)
+                fields = history.differences(heads.get(account), truth)
+                if fields:
+                    yield history.Difference(account, "head", fields)
+                snap = history.load_account(conn, self.policy, account) if truth else None
+                fields = history.differences(snap, truth)
+                if fields:
+                    yield history.Difference(account, "snapshot", fields)
+
+    def audit(self, policy: Policy) -> Iterator[history.AuditFinding]:
+        """The stored events ``policy`` would reject, in append order (read-only)."""
+        with self._reading(None) as conn:
+            yield from history.audit(conn, policy)
+
+    def retry_rejections(
+        self, *, code: str | None = None, account: str | None = None, batch_size: int = 500
+    ) -> RetryReport:
+        """Judge quarantined messages again, oldest first; the ones now legal leave the quarantine.
+
+        An accepted message is appended and its quarantine row deleted in the same
+        transaction; a message that is now a duplicate (its event is stored) leaves
+        too; the others stay, with the code and reason they get today. Running it
+        twice changes nothing the second time.
+        """
+        report = RetryReport()
+        rows = [r for r in self.rejections(code=code, account=account)]
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            subs = [_retry_submission(row) for row in chunk]
+
+            def settle(
+                conn: Connection, verdicts: list[Verdict], chunk: list[QuarantinedMessage] = chunk
+            ) -> None:
+                report.settle(conn, chunk, verdicts)
+
+            report.begin()
+            self._submit(subs, None, quarantine=False, after=settle)
+            report.commit()
+        return report
+
     def close(self) -> None:
         """Release the connection pool (only when this object created the engine)."""
         if self._owns_engine:
@@ -219,18 +356,29 @@ class Lifecycle:
 
     # -- the transaction ------------------------------------------------------------------
 
-    def _submit(self, subs: list[Submission], connection: Connection | None) -> list[Verdict]:
+    def _submit(
+        self,
+        subs: list[Submission],
+        connection: Connection | None,
+        *,
+        quarantine: bool = True,
+        after: Callable[[Connection, list[Verdict]], None] | None = None,
+    ) -> list[Verdict]:
+        """Judge and write ``subs`` in one transaction, retrying lost races.
+
+        ``after`` runs inside the same transaction, once the verdicts are known.
+        """
         careful = self._careful
         last: Exception | None = None
         for _attempt in range(self.max_attempts):
             try:
                 if connection is None:
-                    with self.engine.begin() as conn:
-                        outcome = write(conn, self.policy, self._heads, subs, careful=careful)
+                    with self._write_engine.begin() as conn:
+                        outcome = self._write(conn, subs, careful, quarantine, after)
                     self._heads.put(outcome.states)
                 else:
                     with connection.begin_nested():
-                        outcome = write(connection, self.policy, self._heads, subs, careful=careful)
+                        outcome = self._write(connection, subs, careful, quarantine, after)
                     self._heads.discard(s.account for s in outcome.states)
                 self._careful = careful and outcome.found_stored
                 return outcome.verdicts
@@ -247,6 +395,27 @@ class Lifecycle:
                 raise StoreError(f"database error: {_first_line(exc)}") from exc
         accounts = sorted({a for s in subs if (a := s.account) is not None})
         raise ConcurrencyError(", ".join(accounts[:5]) or "?", self.max_attempts) from last
+
+    def _write(
+        self,
+        conn: Connection,
+        subs: list[Submission],
+        careful: bool,
+        quarantine: bool,
+        after: Callable[[Connection, list[Verdict]], None] | None,
+    ) -> Outcome:
+        outcome = write(
+            conn,
+            self.policy,
+            self._heads,
+            subs,
+            careful=careful,
+            snapshot_every=self.snapshot_every,
+            quarantine=quarantine,
+        )
+        if after is not None:
+            after(conn, outcome.verdicts)
+        return outcome
 
     def _stream(self, query: Any) -> Iterator[Any]:
         """Rows of ``query`` on a connection of their own, fetched in chunks."""
@@ -278,6 +447,21 @@ def _line_submissions(line: InputLine, source: str) -> Iterator[Submission]:
     for index, item in enumerate(items):
         raw = line.raw if whole or isinstance(item, Malformed) else orjson.dumps(item)
         yield Submission(item, raw, source, number, index, whole_line=whole)
+
+
+def _retry_submission(row: QuarantinedMessage) -> Submission:
+    """A quarantined message as a submission again (a batch line gives its own item)."""
+    items = decode_line(row.raw)
+    item = items[row.batch_index or 0] if len(items) > 1 else items[0]
+    whole = len(items) == 1 and not isinstance(item, Malformed) and "batch" not in item
+    return Submission(item, row.raw, row.source, row.line, row.batch_index, whole_line=whole)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """An instant as the naive UTC datetime the store compares with (naive means UTC)."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return utc_naive(moment)
 
 
 def _is_transient(exc: OperationalError) -> bool:

@@ -5,8 +5,9 @@ the writer), a 30 s busy timeout (writers queue instead of failing),
 ``synchronous=NORMAL`` (durable across application crashes; a power loss may
 lose the last commits), foreign keys on, and a 64 MB page cache (the unique
 indexes on random keys are what a bulk import spends its time on). Write
-transactions start with ``BEGIN IMMEDIATE`` so that a read-then-write
-transaction never fails half-way on a lock upgrade.
+transactions (connections from :func:`for_writing`) start with ``BEGIN IMMEDIATE``
+so that a read-then-write transaction never fails half-way on a lock upgrade;
+read-only ones start with a plain ``BEGIN`` and never block on the writer.
 """
 
 from __future__ import annotations
@@ -72,4 +73,13 @@ def configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_WRITE_OPTION = "lifecycle_write"
+
+
+def for_writing(engine: Engine) -> Engine:
+    """The same engine (and pool), for read-then-write transactions."""
+    return engine.execution_options(**{_WRITE_OPTION: True})

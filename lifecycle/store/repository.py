@@ -9,25 +9,20 @@ sent in chunks so that no statement exceeds a backend's parameter limit.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 
-from lifecycle.decide import Rejection, decide
-from lifecycle.envelope import EnvelopeError, parse_event
-from lifecycle.errors import StoreError
-from lifecycle.policy import Policy
 from lifecycle.state import AccountState
-from lifecycle.store.codec import state_from_json
-from lifecycle.store.schema import account_heads, events, quarantine
+from lifecycle.store.codec import state_from_json, state_json
+from lifecycle.store.schema import account_heads, events, quarantine, snapshots
 
 CHUNK = 500
 
@@ -216,23 +211,70 @@ def stored_events(
             yield StoredEvent(*row)
 
 
-def fold(policy: Policy, state: AccountState, stored: Iterable[StoredEvent]) -> AccountState:
-    """Apply stored events to ``state``; a stored event the policy refuses is an error."""
-    for row in stored:
-        parsed = parse_event(orjson.loads(row.payload), policy.catalog)
-        if parsed is None or isinstance(parsed, EnvelopeError):
-            raise StoreError(f"stored event {row.position} is not a valid lifecycle event")
-        outcome = decide(policy, state, parsed)
-        if isinstance(outcome, Rejection):
-            raise StoreError(
-                f"stored event {row.position} ({row.account} v{row.version}) is refused "
-                f"under policy {policy.name!r}: {outcome.reason}"
-            )
-        state = outcome
-    return state
+_POSITIONS = select(events.c.account, events.c.version, events.c.position).where(
+    tuple_(events.c.account, events.c.version).in_(bindparam("keys", expanding=True))
+)
+_INSERT_SNAPSHOTS = insert(snapshots)
 
 
-def replay_account(connection: Connection, policy: Policy, account: str) -> AccountState | None:
-    """An account's state rebuilt from its events alone, or None if it has none."""
-    state = fold(policy, AccountState(account, policy.initial), stored_events(connection, account))
-    return state if state.version else None
+def write_snapshots(
+    connection: Connection, policy: str, states: list[AccountState], recorded_at: datetime
+) -> None:
+    """Store the given states as snapshots made under the policy with fingerprint ``policy``."""
+    if not states:
+        return
+    keys = [(s.account, s.version) for s in states]
+    positions: dict[tuple[str, int], int] = {}
+    for start in range(0, len(keys), CHUNK):
+        for account, version, position in connection.execute(
+            _POSITIONS, {"keys": keys[start : start + CHUNK]}
+        ):
+            positions[account, version] = position
+    connection.execute(
+        _INSERT_SNAPSHOTS,
+        [
+            {
+                "account": s.account,
+                "policy": policy,
+                "version": s.version,
+                "position": positions[s.account, s.version],
+                "recorded_at": recorded_at,
+                "state": state_json(s),
+                "created_at": recorded_at,
+            }
+            for s in states
+        ],
+    )
+
+
+def latest_snapshot(
+    connection: Connection,
+    policy: str,
+    account: str,
+    until: int | None = None,
+    as_of: datetime | None = None,
+) -> AccountState | None:
+    """The newest snapshot of ``account`` made under ``policy`` (within the bounds), if any."""
+    query = select(snapshots.c.state).where(
+        snapshots.c.account == account, snapshots.c.policy == policy
+    )
+    if until is not None:
+        query = query.where(snapshots.c.position <= until)
+    if as_of is not None:
+        query = query.where(snapshots.c.recorded_at <= as_of)
+    row = connection.execute(query.order_by(snapshots.c.version.desc()).limit(1)).first()
+    return state_from_json(row[0]) if row is not None else None
+
+
+def requarantine(connection: Connection, row_id: int, code: str, reason: str) -> None:
+    """Give a quarantined message the code and reason it gets today."""
+    connection.execute(
+        update(quarantine).where(quarantine.c.id == row_id).values(code=code, reason=reason)
+    )
+
+
+def release(connection: Connection, row_ids: list[int]) -> None:
+    """Remove quarantine rows whose messages are now stored."""
+    for start in range(0, len(row_ids), CHUNK):
+        part = row_ids[start : start + CHUNK]
+        connection.execute(delete(quarantine).where(quarantine.c.id.in_(part)))

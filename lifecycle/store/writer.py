@@ -26,6 +26,7 @@ from lifecycle.decide import DUPLICATE, Verdict, judge, malformed
 from lifecycle.envelope import group_id_of, message_id_of
 from lifecycle.messages import Malformed
 from lifecycle.policy import Policy
+from lifecycle.replay import load_account
 from lifecycle.spec import ACCOUNT_UNKNOWN
 from lifecycle.state import AccountState
 from lifecycle.store import repository
@@ -104,6 +105,8 @@ def write(
     subs: Sequence[Submission],
     *,
     careful: bool,
+    snapshot_every: int | None = None,
+    quarantine: bool = True,
 ) -> Outcome:
     """Judge ``subs`` in order against what is stored, and write the result on ``conn``."""
     recorded = now()
@@ -139,7 +142,15 @@ def write(
     repository.append_events(conn, event_rows)
     moved = [s for a, s in states.items() if before.get(a) != s.version]
     repository.write_heads(conn, [head_row(s, recorded) for s in moved])
-    _quarantine(conn, subs, verdicts, recorded)
+    if snapshot_every:
+        due = [
+            s
+            for s in moved
+            if s.version // snapshot_every > before.get(s.account, 0) // snapshot_every
+        ]
+        repository.write_snapshots(conn, policy.fingerprint, due, recorded)
+    if quarantine:
+        _quarantine(conn, subs, verdicts, recorded)
     return Outcome(verdicts, moved, found_stored)
 
 
@@ -157,7 +168,7 @@ def _load_states(
     if careful:
         headless = [a for a in accounts if a not in versions]
         for account in repository.stored_versions(conn, headless):
-            state = repository.replay_account(conn, policy, account)
+            state = load_account(conn, policy, account)
             if state is not None:
                 states[account] = state
                 rebuilt.add(account)
