@@ -207,23 +207,56 @@ class Policy:
 
     def without_guard(self, event: str, guard: str, *, name: str | None = None) -> Policy:
         """A new policy in which ``guard`` no longer applies to ``event`` (relaxing a rule)."""
-        changed = False
+        return self._with_conditions(
+            event,
+            lambda conditions: (
+                [c for c in conditions if c != guard] if guard in conditions else None
+            ),
+            missing=f"event {event!r} has no guard {guard!r}",
+            name=name or f"{self.name}-{guard}",
+        )
+
+    def with_guard(self, event: str, guard: Guard, *, name: str | None = None) -> Policy:
+        """A new policy in which ``guard`` also applies to ``event``, after its own guards.
+
+        Tightens a rule: e.g. ``Signed In`` must carry a ``username``. The guard's
+        code is a new rejection code of the new policy.
+        """
+        return self._with_conditions(
+            event,
+            lambda conditions: [*conditions, guard.name],
+            missing=f"no state accepts event {event!r}",
+            name=name or f"{self.name}+{guard.name}",
+            guards=[guard],
+        )
+
+    def _with_conditions(
+        self,
+        event: str,
+        change: Callable[[list[str]], list[str] | None],
+        *,
+        missing: str,
+        name: str,
+        guards: Iterable[Guard] = (),
+    ) -> Policy:
         transitions = []
+        changed = False
         for t in self.transitions:
-            if t["trigger"] == event and guard in t["conditions"]:
-                t = {**t, "conditions": [c for c in t["conditions"] if c != guard]}
+            conditions = change(list(t["conditions"])) if t["trigger"] == event else None
+            if conditions is not None:
+                t = {**t, "conditions": conditions}
                 changed = True
             transitions.append(t)
         if not changed:
-            raise PolicyError(f"policy {self.name!r}: event {event!r} has no guard {guard!r}")
+            raise PolicyError(f"policy {self.name!r}: {missing}")
         return Policy(
-            name=name or f"{self.name}-{guard}",
+            name=name,
             states=self.states,
             initial=self.initial,
             final=self.final,
             events=self.events,
             transitions=transitions,
-            guards=self.guards.values(),
+            guards=[*self.guards.values(), *guards],
             effects=self.effects,
             refusals=self.refusals,
         )

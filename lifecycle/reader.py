@@ -14,7 +14,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+import orjson
+
 from lifecycle.errors import InputError
+from lifecycle.messages import Item, Malformed, decode_line
 
 STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -55,8 +58,23 @@ def input_size(paths: Sequence[str]) -> int | None:
     return total
 
 
+def is_document(path: str) -> bool:
+    """True for a ``.json`` file (gzipped or not): one JSON document, not JSON lines."""
+    return path.endswith((".json", ".json.gz"))
+
+
+def as_batch(document: bytes) -> bytes:
+    """A whole-file document as one batch line (an array of messages becomes a batch)."""
+    stripped = document.strip()
+    return b'{"batch":' + stripped + b"}" if stripped.startswith(b"[") else stripped
+
+
 def read_lines(paths: Sequence[str]) -> Iterator[InputLine]:
     """Every non-blank line of every file, in order. Blank lines are skipped.
+
+    A ``.json`` file is one JSON document — a Segment batch object ``{"batch":
+    [...]}`` or an array of messages, pretty-printed or not — read whole and
+    given as line 1 (each message's ``index`` is its position in the batch).
 
     Raises :class:`InputError` when a file cannot be opened (before any line is
     yielded) or cannot be read to its end.
@@ -66,6 +84,9 @@ def read_lines(paths: Sequence[str]) -> Iterator[InputLine]:
         for path, handle in handles:
             number = 0
             try:
+                if is_document(path):
+                    yield InputLine(path, 1, as_batch(handle.read()))
+                    continue
                 for raw in handle:
                     number += 1
                     if raw.strip():
@@ -76,3 +97,36 @@ def read_lines(paths: Sequence[str]) -> Iterator[InputLine]:
         for path, handle in handles:
             if path != STDIN:
                 handle.close()
+
+
+@dataclass(frozen=True, slots=True)
+class InputItem:
+    """One message of the input with where it came from: file, line and batch position.
+
+    ``raw`` is what the quarantine keeps: the whole line when the line held this
+    message alone (``whole_line``) or could not be read, else the item's JSON.
+    """
+
+    file: str
+    line: int
+    index: int
+    item: Item
+    raw: bytes
+    whole_line: bool
+
+
+def items_of(line: InputLine) -> list[InputItem]:
+    """The messages of one line, in order."""
+    items = decode_line(line.raw)
+    whole = len(items) == 1 and not isinstance(items[0], Malformed) and "batch" not in items[0]
+    return [
+        InputItem(
+            line.file,
+            line.number,
+            index,
+            item,
+            line.raw if whole or isinstance(item, Malformed) else orjson.dumps(item),
+            whole,
+        )
+        for index, item in enumerate(items)
+    ]

@@ -31,7 +31,7 @@ from lifecycle.decide import Verdict
 from lifecycle.errors import ConcurrencyError, StoreError
 from lifecycle.messages import Malformed, decode_line
 from lifecycle.policy import Policy
-from lifecycle.reader import InputLine
+from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
 from lifecycle.store import repository
@@ -207,27 +207,32 @@ class Lifecycle:
     ) -> list[Verdict]:
         """Judge every message of one line of JSONL input (a message or a batch object)."""
         raw = line.encode("utf-8") if isinstance(line, str) else line
-        return self._submit(list(_line_submissions(InputLine(API, 0, raw), API)), connection)
+        subs = [
+            Submission(it.item, it.raw, API, None, it.index, whole_line=it.whole_line)
+            for it in items_of(InputLine(API, 0, raw))
+        ]
+        return self._submit(subs, connection)
 
     def submit_lines(
         self, lines: Sequence[InputLine], *, connection: Connection | None = None
-    ) -> list[tuple[InputLine, int, Verdict]]:
+    ) -> list[tuple[InputItem, Verdict]]:
         """Judge lines read from files, in one transaction; quarantine rows name file and line.
 
-        Returns ``(line, batch index, verdict)`` for every message. Re-submitting
-        the same file and line does not quarantine a rejection twice.
+        Returns every message with its verdict. Re-submitting the same file and
+        line does not quarantine a rejection twice.
         """
-        subs: list[Submission] = []
-        owners: list[InputLine] = []
-        for line in lines:
-            for sub in _line_submissions(line, line.file):
-                subs.append(sub)
-                owners.append(line)
-        verdicts = self._submit(subs, connection)
-        return [
-            (owner, sub.index or 0, verdict)
-            for owner, sub, verdict in zip(owners, subs, verdicts, strict=True)
+        items = [it for line in lines for it in items_of(line)]
+        return list(zip(items, self.submit_items(items, connection=connection), strict=True))
+
+    def submit_items(
+        self, items: Sequence[InputItem], *, connection: Connection | None = None
+    ) -> list[Verdict]:
+        """Judge messages read from files (already split out of their lines), in one transaction."""
+        subs = [
+            Submission(it.item, it.raw, it.file, it.line, it.index, whole_line=it.whole_line)
+            for it in items
         ]
+        return self._submit(subs, connection)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -438,15 +443,6 @@ class Lifecycle:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _line_submissions(line: InputLine, source: str) -> Iterator[Submission]:
-    items = decode_line(line.raw)
-    whole = len(items) == 1 and not isinstance(items[0], Malformed) and "batch" not in items[0]
-    number = line.number if source != API else None
-    for index, item in enumerate(items):
-        raw = line.raw if whole or isinstance(item, Malformed) else orjson.dumps(item)
-        yield Submission(item, raw, source, number, index, whole_line=whole)
 
 
 def _retry_submission(row: QuarantinedMessage) -> Submission:

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from lifecycle import __version__
-from lifecycle.cli import check, diagram, store
+from lifecycle.cli import check, diagram, history, store
 from lifecycle.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
 from lifecycle.errors import LifecycleError
 
-COMMANDS = (check, store, diagram)
+COMMANDS = (check, store, history, diagram)
 
 
 def build_parser() -> argparse.ArgumentParser:

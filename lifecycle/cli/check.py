@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 
 from lifecycle.cli.common import EXIT_OK, EXIT_REJECTED, load_policy, make_report, progress
+from lifecycle.decide import malformed
 from lifecycle.gate import Gate
+from lifecycle.messages import Malformed
 from lifecycle.reader import read_lines
+from lifecycle.sorting import sorted_by_timestamp
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,12 +42,27 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", metavar="MODULE:ATTR", help="judge under this policy instead of the default"
     )
+    parser.add_argument(
+        "--sort-by",
+        choices=["timestamp"],
+        help="first put each account's messages in timestamp order (stable; spills to disk)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Judge every line of every file through one in-memory gate."""
     gate = Gate(load_policy(args.policy))
     report = make_report(args.format, args.show)
+    if args.sort_by:
+        for it in sorted_by_timestamp(read_lines(args.files)):
+            verdict = (
+                malformed(it.item.reason)
+                if isinstance(it.item, Malformed)
+                else gate.submit(it.item)
+            )
+            report.add(it.file, it.line, it.index, verdict)
+        report.finish("lifecycle check")
+        return EXIT_REJECTED if report.rejected else EXIT_OK
     submit_line, add = gate.submit_line, report.add
     with progress(args.files, "check") as bar:
         for line in read_lines(args.files):

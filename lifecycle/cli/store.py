@@ -23,6 +23,7 @@ from lifecycle.cli.common import (
     progress,
 )
 from lifecycle.reader import read_lines
+from lifecycle.sorting import sorted_by_timestamp
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -118,6 +119,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rlist.add_argument("--format", choices=["text", "jsonl"], default="text")
     add_db_argument(rlist)
     rlist.set_defaults(run=run_rejections_list)
+    from lifecycle.cli.history import add_retry_parser
+
+    add_retry_parser(rejection_commands)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -127,9 +131,14 @@ def run_ingest(args: argparse.Namespace) -> int:
     report = make_report(args.format, args.show)
     lines = read_lines(args.files)
     with open_store(args) as store, progress(args.files, "ingest") as bar:
+        if args.sort_by:
+            items = sorted_by_timestamp(lines)
+            while chunk := list(islice(items, args.batch_size)):
+                for item, verdict in zip(chunk, store.submit_items(chunk), strict=True):
+                    report.add(item.file, item.line, item.index, verdict)
         while batch := list(islice(lines, args.batch_size)):
-            for line, index, verdict in store.submit_lines(batch):
-                report.add(line.file, line.number, index, verdict)
+            for item, verdict in store.submit_lines(batch):
+                report.add(item.file, item.line, item.index, verdict)
             bar.advance(sum(len(line.raw) for line in batch))
     report.finish("lifecycle ingest")
     return EXIT_REJECTED if report.rejected else EXIT_OK

@@ -1,0 +1,176 @@
+"""Commands that read the history: ``replay``, ``audit`` and ``rejections retry``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import orjson
+
+from lifecycle.cli.common import EXIT_OK, EXIT_REJECTED, load_policy
+from lifecycle.cli.store import add_db_argument, open_store
+from lifecycle.errors import InputError
+from lifecycle.spec import parse_datetime
+
+if TYPE_CHECKING:
+    from lifecycle.replay import AuditFinding
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``replay`` and ``audit`` (``rejections retry`` is added by the store commands)."""
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild account states from the stored events alone",
+        description=(
+            "Rebuild account states purely from stored events (never from a cache) and print "
+            "them in the `accounts show` shape. --until stops at a global position, --as-of at "
+            "the instant the store recorded the events (not the events' own timestamp). "
+            "--verify compares a full replay with what the live path reads (account heads, "
+            "snapshots) and exits 1 with a diff per account if they differ."
+        ),
+    )
+    replay.add_argument(
+        "--account", action="append", metavar="ID", help="only this account (repeatable)"
+    )
+    bound = replay.add_mutually_exclusive_group()
+    bound.add_argument("--until", type=int, metavar="POSITION", help="events up to this position")
+    bound.add_argument(
+        "--as-of", metavar="TIMESTAMP", help="events recorded up to this instant (ISO-8601)"
+    )
+    replay.add_argument("--format", choices=["json", "jsonl", "text"], default="json")
+    replay.add_argument(
+        "--verify", action="store_true", help="compare with the live state; exit 1 on a difference"
+    )
+    replay.add_argument(
+        "--policy", metavar="MODULE:ATTR", help="the policy the history was written under"
+    )
+    add_db_argument(replay)
+    replay.set_defaults(run=run_replay)
+
+    audit = commands.add_parser(
+        "audit",
+        help="which stored events would another policy reject?",
+        description=(
+            "Re-judge the stored history (or FILEs) under another policy and report the events "
+            "it would reject, grouped by code, with account and position. Read-only. Exit 1 "
+            "when something would be rejected."
+        ),
+    )
+    audit.add_argument(
+        "files", nargs="*", metavar="FILE", help="judge these files instead of the store"
+    )
+    audit.add_argument("--policy", metavar="MODULE:ATTR", help="the policy to audit against")
+    audit.add_argument("--format", choices=["text", "jsonl"], default="text")
+    audit.add_argument(
+        "--show", type=int, default=10, metavar="N", help="findings listed in the text summary"
+    )
+    add_db_argument(audit)
+    audit.set_defaults(run=run_audit)
+
+
+def add_retry_parser(rejection_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``rejections retry``."""
+    retry = rejection_commands.add_parser(
+        "retry",
+        help="judge quarantined messages again; the ones now legal are stored",
+        description=(
+            "Re-submit quarantined messages in their original order. The ones now legal are "
+            "appended and leave the quarantine (so do those whose event is now stored); the "
+            "others stay, with the code and reason they get today. Idempotent. Exit 1 when "
+            "some remain rejected."
+        ),
+    )
+    retry.add_argument("--code", metavar="C", help="only messages quarantined with this code")
+    retry.add_argument("--account", metavar="ID", help="only this account's messages")
+    retry.add_argument("--format", choices=["text", "json"], default="text")
+    add_db_argument(retry)
+    retry.set_defaults(run=run_retry, policy=None)
+
+
+def _instant(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    moment = parse_datetime(text)
+    if moment is None:
+        raise InputError(f"--as-of {text!r}: not an ISO-8601 date-time")
+    return moment
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Print replayed states, or verify them against the live path."""
+    with open_store(args) as store:
+        if args.verify:
+            found = 0
+            for difference in store.verify():
+                found += 1
+                print(difference)
+            print(
+                f"replay --verify: {found} difference{'s' if found != 1 else ''}", file=sys.stderr
+            )
+            return EXIT_REJECTED if found else EXIT_OK
+        states = store.replay(accounts=args.account, until=args.until, as_of=_instant(args.as_of))
+        out = sys.stdout.buffer
+        if args.format == "json":
+            document = {s.account: s.to_dict() for s in states}
+            out.write(
+                orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+            )
+        elif args.format == "jsonl":
+            for state in states:
+                out.write(orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+        else:
+            for state in states:
+                out.write(
+                    f"{state.account}\t{state.status}\t{state.version}\t{len(state.users)}\n".encode()
+                )
+    return EXIT_OK
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Report what the other policy would reject."""
+    policy = load_policy(args.policy)
+    if args.files:
+        from lifecycle.cli import check
+
+        args.sort_by = None
+        return check.run(args)
+    with open_store(argparse.Namespace(db=args.db)) as store:
+        codes: Counter[str] = Counter()
+        first: list[AuditFinding] = []
+        for finding in store.audit(policy):
+            codes[finding.code] += 1
+            if args.format == "jsonl":
+                sys.stdout.buffer.write(
+                    orjson.dumps(finding.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+                )
+            elif len(first) < args.show:
+                first.append(finding)
+    if args.format == "text":
+        total = sum(codes.values())
+        print(f"lifecycle audit under policy {policy.name!r}: {total:,} rejections")
+        for code, count in sorted(codes.items(), key=lambda kv: (-kv[1], kv[0])):
+            print(f"  {code:<24} {count:>10,}")
+        if first:
+            print("\nfirst findings:")
+            for f in first:
+                print(f"  position {f.position}  {f.account} v{f.version}  {f.code}  {f.reason}")
+    return EXIT_REJECTED if codes else EXIT_OK
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    """Retry the quarantine and print what happened."""
+    with open_store(args) as store:
+        report = store.retry_rejections(code=args.code, account=args.account)
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(report.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+    else:
+        print(
+            f"lifecycle rejections retry: {report.accepted:,} accepted, "
+            f"{report.duplicate:,} already stored, {report.still_rejected:,} still rejected"
+        )
+        for code, count in sorted(report.codes.items()):
+            print(f"  {code:<24} {count:>10,}")
+    return EXIT_REJECTED if report.still_rejected else EXIT_OK
