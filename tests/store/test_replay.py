@@ -1,0 +1,229 @@
+"""Replay, time travel, snapshots, verify, audit and quarantine retry on a real database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, select, update
+
+from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard
+from lifecycle.service import Lifecycle
+from lifecycle.store.schema import account_heads, events, snapshots
+from tests.store.helpers import account_history, interleave, msg, wipe
+from tests.store.test_store_properties import streams
+
+SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Lifecycle]:
+    """A Lifecycle snapshotting every 5 events, on a fresh database."""
+    lc = Lifecycle(db_url, create_schema=True, snapshot_every=5)
+    yield lc
+    lc.close()
+
+
+@SETTINGS
+@given(stream=streams())
+def test_replay_equals_live_state(store: Lifecycle, stream: list[dict[str, Any]]) -> None:
+    """A replay from the events alone gives every account the state the live path keeps."""
+    wipe(store)
+    store.submit_many(stream)
+    assert list(store.replay()) == list(store.accounts())
+    assert list(store.verify()) == []
+
+
+@SETTINGS
+@given(stream=streams(), every=st.integers(1, 12), drop=st.booleans())
+def test_snapshot_plus_tail_equals_full_replay(
+    db_url: str, stream: list[dict[str, Any]], every: int, drop: bool
+) -> None:
+    """For any history and any N, snapshot + tail == full replay; dropping snapshots changes nothing."""
+    with Lifecycle(db_url, create_schema=True, snapshot_every=every) as store:
+        wipe(store)
+        for start in range(0, len(stream), 4):
+            store.submit_many(stream[start : start + 4])
+        if drop:
+            with store.engine.begin() as connection:
+                connection.execute(delete(snapshots))
+        full = {s.account: s for s in store.replay()}
+        assert {a: store.load(a) for a in full} == full
+
+
+def test_snapshots_are_taken_every_n_events(store: Lifecycle) -> None:
+    """An account's versions that pass a multiple of N get a snapshot of its state then."""
+    for message in account_history("acct_1"):
+        store.submit(message)
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(snapshots.c.version, snapshots.c.policy)).all()
+    assert [v for v, _ in rows] == list(range(5, store.state("acct_1").version + 1, 5))  # type: ignore[union-attr]
+    assert {p for _, p in rows} == {DEFAULT_POLICY.fingerprint}
+
+
+def test_snapshot_of_another_policy_is_ignored(db_url: str) -> None:
+    """A snapshot made under another policy is never trusted, even when it lies."""
+    other = DEFAULT_POLICY.extend(name="other", events=[EventSpec("Noted", {"note": STRING})],
+                                  transitions=[{"trigger": "Noted", "source": ["created", "trial",
+                                                "active"], "dest": None}])  # fmt: skip
+    history = account_history("acct_1")
+    with Lifecycle(db_url, create_schema=True, policy=other, snapshot_every=3) as writer:
+        writer.submit_many(history[:12])
+        with writer.engine.begin() as connection:
+            connection.execute(update(snapshots).values(state=orjson.dumps(
+                {"account": "acct_1", "status": "deleted", "version": 999, "users": {},
+                 "trial": None}).decode()))  # fmt: skip
+    with Lifecycle(db_url) as reader:
+        gate = Gate()
+        gate.submit_many(history[:12])
+        assert reader.load("acct_1") == gate.state("acct_1")
+
+
+def test_until_and_as_of_give_prefixes(store: Lifecycle) -> None:
+    """--until and --as-of replay exactly the events stored up to a position or an instant."""
+    first, second = account_history("acct_1")[:6], account_history("acct_1")[6:]
+    store.submit_many(first)
+    time.sleep(0.05)
+    between = datetime.now(UTC)
+    time.sleep(0.05)
+    store.submit_many(second)
+    with store.engine.connect() as connection:
+        positions = (
+            connection.execute(select(events.c.position).order_by(events.c.position))
+            .scalars()
+            .all()
+        )
+    gate = Gate()
+    gate.submit_many(first)
+    assert list(store.replay(as_of=between)) == [gate.state("acct_1")]
+    assert list(store.replay(until=positions[5])) == [gate.state("acct_1")]
+    assert store.load("acct_1", until=positions[5]) == gate.state("acct_1")
+    assert store.load("acct_1", as_of=between) == gate.state("acct_1")
+    assert list(store.replay(as_of=datetime(2000, 1, 1))) == []
+
+
+def test_verify_reports_a_corrupted_head(store: Lifecycle, db_url: str, tmp_path: Path) -> None:
+    """`replay --verify` exits 1 and names the account and field when a head is wrong."""
+    store.submit_many(account_history("acct_1") + account_history("acct_2"))
+    ok = subprocess.run([sys.executable, "-m", "lifecycle", "replay", "--verify", "--db", db_url],
+                        capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    bad = store.state("acct_2")
+    assert bad is not None
+    corrupted = {**bad.to_dict(), "status": "deleted"}
+    with store.engine.begin() as connection:
+        connection.execute(update(account_heads).where(account_heads.c.account == "acct_2")
+                           .values(state=orjson.dumps(corrupted).decode()))  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", "lifecycle", "replay", "--verify", "--db", db_url],
+                         capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 1
+    assert "acct_2 (head): status: head='deleted' replay='active'" in run.stdout
+    assert "acct_1" not in run.stdout
+
+
+def test_replay_command_formats(store: Lifecycle, db_url: str, tmp_path: Path) -> None:
+    """`replay` prints the `accounts show` shape as one JSON object, JSON lines or text."""
+    store.submit_many(account_history("acct_1") + account_history("acct_2"))
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "lifecycle", "replay", "--db", db_url, *args],
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    document = orjson.loads(run("--format", "json"))
+    assert document == {s.account: s.to_dict() for s in store.accounts()}
+    lines = [
+        orjson.loads(line) for line in run("--format", "jsonl", "--account", "acct_2").splitlines()
+    ]
+    assert lines == [store.state("acct_2").to_dict()]  # type: ignore[union-attr]
+    assert run("--format", "text").splitlines()[0].split("\t")[:2] == ["acct_1", "active"]
+
+
+def test_audit_under_a_stricter_policy(store: Lifecycle) -> None:
+    """An audit lists the stored events a tightened rule would reject, with position and code."""
+    store.submit_many(account_history("acct_1"))
+    store.submit(msg("Signed In", "acct_1-u0", "acct_1", username="pg"))
+    strict = DEFAULT_POLICY.with_guard(
+        "Signed In",
+        Guard("has_username", "missing_username",
+              lambda state, event: None if event.properties.get("username") else "no username"),
+    )  # fmt: skip
+    findings = list(store.audit(strict))
+    missing = [f for f in findings if f.code == "missing_username"]
+    signed_in = [e for e in store.events() if e.event == "Signed In"]
+    assert [f.position for f in missing] == [e.position for e in signed_in[:-1]]
+    # a refused Signed In changes no state, so the Signed Out after it is refused too
+    assert {f.code for f in findings} == {"missing_username", "not_signed_in"}
+    assert list(store.audit(DEFAULT_POLICY)) == []
+
+
+def test_quarantine_retry(store: Lifecycle) -> None:
+    """Quarantined messages that are legal now are appended and leave; retrying twice is a no-op."""
+    early = msg("Signed In", "u1", "acct_1", mid="early")
+    wrong = msg("Trial Ended", "u1", "acct_1", mid="wrong")
+    assert store.submit_many([early, wrong])[0].code == "account_unknown"
+    store.submit_many([msg("Account Created", "u1", "acct_1"), msg("Signed Up", "u1", "acct_1")])
+    report = store.retry_rejections()
+    assert (report.accepted, report.still_rejected) == (1, 1)
+    assert [(r.message_id, r.code) for r in store.rejections()] == [("wrong", "trial_not_active")]
+    assert store.state("acct_1").users["u1"].signed_in  # type: ignore[union-attr]
+    again = store.retry_rejections()
+    assert (again.accepted, again.still_rejected) == (0, 1)
+    assert len(list(store.rejections())) == 1
+
+
+def test_retry_filters_by_code_and_account(store: Lifecycle) -> None:
+    """--code and --account retry only the matching quarantined messages."""
+    store.submit_many([msg("Signed In", "u1", "acct_1"), msg("Signed In", "u1", "acct_2"),
+                       msg("Account Created", "u1", "acct_1"), msg("Account Created", "u1", "acct_2"),
+                       msg("Signed Up", "u1", "acct_1"), msg("Signed Up", "u1", "acct_2")])  # fmt: skip
+    report = store.retry_rejections(account="acct_2")
+    assert report.accepted == 1
+    assert [r.account for r in store.rejections()] == ["acct_1"]
+    assert store.retry_rejections(code="user_unknown").accepted == 0
+    assert store.retry_rejections(code="account_unknown").accepted == 1
+
+
+def write(path: Path, messages: list[Any]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(m) + b"\n" for m in messages))
+    return path
+
+
+def test_sorted_ingest_equals_sorted_check(db_url: str, tmp_path: Path) -> None:
+    """`--sort-by timestamp` puts each account's messages in time order, for check and ingest."""
+    Lifecycle(db_url, create_schema=True).close()
+    history = interleave([account_history(f"acct_{n}") for n in range(3)], seed=5)
+    for n, message in enumerate(history):
+        message["timestamp"] = f"2024-01-01T00:{n // 60:02d}:{n % 60:02d}Z"
+    shuffled = list(reversed(history))
+    path = write(tmp_path / "export.jsonl", shuffled)
+    plain = subprocess.run([sys.executable, "-m", "lifecycle", "check", str(path)],
+                           capture_output=True, cwd=tmp_path)  # fmt: skip
+    assert plain.returncode == 1
+    args = [str(path), "--sort-by", "timestamp", "--format", "jsonl"]
+    checked = subprocess.run([sys.executable, "-m", "lifecycle", "check", *args],
+                             capture_output=True, cwd=tmp_path)  # fmt: skip
+    ingested = subprocess.run([sys.executable, "-m", "lifecycle", "ingest", *args, "--db", db_url,
+                               "--batch-size", "10"], capture_output=True, cwd=tmp_path)  # fmt: skip
+    assert checked.returncode == 0 and ingested.returncode == 0, ingested.stderr
+    assert checked.stdout == ingested.stdout
+    order = [orjson.loads(line)["messageId"] for line in checked.stdout.splitlines()]
+    by_account: dict[str, list[str]] = {}
+    for message in history:
+        by_account.setdefault(message["context"]["groupId"], []).append(message["messageId"])
+    for account, mids in by_account.items():
+        assert [m for m in order if m in set(mids)] == mids, account
