@@ -218,8 +218,9 @@ def test_sorted_ingest_equals_sorted_check(db_url: str, tmp_path: Path) -> None:
     args = [str(path), "--sort-by", "timestamp", "--format", "jsonl"]
     checked = subprocess.run([sys.executable, "-m", "lifecycle", "check", *args],
                              capture_output=True, cwd=tmp_path)  # fmt: skip
-    ingested = subprocess.run([sys.executable, "-m", "lifecycle", "ingest", *args, "--db", db_url,
-                               "--batch-size", "10"], capture_output=True, cwd=tmp_path)  # fmt: skip
+    store_args = ["--db", db_url, "--batch-size", "10"]
+    ingested = subprocess.run([sys.executable, "-m", "lifecycle", "ingest", *args, *store_args],
+                              capture_output=True, cwd=tmp_path)  # fmt: skip
     assert checked.returncode == 0 and ingested.returncode == 0, ingested.stderr
     assert checked.stdout == ingested.stdout
     order = [orjson.loads(line)["messageId"] for line in checked.stdout.splitlines()]
