@@ -145,12 +145,14 @@ def _end_trial(state: AccountState, event: Event) -> Change:
 
 
 def _sign_up(state: AccountState, event: Event) -> Change:
-    return _with_user(state, event.user, replace(state.user(event.user), signed_up=True))
+    user = state.user(event.user)
+    return _with_user(state, event.user, UserState(True, user.role, user.signed_in))
 
 
 def _add_user(state: AccountState, event: Event) -> Change:
     role = event.properties.get("role") or ""
-    return _with_user(state, event.user, replace(state.user(event.user), role=role))
+    user = state.user(event.user)
+    return _with_user(state, event.user, UserState(user.signed_up, role, user.signed_in))
 
 
 def _remove_user(state: AccountState, event: Event) -> Change:
@@ -161,11 +163,12 @@ def _sign_in(state: AccountState, event: Event) -> Change:
     user = state.user(event.user)
     if user.signed_in:
         return state.users, state.trial
-    return _with_user(state, event.user, replace(user, signed_in=True))
+    return _with_user(state, event.user, UserState(user.signed_up, user.role, True))
 
 
 def _sign_out(state: AccountState, event: Event) -> Change:
-    return _with_user(state, event.user, replace(state.user(event.user), signed_in=False))
+    user = state.user(event.user)
+    return _with_user(state, event.user, UserState(user.signed_up, user.role, False))
 
 
 EFFECTS = {

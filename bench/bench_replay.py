@@ -1,0 +1,170 @@
+"""Benchmark: full replay against a raw-driver floor, and loading one account via its snapshot.
+
+* Full replay of every stored event (default 1M events over 20k accounts) into
+  account states, with ``Lifecycle.replay``, against, in the same run, the
+  floor: read every row with the plain driver (``sqlite3`` / ``psycopg``),
+  decode its JSON and fold the event name into a dict per account. On SQLite
+  and on PostgreSQL.
+* Loading one account with 10,000 events through its newest snapshot (one
+  every 100 events) plus the tail: median of repeated loads.
+
+    python bench/bench_replay.py                      # 1M events, 20k accounts
+    python bench/bench_replay.py --events 100000 --accounts 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+sys.path.insert(0, str(HERE))
+
+from bench_ingest import postgres_database  # noqa: E402 - bench/ is not a package
+
+
+def history_file(events: int, accounts: int, seed: int) -> Path:
+    """The generated history (written once, reused by later runs)."""
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"history-{events}-{accounts}-{seed}.jsonl"
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, str(HERE / "generate.py"), "--events", str(events),
+             "--accounts", str(accounts), "--seed", str(seed), "--out", str(path)],
+            check=True,
+        )  # fmt: skip
+    return path
+
+
+def ingest(path: Path, url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "lifecycle", "ingest", str(path), "--db", url, "--batch-size", "5000"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def fold_rows(rows: Any) -> int:
+    """The floor's work: decode each payload and fold its event name per account."""
+    last: dict[str, str] = {}
+    n = 0
+    for account, payload in rows:
+        last[account] = orjson.loads(payload)["event"]
+        n += 1
+    return n
+
+
+def sqlite_floor(db: Path) -> float:
+    start = time.perf_counter()
+    con = sqlite3.connect(db)
+    fold_rows(con.execute("SELECT account, payload FROM events ORDER BY position"))
+    con.close()
+    return time.perf_counter() - start
+
+
+def postgres_floor(url: str) -> float:
+    import psycopg
+
+    start = time.perf_counter()
+    with psycopg.connect(url) as con, con.cursor(name="floor") as cur:
+        cur.itersize = 5000
+        cur.execute("SELECT account, payload FROM events ORDER BY position")
+        fold_rows(cur)
+    return time.perf_counter() - start
+
+
+def replay_time(url: str) -> tuple[float, int]:
+    from lifecycle.service import Lifecycle
+
+    with Lifecycle(url) as store:
+        start = time.perf_counter()
+        count = sum(1 for _ in store.replay())
+        return time.perf_counter() - start, count
+
+
+def best(fn: Any, runs: int) -> Any:
+    return min((fn() for _ in range(runs)), key=lambda r: r if isinstance(r, float) else r[0])
+
+
+def snapshot_load(tmp: Path, events: int, runs: int) -> dict[str, Any]:
+    """Median time to load one account of ``events`` events through its snapshot."""
+    from lifecycle.service import Lifecycle
+
+    ctx = {"groupId": "acct_long"}
+    messages: list[dict[str, Any]] = [
+        {"type": "track", "event": "Account Created", "userId": "u1", "context": ctx},
+        {"type": "track", "event": "Signed Up", "userId": "u1", "context": ctx},
+    ]
+    for n in range(events - 2):
+        messages.append(
+            {"type": "track", "event": "Signed Out" if n % 2 else "Signed In", "userId": "u1",
+             "messageId": f"long-{n}", "context": ctx}
+        )  # fmt: skip
+    with Lifecycle(f"sqlite:///{tmp / 'long.db'}", snapshot_every=100) as store:
+        for start in range(0, len(messages), 1000):
+            store.submit_many(messages[start : start + 1000])
+        timings = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            state = store.load("acct_long")
+            timings.append(time.perf_counter() - start)
+        assert state is not None and state.version == events
+        full = time.perf_counter()
+        store.replay(accounts=["acct_long"]).__next__()
+        full = time.perf_counter() - full
+    return {"events": events, "median_ms": statistics.median(timings) * 1000,
+            "full_replay_ms": full * 1000}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="admin URL of a PostgreSQL server ('' to skip)",
+    )
+    args = parser.parse_args()
+    history = history_file(args.events, args.accounts, args.seed)
+    results: dict[str, Any] = {"events": args.events, "accounts": args.accounts}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        db = work / "replay.db"
+        ingest(history, f"sqlite:///{db}")
+        floor = min(sqlite_floor(db) for _ in range(args.runs))
+        ours, count = best(lambda: replay_time(f"sqlite:///{db}"), args.runs)
+        results["sqlite"] = {"floor_s": floor, "replay_s": ours, "ratio": floor / ours,
+                             "replay_eps": args.events / ours, "accounts": count}  # fmt: skip
+        results["snapshot_load"] = snapshot_load(work, 10_000, 50)
+    if args.postgres:
+        databases = postgres_database(args.postgres)
+        url = next(databases)
+        subprocess.run([sys.executable, "-m", "lifecycle", "db", "upgrade", "--db", url],
+                       check=True, capture_output=True)  # fmt: skip
+        ingest(history, url)
+        floor = min(postgres_floor(url) for _ in range(args.runs))
+        ours, count = best(lambda: replay_time(url), args.runs)
+        next(databases, None)
+        results["postgres"] = {"floor_s": floor, "replay_s": ours, "ratio": floor / ours,
+                               "replay_eps": args.events / ours, "accounts": count}  # fmt: skip
+    print(json.dumps(results, indent=2))
+    (OUT / "replay.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
