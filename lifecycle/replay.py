@@ -21,7 +21,7 @@ policy, to see which stored events it would reject.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -118,6 +118,19 @@ def _server_side(driver: Any, sql: str, params: tuple[Any, ...]) -> Iterator[Any
         yield from cursor
 
 
+def _counted(
+    rows: Iterator[Any], progress: Callable[[int], None], every: int = 10_000
+) -> Iterator[Any]:
+    n = 0
+    for row in rows:
+        yield row
+        n += 1
+        if n == every:
+            progress(n)
+            n = 0
+    progress(n)
+
+
 def stored_event(row: Any) -> Event:
     """The domain event of a stored row (its payload decoded, nothing re-validated)."""
     message = orjson.loads(row[6])
@@ -142,12 +155,19 @@ def replay(
     accounts: Sequence[str] | None = None,
     until: int | None = None,
     as_of: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, AccountState]:
-    """Every account's state (or the given ones') rebuilt from its events alone."""
+    """Every account's state (or the given ones') rebuilt from its events alone.
+
+    ``progress(n)`` is called after every ``n`` events read (for a progress bar).
+    """
     states: dict[str, AccountState] = {}
     closed: set[str] = set()
     initial = policy.initial
-    for row in _rows(connection, accounts, until, recorded=as_of is not None):
+    rows = _rows(connection, accounts, until, recorded=as_of is not None)
+    if progress is not None:
+        rows = _counted(rows, progress)
+    for row in rows:
         account = row[1]
         if as_of is not None and (account in closed or row[7] > as_of):
             closed.add(account)

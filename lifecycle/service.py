@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -39,7 +39,7 @@ from lifecycle.store.codec import state_from_json, utc_naive
 from lifecycle.store.engine import create_engine, database_url, for_writing
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
-from lifecycle.store.schema import account_heads, quarantine
+from lifecycle.store.schema import account_heads, events, quarantine
 from lifecycle.store.writer import API, HeadCache, NeedsCare, Outcome, Submission, write
 
 
@@ -277,6 +277,7 @@ class Lifecycle:
         accounts: Sequence[str] | None = None,
         until: int | None = None,
         as_of: datetime | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Iterator[AccountState]:
         """Account states rebuilt from stored events alone, ordered by account.
 
@@ -286,10 +287,16 @@ class Lifecycle:
         """
         with self._reading(None) as conn:
             states = history.replay(
-                conn, self.policy, accounts=accounts, until=until, as_of=_utc(as_of)
-            )
+                conn, self.policy, accounts=accounts, until=until, as_of=_utc(as_of),
+                progress=progress,
+            )  # fmt: skip
         for account in sorted(states):
             yield states[account]
+
+    def count_events(self) -> int:
+        """How many events are stored."""
+        with self._reading(None) as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
 
     def load(
         self, account: str, *, until: int | None = None, as_of: datetime | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -111,7 +113,15 @@ def run_replay(args: argparse.Namespace) -> int:
                 f"replay --verify: {found} difference{'s' if found != 1 else ''}", file=sys.stderr
             )
             return EXIT_REJECTED if found else EXIT_OK
-        states = store.replay(accounts=args.account, until=args.until, as_of=_instant(args.as_of))
+        with events_bar(store.count_events() if sys.stderr.isatty() else None) as advance:
+            states = list(
+                store.replay(
+                    accounts=args.account,
+                    until=args.until,
+                    as_of=_instant(args.as_of),
+                    progress=advance,
+                )
+            )
         out = sys.stdout.buffer
         if args.format == "json":
             document = {s.account: s.to_dict() for s in states}
@@ -127,6 +137,22 @@ def run_replay(args: argparse.Namespace) -> int:
                     f"{state.account}\t{state.status}\t{state.version}\t{len(state.users)}\n".encode()
                 )
     return EXIT_OK
+
+
+@contextmanager
+def events_bar(total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar over ``total`` events on stderr (none when ``total`` is None)."""
+    if total is None:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="ev", unit_scale=True, file=sys.stderr, leave=False) as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        yield advance
 
 
 def run_audit(args: argparse.Namespace) -> int:
