@@ -119,11 +119,12 @@ def parse_event(
     if spec is None:
         return IGNORED
     user = user_of(message)
-    if user is None:
-        return EnvelopeError(
-            MISSING_USER, "userId", f"{sent}: neither userId nor anonymousId is a non-empty string"
-        )
     account = group_id_of(message)
+    if user is None:
+        where = f"{sent} for {account}" if account is not None else sent
+        return EnvelopeError(
+            MISSING_USER, "userId", f"{where}: neither userId nor anonymousId is a non-empty string"
+        )
     if account is None:
         return EnvelopeError(
             MISSING_GROUP_ID,

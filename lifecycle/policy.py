@@ -278,7 +278,8 @@ class Policy:
             lines.append(f'    "{self.initial}" [shape=point];')
             lines.extend(f'    "{state}" [shape=doublecircle];' for state in self.final)
             for (src, dest), labels in edges.items():
-                lines.append(f'    "{src}" -> "{dest}" [label="{chr(92) + "n".join(labels)}"];')
+                label = "\\n".join(labels)  # dot's escape for a line break inside a label
+                lines.append(f'    "{src}" -> "{dest}" [label="{label}"];')
             lines.append("}")
             return "\n".join(lines) + "\n"
         raise ValueError(f"unknown diagram format {format!r}: use 'mermaid' or 'dot'")

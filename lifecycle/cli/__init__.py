@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lifecycle import __version__
 from lifecycle.cli import check, diagram, history, store
@@ -18,9 +19,19 @@ from lifecycle.errors import LifecycleError
 COMMANDS = (check, store, history, diagram)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit 2), as documented.
+
+    Sub-command parsers inherit the class, so every command behaves the same.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lifecycle",
         description="Keep B2B SaaS account lifecycle data honest before it reaches Segment.",
     )

@@ -58,6 +58,14 @@ def open_engine(args: argparse.Namespace) -> Engine:
     return create_engine(database_url(args.db))
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``ingest``, ``db``, ``accounts`` and ``rejections``."""
     ingest = commands.add_parser(
@@ -73,7 +81,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_input_arguments(ingest)
     add_db_argument(ingest)
     ingest.add_argument(
-        "--batch-size", type=int, default=1000, metavar="N", help="lines per transaction"
+        "--batch-size", type=positive, default=1000, metavar="N", help="lines per transaction"
     )
     ingest.set_defaults(run=run_ingest)
 
@@ -126,8 +134,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run_ingest(args: argparse.Namespace) -> int:
     """Judge and store every line, ``--batch-size`` lines per transaction."""
-    if args.batch_size < 1:
-        raise SystemExit("lifecycle ingest: error: --batch-size must be at least 1")
     report = make_report(args.format, args.show)
     lines = read_lines(args.files)
     with open_store(args) as store, progress(args.files, "ingest") as bar:

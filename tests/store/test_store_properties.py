@@ -73,7 +73,7 @@ def test_round_trip_is_byte_for_byte(store: Lifecycle, stream: list[dict[str, An
     wipe(store)
     lines = as_lines(stream, styles + [0] * len(stream))
     results = store.submit_lines(lines)
-    accepted = [line.raw.rstrip(b"\n").decode() for line, _, v in results if v.accepted]
+    accepted = [item.raw.rstrip(b"\n").decode() for item, v in results if v.accepted]
     assert [e.payload for e in store.events()] == accepted
 
 

@@ -1,0 +1,533 @@
+"""The command line, run as a real subprocess: output formats, exit codes, inputs, policies."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from lifecycle import DEFAULT_POLICY
+from lifecycle.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["line", "index", "file", "messageId", "event", "groupId", "verdict"]
+
+
+def lifecycle(
+    *args: str | Path,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m lifecycle ARGS`` and capture its exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "lifecycle", *map(str, args)],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def verdicts(result: subprocess.CompletedProcess[bytes]) -> list[dict[str, Any]]:
+    """The JSON objects of a ``--format jsonl`` run, one per stdout line."""
+    return [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+def line(event: str, user: str = "u1", account: str = "acct_1", **extra: Any) -> bytes:
+    """One JSONL line holding a track call."""
+    return orjson.dumps(
+        {"type": "track", "event": event, "userId": user, "context": {"groupId": account}, **extra}
+    )
+
+
+def write(path: Path, *lines: bytes) -> Path:
+    """Write ``lines`` to ``path`` as JSONL and return the path."""
+    path.write_bytes(b"".join(item + b"\n" for item in lines))
+    return path
+
+
+def short(
+    line_no: int,
+    verdict: str,
+    event: str | None = None,
+    *,
+    file: str,
+    index: int = 0,
+    mid: str | None = None,
+    account: str | None = "acct_1",
+    code: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The expected JSONL object of one message."""
+    out: dict[str, Any] = {
+        "line": line_no,
+        "index": index,
+        "file": file,
+        "messageId": mid,
+        "event": event,
+        "groupId": account,
+        "verdict": verdict,
+    }
+    if code is not None:
+        out["code"] = code
+        out["reason"] = reason
+    return out
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[bytes], message: str) -> None:
+    """Exit 2, exactly ``message`` as one line on stderr, nothing on stdout."""
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.decode() == message + "\n"
+
+
+# -- --format jsonl -----------------------------------------------------------------------------
+
+
+def test_jsonl_one_object_per_message_in_order(tmp_path: Path) -> None:
+    """jsonl prints exactly one object per message, in input order, with the documented keys."""
+    path = write(
+        tmp_path / "events.jsonl",
+        line("Account Created", messageId="m1"),
+        line("Signed In", user="u9", messageId="m2"),
+        orjson.dumps({"type": "identify", "userId": "u1", "messageId": "m3"}),
+        line("Signed Up", messageId="m4"),
+        line("Signed Up", messageId="m4"),
+    )
+    result = lifecycle("check", path, "--format", "jsonl")
+    assert (result.returncode, result.stderr) == (1, b"")
+    records = verdicts(result)
+    file = str(path)
+    assert records == [
+        short(1, "accepted", "Account Created", file=file, mid="m1"),
+        short(
+            2,
+            "rejected",
+            "Signed In",
+            file=file,
+            mid="m2",
+            code="user_unknown",
+            reason="Signed In for acct_1 by u9: user u9 is unknown "
+            "(expected Signed Up or Account Added User first)",
+        ),
+        short(3, "ignored", None, file=file, mid="m3", account=None),
+        short(4, "accepted", "Signed Up", file=file, mid="m4"),
+        short(5, "duplicate", "Signed Up", file=file, mid="m4"),
+    ]
+    assert [list(r) for r in records] == [KEYS, KEYS + ["code", "reason"], KEYS, KEYS, KEYS]
+    assert result.stdout.endswith(b"\n") and result.stdout.count(b"\n") == 5
+
+
+def test_jsonl_batch_lines_give_an_index(tmp_path: Path) -> None:
+    """Each batch item gets its own object with its position as index and the line's number."""
+    batch = orjson.dumps(
+        {
+            "batch": [
+                {"event": "Account Created", "userId": "u1", "messageId": "b0"},
+                7,
+                {"event": "Signed In", "userId": "u1", "messageId": "b2"},
+            ],
+            "context": {"groupId": "acct_1"},
+        }
+    )
+    path = write(tmp_path / "batch.jsonl", line("Account Created", account="acct_0"), batch)
+    records = verdicts(lifecycle("check", path, "--format", "jsonl"))
+    assert [(r["line"], r["index"], r["verdict"], r.get("code")) for r in records] == [
+        (1, 0, "accepted", None),
+        (2, 0, "accepted", None),
+        (2, 1, "rejected", "malformed_json"),
+        (2, 2, "rejected", "user_unknown"),
+    ]
+    assert records[2]["reason"] == "batch item 1 is not a JSON object (got a number)"
+    assert [r["groupId"] for r in records] == ["acct_0", "acct_1", None, "acct_1"]
+
+
+def test_malformed_lines_are_rejections_not_crashes(tmp_path: Path) -> None:
+    """Bad JSON, a JSON array and invalid UTF-8 are each malformed_json; the run goes on."""
+    path = write(
+        tmp_path / "bad.jsonl",
+        b'{"event": "Account Created",',
+        b'[{"event": "Account Created"}]',
+        b'{"event": "Account Created", "userId": "\xff\xfe", "context": {"groupId": "a"}}',
+        line("Account Created"),
+    )
+    result = lifecycle("check", path, "--format", "jsonl")
+    assert (result.returncode, result.stderr) == (1, b"")
+    records = verdicts(result)
+    assert [(r["line"], r["verdict"], r.get("code")) for r in records] == [
+        (1, "rejected", "malformed_json"),
+        (2, "rejected", "malformed_json"),
+        (3, "rejected", "malformed_json"),
+        (4, "accepted", None),
+    ]
+    assert records[0]["reason"].startswith("not valid JSON (")
+    assert records[1]["reason"] == "not a JSON object (got an array)"
+    assert "UTF-8" in records[2]["reason"]
+
+
+def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
+    """Blank and whitespace-only lines give no verdict, and later line numbers stay physical."""
+    path = tmp_path / "gaps.jsonl"
+    path.write_bytes(
+        b"\n" + line("Account Created") + b"\n\n   \t\n" + line("Signed Up") + b"\r\n\n"
+    )
+    records = verdicts(lifecycle("check", path, "--format", "jsonl"))
+    assert [(r["line"], r["verdict"]) for r in records] == [(2, "accepted"), (5, "accepted")]
+
+
+def test_state_carries_across_files(tmp_path: Path) -> None:
+    """Files are judged in the order given through one state; line numbers restart per file."""
+    first = write(tmp_path / "a.jsonl", line("Account Created"), line("Signed Up"))
+    second = write(tmp_path / "b.jsonl", line("Signed In"), line("Account Created"))
+    result = lifecycle("check", first, second, "--format", "jsonl")
+    records = verdicts(result)
+    assert [(r["file"], r["line"], r["verdict"], r.get("code")) for r in records] == [
+        (str(first), 1, "accepted", None),
+        (str(first), 2, "accepted", None),
+        (str(second), 1, "accepted", None),
+        (str(second), 2, "rejected", "account_exists"),
+    ]
+    reversed_order = verdicts(lifecycle("check", second, first, "--format", "jsonl"))
+    assert [r.get("code") for r in reversed_order] == [
+        "account_unknown",
+        None,
+        "account_exists",
+        None,
+    ]
+
+
+def test_stdin_is_read_with_a_dash() -> None:
+    """`-` reads standard input, and its verdicts name the file `-`."""
+    data = line("Account Created") + b"\n" + line("Trial Ended") + b"\n"
+    result = lifecycle("check", "-", "--format", "jsonl", stdin=data)
+    assert result.returncode == 1
+    assert [(r["file"], r["line"], r.get("code")) for r in verdicts(result)] == [
+        ("-", 1, None),
+        ("-", 2, "trial_not_active"),
+    ]
+
+
+def test_gzip_input(tmp_path: Path) -> None:
+    """A gzip file is read transparently and gives the same verdicts as the plain file."""
+    plain = write(tmp_path / "events.jsonl", line("Account Created"), line("Signed In"))
+    packed = tmp_path / "events.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    unpacked = verdicts(lifecycle("check", plain, "--format", "jsonl"))
+    records = verdicts(lifecycle("check", packed, "--format", "jsonl"))
+    assert [r["file"] for r in records] == [str(packed)] * 2
+    assert [{**r, "file": None} for r in records] == [{**r, "file": None} for r in unpacked]
+    assert [r.get("code") for r in records] == [None, "user_unknown"]
+
+
+# -- --format text ------------------------------------------------------------------------------
+
+
+def test_text_summary(tmp_path: Path) -> None:
+    """The text summary counts verdicts and codes and lists the first rejections with file:line."""
+    batch = orjson.dumps(
+        {"batch": [{"event": "Signed Out", "userId": "u1", "context": {"groupId": "acct_1"}}, 1]}
+    )
+    path = write(
+        tmp_path / "events.jsonl",
+        line("Account Created", messageId="m1"),
+        line("Account Created", messageId="m1"),
+        line("Signed In"),
+        orjson.dumps({"type": "page", "userId": "u1"}),
+        batch,
+    )
+    result = lifecycle("check", path, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (1, b"")
+    assert result.stdout.decode() == textwrap.dedent(
+        f"""\
+        lifecycle check: 6 messages in 1 file
+          accepted              1
+          rejected              3
+          duplicate             1
+          ignored               1
+
+        rejections by code:
+          user_unknown              2
+          malformed_json            1
+
+        first 3 rejections:
+          {path}:3  user_unknown  Signed In for acct_1 by u1: user u1 is unknown (expected Signed Up or Account Added User first)
+          {path}:5  user_unknown  Signed Out for acct_1 by u1: user u1 is unknown (expected Signed Up or Account Added User first)
+          {path}:5[1]  malformed_json  batch item 1 is not a JSON object (got a number)
+        """  # noqa: E501 - the summary lines are long
+    )
+
+
+def test_text_summary_show_limits_the_listed_rejections(tmp_path: Path) -> None:
+    """--show N lists only the first N rejections while still counting them all."""
+    path = write(tmp_path / "e.jsonl", *(line("Signed In", user=f"u{i}") for i in range(4)))
+    text = lifecycle("check", path, "--show", "1").stdout.decode()
+    assert "  account_unknown            4\n" in text
+    assert "first 1 rejection:\n" in text
+    assert text.count("account_unknown  Signed In") == 1
+
+
+def test_text_summary_of_a_clean_file(tmp_path: Path) -> None:
+    """A file with nothing rejected prints only the counts and exits 0."""
+    path = write(tmp_path / "ok.jsonl", line("Account Created"), line("Signed Up"))
+    result = lifecycle("check", path)
+    assert result.returncode == 0
+    assert result.stdout.decode() == (
+        "lifecycle check: 2 messages in 1 file\n"
+        "  accepted              2\n"
+        "  rejected              0\n"
+        "  duplicate             0\n"
+        "  ignored               0\n"
+    )
+
+
+# -- exit codes ---------------------------------------------------------------------------------
+
+
+def test_exit_0_when_nothing_is_rejected(tmp_path: Path) -> None:
+    """Accepted, duplicate and ignored messages alone exit 0."""
+    path = write(
+        tmp_path / "ok.jsonl",
+        line("Account Created", messageId="m1"),
+        line("Account Created", messageId="m1"),
+        line("Order Completed"),
+    )
+    result = lifecycle("check", path, "--format", "jsonl")
+    assert result.returncode == 0
+    assert [r["verdict"] for r in verdicts(result)] == ["accepted", "duplicate", "ignored"]
+
+
+def test_exit_1_when_something_is_rejected(tmp_path: Path) -> None:
+    """A single rejection among accepted messages exits 1."""
+    path = write(tmp_path / "e.jsonl", line("Account Created"), line("Account Created"))
+    assert lifecycle("check", path, "--format", "jsonl").returncode == 1
+
+
+def test_exit_2_for_a_missing_file_before_any_output(tmp_path: Path) -> None:
+    """A missing file fails the run with one line on stderr, even after a readable file."""
+    good = write(tmp_path / "good.jsonl", line("Account Created"))
+    missing = tmp_path / "missing.jsonl"
+    result = lifecycle("check", good, missing, "--format", "jsonl")
+    assert_usage_error(
+        result, f"lifecycle: error: cannot read {missing}: No such file or directory"
+    )
+
+
+def test_exit_2_for_a_directory(tmp_path: Path) -> None:
+    """A directory given as input fails the run with one line on stderr."""
+    result = lifecycle("check", tmp_path)
+    assert_usage_error(result, f"lifecycle: error: cannot read {tmp_path}: Is a directory")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["check", "x.jsonl", "--bogus"],
+            "lifecycle: error: unrecognized arguments: --bogus (see lifecycle --help)",
+        ),
+        (
+            ["check"],
+            "lifecycle check: error: the following arguments are required: FILE "
+            "(see lifecycle check --help)",
+        ),
+        (
+            ["check", "x.jsonl", "--format", "xml"],
+            "lifecycle check: error: argument --format: invalid choice: 'xml' "
+            "(choose from 'text', 'jsonl') (see lifecycle check --help)",
+        ),
+    ],
+    ids=["unknown-option", "no-file", "bad-format"],
+)
+def test_exit_2_for_usage_errors(args: list[str], message: str) -> None:
+    """Usage errors exit 2 with one line on stderr and nothing on stdout."""
+    assert_usage_error(lifecycle(*args), message)
+
+
+def test_exit_2_for_an_unknown_command() -> None:
+    """An unknown command exits 2 with one line on stderr naming it, and nothing on stdout."""
+    result = lifecycle("frobnicate")
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.startswith(b"lifecycle: error: argument COMMAND: invalid choice: ")
+    assert result.stderr.count(b"\n") == 1 and b"'frobnicate'" in result.stderr
+
+
+def test_exit_2_for_a_policy_that_cannot_be_loaded(tmp_path: Path) -> None:
+    """An unimportable or non-policy --policy fails with one line on stderr."""
+    path = write(tmp_path / "e.jsonl", line("Account Created"))
+    assert_usage_error(
+        lifecycle("check", path, "--policy", "json:dumps"),
+        "lifecycle: error: --policy 'json:dumps': dumps is not a lifecycle Policy",
+    )
+    assert_usage_error(
+        lifecycle("check", path, "--policy", "no_such_module_here:P"),
+        "lifecycle: error: --policy 'no_such_module_here:P': cannot import "
+        "no_such_module_here: No module named 'no_such_module_here'",
+    )
+
+
+# -- --policy -----------------------------------------------------------------------------------
+
+CUSTOM_POLICY = '''\
+"""A custom policy for the command line tests."""
+
+from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Refusal
+
+SUBSCRIPTIONS = DEFAULT_POLICY.extend(
+    name="with-subscriptions",
+    events=[EventSpec("Subscription Started", {"plan_name": STRING})],
+    transitions=[{"trigger": "Subscription Started", "source": "created", "dest": "active"}],
+    refusals={
+        "Subscription Started": Refusal(
+            "subscription_not_allowed", "a subscription starts only on a new account"
+        )
+    },
+)
+'''
+
+
+@pytest.fixture
+def policy_env(tmp_path: Path) -> dict[str, str]:
+    """An environment in which `custom_policy:SUBSCRIPTIONS` can be imported."""
+    (tmp_path / "custom_policy.py").write_text(CUSTOM_POLICY, encoding="utf-8")
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def test_check_with_a_custom_policy(tmp_path: Path, policy_env: dict[str, str]) -> None:
+    """--policy module:attr judges under that policy: its event counts and its code is given."""
+    path = write(
+        tmp_path / "subs.jsonl",
+        line("Account Created"),
+        line("Subscription Started", properties={"plan_name": "Pro"}),
+        line("Subscription Started"),
+    )
+    custom = lifecycle(
+        "check",
+        path,
+        "--format",
+        "jsonl",
+        "--policy",
+        "custom_policy:SUBSCRIPTIONS",
+        env=policy_env,
+    )
+    assert (custom.returncode, custom.stderr) == (1, b"")
+    assert [(r["verdict"], r.get("code")) for r in verdicts(custom)] == [
+        ("accepted", None),
+        ("accepted", None),
+        ("rejected", "subscription_not_allowed"),
+    ]
+    default = lifecycle("check", path, "--format", "jsonl", env=policy_env)
+    assert default.returncode == 0
+    assert [r["verdict"] for r in verdicts(default)] == ["accepted", "ignored", "ignored"]
+
+
+def test_diagram_with_a_custom_policy(policy_env: dict[str, str]) -> None:
+    """`diagram --policy` draws the custom policy, new transition included."""
+    result = lifecycle("diagram", "--policy", "custom_policy:SUBSCRIPTIONS", env=policy_env)
+    assert result.returncode == 0
+    assert "    created --> active: Subscription Started\n" in result.stdout.decode()
+
+
+# -- diagram --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot"])
+def test_diagram_prints_the_policy_diagram(fmt: str) -> None:
+    """`diagram --format F` prints exactly what the default policy generates in format F."""
+    result = lifecycle("diagram", "--format", fmt)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout.decode() == DEFAULT_POLICY.diagram(fmt)
+
+
+def test_diagram_defaults_to_mermaid() -> None:
+    """`diagram` without --format prints Mermaid."""
+    assert lifecycle("diagram").stdout.decode() == DEFAULT_POLICY.diagram("mermaid")
+
+
+# -- --help ---------------------------------------------------------------------------------------
+
+
+def command_paths(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
+    """Every command path of the parser, the top level and nested sub-commands included."""
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from command_paths(sub, (*path, name))
+
+
+COMMAND_PATHS = list(command_paths(build_parser()))
+
+
+def test_every_command_is_collected() -> None:
+    """The help test below sees check and diagram, so new commands are covered the same way."""
+    assert {("check",), ("diagram",), ()} <= set(COMMAND_PATHS)
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda p: " ".join(p) or "lifecycle")
+def test_help_works_for_every_command(path: tuple[str, ...]) -> None:
+    """`--help` exits 0 and prints the command's usage on stdout."""
+    result = lifecycle(*path, "--help")
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout.decode().startswith(" ".join(("usage: lifecycle", *path)))
+
+
+# -- the bundled example ------------------------------------------------------------------------
+
+SAMPLE = ROOT / "examples" / "sample-history.jsonl"
+SAMPLE_CODES = {
+    "account_unknown": 1,
+    "trial_already_started": 1,
+    "not_signed_in": 1,
+    "user_unknown": 1,
+    "malformed_json": 1,
+}
+
+
+def test_sample_history_reports_exactly_its_illegal_events() -> None:
+    """The sample history exits 1 and is rejected only for the illegal events it was built with."""
+    result = lifecycle("check", "examples/sample-history.jsonl", "--format", "jsonl", cwd=ROOT)
+    assert (result.returncode, result.stderr) == (1, b"")
+    records = verdicts(result)
+    assert Counter(r["code"] for r in records if "code" in r) == SAMPLE_CODES
+    assert Counter(r["verdict"] for r in records) == {
+        "accepted": 34,
+        "rejected": 5,
+        "duplicate": 1,
+        "ignored": 2,
+    }
+    assert records[0] == {
+        "line": 1,
+        "index": 0,
+        "file": "examples/sample-history.jsonl",
+        "messageId": "msg-0001",
+        "event": "Account Created",
+        "groupId": "acct_initech",
+        "verdict": "accepted",
+    }
+    assert len({r["groupId"] for r in records} - {None}) == 4
+    assert any(r["index"] > 0 for r in records)
+
+
+def test_sample_history_text_summary() -> None:
+    """The README's command exits 1 and lists the sample's codes, one rejection each."""
+    result = lifecycle("check", "examples/sample-history.jsonl", cwd=ROOT)
+    assert result.returncode == 1
+    text = result.stdout.decode()
+    section = text.split("rejections by code:\n")[1].split("\n\n")[0]
+    assert {row.split()[0]: int(row.split()[1]) for row in section.splitlines()} == SAMPLE_CODES
+    assert SAMPLE.read_bytes().count(b"\n") == 40

@@ -1,0 +1,416 @@
+"""Policies: broken definitions are refused by name, extensions work, diagrams are generated."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from lifecycle import (
+    DEFAULT_POLICY,
+    STRING,
+    AccountState,
+    EventSpec,
+    Gate,
+    Guard,
+    LifecycleError,
+    Policy,
+    PolicyError,
+    Refusal,
+    Rule,
+)
+from lifecycle.envelope import Event
+from lifecycle.policy import Change
+
+CTX = {"groupId": "acct_1"}
+
+
+def _always(state: AccountState, event: Event) -> str | None:
+    return None
+
+
+def _unchanged(state: AccountState, event: Event) -> Change:
+    return state.users, state.trial
+
+
+def tiny(**overrides: Any) -> Policy:
+    """A small sound policy (open, ping, close) with any keyword replaced by ``overrides``."""
+    definition: dict[str, Any] = {
+        "name": "tiny",
+        "states": ["none", "open", "closed"],
+        "initial": "none",
+        "final": ["closed"],
+        "events": [EventSpec("Opened"), EventSpec("Pinged"), EventSpec("Closed")],
+        "transitions": [
+            {"trigger": "Opened", "source": "none", "dest": "open"},
+            {
+                "trigger": "Pinged",
+                "source": "open",
+                "dest": None,
+                "conditions": ["always"],
+                "after": ["unchanged"],
+            },
+            {"trigger": "Closed", "source": "open", "dest": "closed"},
+        ],
+        "guards": [Guard("always", "never_refused", _always)],
+        "effects": {"unchanged": _unchanged},
+    }
+    definition.update(overrides)
+    return Policy(**definition)
+
+
+def tiny_with(*transitions: dict[str, Any], **overrides: Any) -> Policy:
+    """:func:`tiny` with ``transitions`` added to its own."""
+    base = [
+        {"trigger": "Opened", "source": "none", "dest": "open"},
+        {"trigger": "Pinged", "source": "open", "dest": None, "conditions": ["always"]},
+        {"trigger": "Closed", "source": "open", "dest": "closed"},
+    ]
+    return tiny(transitions=base + list(transitions), **overrides)
+
+
+SUBSCRIPTIONS = DEFAULT_POLICY.extend(
+    name="with-subscriptions",
+    events=[EventSpec("Subscription Started", {"plan_name": STRING})],
+    transitions=[{"trigger": "Subscription Started", "source": "created", "dest": "active"}],
+    refusals={
+        "Subscription Started": Refusal(
+            "subscription_not_allowed", "a subscription starts only on a new account"
+        )
+    },
+)
+
+
+def test_tiny_policy_is_sound() -> None:
+    """The base of the broken policies below is itself accepted, so each break is the cause."""
+    policy = tiny()
+    assert policy.accepts("open", "Pinged")
+    assert policy.rule("none", "Pinged") == Refusal(
+        "account_unknown", "the account was never created"
+    )
+
+
+# -- broken definitions ------------------------------------------------------------------------
+
+
+def test_unknown_source_state() -> None:
+    """A transition from a state the policy does not list is refused, naming the state."""
+    with pytest.raises(PolicyError) as caught:
+        tiny_with({"trigger": "Pinged", "source": "nowhere", "dest": None})
+    assert str(caught.value) == (
+        "policy 'tiny': transition 'Pinged': unknown source state 'nowhere'"
+    )
+
+
+def test_unknown_target_state() -> None:
+    """A transition to a state the policy does not list is refused, naming the state."""
+    with pytest.raises(PolicyError) as caught:
+        tiny_with({"trigger": "Closed", "source": "none", "dest": "limbo"})
+    assert str(caught.value) == "policy 'tiny': transition 'Closed': unknown target state 'limbo'"
+
+
+def test_unknown_guard() -> None:
+    """A condition that names no guard is refused, naming the guard."""
+    broken = [
+        {"trigger": "Opened", "source": "none", "dest": "open", "conditions": ["is_vip"]},
+        {"trigger": "Pinged", "source": "open", "dest": None},
+        {"trigger": "Closed", "source": "open", "dest": "closed"},
+    ]
+    with pytest.raises(PolicyError) as caught:
+        tiny(transitions=broken)
+    assert str(caught.value) == "policy 'tiny': transition 'Opened': unknown guard 'is_vip'"
+
+
+def test_unknown_effect() -> None:
+    """An after-callback that names no effect is refused, naming the effect."""
+    broken = [
+        {"trigger": "Opened", "source": "none", "dest": "open", "after": ["send_mail"]},
+        {"trigger": "Pinged", "source": "open", "dest": None},
+        {"trigger": "Closed", "source": "open", "dest": "closed"},
+    ]
+    with pytest.raises(PolicyError) as caught:
+        tiny(transitions=broken)
+    assert str(caught.value) == "policy 'tiny': transition 'Opened': unknown effect 'send_mail'"
+
+
+def test_unknown_event() -> None:
+    """A trigger that is not in the policy's catalog is refused, naming the trigger."""
+    with pytest.raises(PolicyError) as caught:
+        DEFAULT_POLICY.extend(
+            transitions=[{"trigger": "Subscription Started", "source": "created", "dest": "active"}]
+        )
+    assert str(caught.value) == (
+        "policy 'b2b-saas+': transition 'Subscription Started': "
+        "unknown event (not in the policy's catalog)"
+    )
+
+
+def test_unreachable_state() -> None:
+    """A state no event reaches from the initial state is refused, naming it."""
+    with pytest.raises(PolicyError) as caught:
+        tiny_with(
+            {"trigger": "Closed", "source": "limbo", "dest": "closed"},
+            {"trigger": "Pinged", "source": "limbo", "dest": None},
+            states=["none", "open", "limbo", "closed"],
+        )
+    assert str(caught.value) == "policy 'tiny': no event reaches state(s) ['limbo']"
+
+
+def test_live_state_without_a_way_out() -> None:
+    """A reachable state that is not final and that no event leaves is refused, naming it."""
+    with pytest.raises(PolicyError) as caught:
+        tiny(
+            states=["none", "open", "stuck", "closed"],
+            transitions=[
+                {"trigger": "Opened", "source": "none", "dest": "open"},
+                {"trigger": "Pinged", "source": "open", "dest": "stuck"},
+                {"trigger": "Pinged", "source": "stuck", "dest": None},
+                {"trigger": "Closed", "source": "open", "dest": "closed"},
+            ],
+            refusals={"Closed": Refusal("stuck_for_good", "nothing leaves stuck")},
+        )
+    assert str(caught.value) == "policy 'tiny': state 'stuck' is not final and no event leaves it"
+
+
+def test_event_no_state_accepts() -> None:
+    """A catalog event that no transition accepts is refused, naming the event."""
+    with pytest.raises(PolicyError) as caught:
+        tiny(
+            events=[
+                EventSpec("Opened"),
+                EventSpec("Pinged"),
+                EventSpec("Closed"),
+                EventSpec("Lost"),
+            ],
+            refusals={"Lost": Refusal("lost", "nothing accepts it")},
+        )
+    assert str(caught.value) == "policy 'tiny': no state accepts event 'Lost'"
+
+
+def test_refused_event_without_a_refusal() -> None:
+    """An event some live state does not allow, with no refusal code for it, is refused."""
+    with pytest.raises(PolicyError) as caught:
+        DEFAULT_POLICY.extend(
+            events=[EventSpec("Subscription Started")],
+            transitions=[
+                {"trigger": "Subscription Started", "source": "created", "dest": "active"}
+            ],
+        )
+    assert str(caught.value) == (
+        "policy 'b2b-saas+': event 'Subscription Started' is not allowed in state 'trial' "
+        "and has no refusal (add refusals={event: Refusal(code, expected)})"
+    )
+
+
+def test_transition_leaving_a_final_state() -> None:
+    """A transition out of a final state is refused, naming the state."""
+    with pytest.raises(PolicyError) as caught:
+        tiny_with({"trigger": "Opened", "source": "closed", "dest": "open"})
+    assert str(caught.value) == "policy 'tiny': transition 'Opened': leaves final state 'closed'"
+
+
+def test_state_event_pair_defined_twice() -> None:
+    """Two transitions for the same (state, event) are refused, naming both."""
+    with pytest.raises(PolicyError) as caught:
+        tiny_with({"trigger": "Pinged", "source": ["open"], "dest": "closed"})
+    assert str(caught.value) == (
+        "policy 'tiny': transition 'Pinged': defined twice from state 'open'"
+    )
+
+
+def test_policy_error_is_a_lifecycle_error() -> None:
+    """PolicyError is caught by the library's root exception."""
+    with pytest.raises(LifecycleError):
+        tiny(initial="nowhere")
+
+
+# -- extending and relaxing ----------------------------------------------------------------------
+
+
+def submit_all(gate: Gate, *events: str) -> list[str | None]:
+    """Submit ``events`` by u1 on acct_1; the code of each verdict (None when accepted)."""
+    verdicts = [gate.submit({"event": e, "userId": "u1", "context": CTX}) for e in events]
+    return [v.code if v.verdict == "rejected" else None for v in verdicts]
+
+
+def test_extension_accepts_the_new_event_from_created() -> None:
+    """The documented extension moves a created account straight to active."""
+    gate = Gate(SUBSCRIPTIONS)
+    assert submit_all(gate, "Account Created", "Subscription Started") == [None, None]
+    state = gate.state("acct_1")
+    assert state is not None
+    assert state.status == "active"
+
+
+@pytest.mark.parametrize(
+    ("history", "status"),
+    [
+        (("Account Created", "Trial Started"), "trial"),
+        (("Account Created", "Subscription Started"), "active"),
+    ],
+)
+def test_extension_refuses_with_its_new_code(history: tuple[str, ...], status: str) -> None:
+    """The new event is refused from trial and active with the extension's own code."""
+    gate = Gate(SUBSCRIPTIONS)
+    assert submit_all(gate, *history) == [None, None]
+    verdict = gate.submit({"event": "Subscription Started", "userId": "u1", "context": CTX})
+    assert (verdict.code, verdict.reason) == (
+        "subscription_not_allowed",
+        f"Subscription Started for acct_1 by u1: a subscription starts only on a new account "
+        f"(account is {status})",
+    )
+
+
+def test_extension_type_checks_the_new_property() -> None:
+    """The new event's String property is type-checked like a spec property."""
+    gate = Gate(SUBSCRIPTIONS)
+    submit_all(gate, "Account Created")
+    message = {
+        "event": "Subscription Started",
+        "userId": "u1",
+        "context": CTX,
+        "properties": {"plan_name": 3},
+    }
+    assert gate.submit(message).code == "invalid_property"
+
+
+def test_extension_leaves_the_default_policy_untouched() -> None:
+    """Extending builds a new policy; the default still ignores the custom event."""
+    assert "Subscription Started" not in DEFAULT_POLICY.catalog
+    assert ("created", "Subscription Started") not in DEFAULT_POLICY.table
+    gate = Gate()
+    assert submit_all(gate, "Account Created") == [None]
+    message = {"event": "Subscription Started", "userId": "u1", "context": CTX}
+    assert gate.submit(message).verdict == "ignored"
+    assert SUBSCRIPTIONS.codes[-1] == "subscription_not_allowed"
+    assert "subscription_not_allowed" not in DEFAULT_POLICY.codes
+
+
+def test_without_guard_relaxes_the_rule() -> None:
+    """Without user_signed_in, Signed Out is accepted from a user who never signed in."""
+    lenient = DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in")
+    assert submit_all(Gate(lenient), "Account Created", "Signed Up", "Signed Out") == [None] * 3
+    assert submit_all(Gate(), "Account Created", "Signed Up", "Signed Out") == [
+        None,
+        None,
+        "not_signed_in",
+    ]
+
+
+def test_without_guard_keeps_the_other_guards() -> None:
+    """Relaxing one guard leaves the event's other guards in place."""
+    lenient = DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in")
+    assert submit_all(Gate(lenient), "Account Created", "Signed Out") == [None, "user_unknown"]
+    rule = lenient.rule("trial", "Signed Out")
+    assert isinstance(rule, Rule)
+    assert [g.name for g in rule.guards] == ["user_known"]
+
+
+def test_without_an_unknown_guard() -> None:
+    """Removing a guard the event does not have raises PolicyError naming both."""
+    with pytest.raises(PolicyError) as caught:
+        DEFAULT_POLICY.without_guard("Signed Out", "user_is_vip")
+    assert str(caught.value) == "policy 'b2b-saas': event 'Signed Out' has no guard 'user_is_vip'"
+
+
+# -- fingerprints --------------------------------------------------------------------------------
+
+
+def test_fingerprint_differs_between_policies() -> None:
+    """The default, an extension and a relaxation have three different fingerprints."""
+    lenient = DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in")
+    prints = {DEFAULT_POLICY.fingerprint, SUBSCRIPTIONS.fingerprint, lenient.fingerprint}
+    assert len(prints) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{16}", p) for p in prints)
+
+
+def test_fingerprint_is_stable_for_equal_definitions() -> None:
+    """Two policies built from the same definition have the same fingerprint."""
+    assert tiny().fingerprint == tiny().fingerprint
+    assert DEFAULT_POLICY.extend(name="copy").fingerprint == DEFAULT_POLICY.fingerprint
+    again = DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in", name="again")
+    assert (
+        again.fingerprint
+        == DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in").fingerprint
+    )
+
+
+def test_fingerprint_sees_a_refusal_change() -> None:
+    """Changing only a refusal's sentence changes the fingerprint."""
+    reworded = DEFAULT_POLICY.extend(
+        refusals={"Trial Ended": Refusal("trial_not_active", "there is no trial to end")}
+    )
+    assert reworded.fingerprint != DEFAULT_POLICY.fingerprint
+
+
+# -- diagrams --------------------------------------------------------------------------------------
+
+Edge = tuple[str, str, str]
+
+
+def table_edges(policy: Policy) -> set[Edge]:
+    """Every accepting (state, event) pair of the compiled table as (source, target, event)."""
+    return {
+        (state, entry.dest, event)
+        for (state, event), entry in policy.table.items()
+        if isinstance(entry, Rule)
+    }
+
+
+def mermaid_edges(policy: Policy, text: str) -> set[Edge]:
+    """The (source, target, event) edges drawn in a Mermaid state diagram."""
+    edges: set[Edge] = set()
+    for src, dest, labels in re.findall(r"^    (\S+) --> (\S+): (.+)$", text, flags=re.M):
+        for label in labels.split("<br/>"):
+            edges.add((policy.initial if src == "[*]" else src, dest, label.split(" [")[0]))
+    return edges
+
+
+def dot_edges(text: str) -> set[Edge]:
+    """The (source, target, event) edges drawn in a Graphviz dot graph."""
+    edges: set[Edge] = set()
+    for src, dest, labels in re.findall(r'^    "(.+?)" -> "(.+?)" \[label="(.*)"\];$', text, re.M):
+        for label in labels.split("\\n"):
+            edges.add((src, dest, label.split(" [")[0]))
+    return edges
+
+
+@pytest.mark.parametrize("policy", [DEFAULT_POLICY, SUBSCRIPTIONS], ids=lambda p: p.name)
+def test_mermaid_draws_every_transition(policy: Policy) -> None:
+    """The Mermaid diagram has exactly the edges of the compiled table, and the final states."""
+    text = policy.diagram("mermaid")
+    assert text.startswith("stateDiagram-v2\n")
+    assert mermaid_edges(policy, text) == table_edges(policy)
+    assert "    deleted --> [*]\n" in text
+
+
+@pytest.mark.parametrize("policy", [DEFAULT_POLICY, SUBSCRIPTIONS], ids=lambda p: p.name)
+def test_dot_draws_every_transition(policy: Policy) -> None:
+    """The dot graph has exactly the edges of the compiled table, one line break per label."""
+    text = policy.diagram("dot")
+    assert text.startswith(f'digraph "{policy.name}" {{\n')
+    assert text.endswith("}\n")
+    assert dot_edges(text) == table_edges(policy)
+    assert '    "none" -> "created" [label="Account Created"];\n' in text
+
+
+def test_diagrams_change_with_the_policy() -> None:
+    """An extension adds its edge and a relaxation drops its guard from the drawing."""
+    lenient = DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in")
+    for fmt in ("mermaid", "dot"):
+        default = DEFAULT_POLICY.diagram(fmt)
+        assert "Subscription Started" not in default
+        assert "Subscription Started" in SUBSCRIPTIONS.diagram(fmt)
+        assert "Signed Out [user_known, user_signed_in]" in default
+        assert "Signed Out [user_known, user_signed_in]" not in lenient.diagram(fmt)
+        assert "Signed Out [user_known]" in lenient.diagram(fmt)
+    assert ("created", "active", "Subscription Started") in mermaid_edges(
+        SUBSCRIPTIONS, SUBSCRIPTIONS.diagram("mermaid")
+    )
+
+
+def test_unknown_diagram_format() -> None:
+    """A diagram format other than mermaid or dot raises ValueError naming it."""
+    with pytest.raises(ValueError, match=r"unknown diagram format 'svg'"):
+        DEFAULT_POLICY.diagram("svg")

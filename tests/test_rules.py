@@ -1,0 +1,694 @@
+"""Example-based tests of the default rules: every code, the check order, the edge cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from lifecycle import REJECTION_CODES, AccountState, Gate, TrialState, UserState, Verdict
+
+ACCT = "acct_1"
+USER = "u1"
+
+
+def track(
+    event: str,
+    user: str | None = USER,
+    account: str | None = ACCT,
+    *,
+    mid: str | None = None,
+    **properties: Any,
+) -> dict[str, Any]:
+    """A track call of ``event`` by ``user`` on ``account`` with the given properties."""
+    message: dict[str, Any] = {"type": "track", "event": event}
+    if user is not None:
+        message["userId"] = user
+    if account is not None:
+        message["context"] = {"groupId": account}
+    if mid is not None:
+        message["messageId"] = mid
+    if properties:
+        message["properties"] = properties
+    return message
+
+
+def gate_after(*messages: dict[str, Any]) -> Gate:
+    """A default gate that has accepted every one of ``messages`` (or the test fails)."""
+    gate = Gate()
+    for message in messages:
+        verdict = gate.submit(message)
+        assert verdict.verdict == "accepted", verdict
+    return gate
+
+
+def state_of(gate: Gate, account: str = ACCT) -> AccountState:
+    """The state of ``account`` in ``gate``, which must have accepted an event of it."""
+    state = gate.state(account)
+    assert state is not None, f"no accepted event for {account}"
+    return state
+
+
+CREATED = (track("Account Created"),)
+MEMBER = CREATED + (track("Signed Up"),)
+SIGNED_IN = MEMBER + (track("Signed In"),)
+TRIAL = MEMBER + (
+    track(
+        "Trial Started",
+        trial_plan_name="Business",
+        trial_start_date="2018-08-28",
+        trial_end_date="2018-09-28",
+    ),
+)
+ACTIVE = TRIAL + (track("Trial Ended"),)
+DELETED = CREATED + (track("Account Deleted"),)
+
+# One case per code: the history the gate has accepted, the message, the exact reason.
+CODE_CASES: list[tuple[str, tuple[dict[str, Any], ...], dict[str, Any], str]] = [
+    (
+        "missing_user",
+        CREATED,
+        track("Signed In", user=None),
+        "Signed In for acct_1: neither userId nor anonymousId is a non-empty string",
+    ),
+    (
+        "missing_group_id",
+        CREATED,
+        track("Signed In", account=None),
+        "Signed In by u1: context.groupId must be a non-empty string",
+    ),
+    (
+        "invalid_timestamp",
+        MEMBER,
+        {**track("Signed In"), "timestamp": "yesterday"},
+        "Signed In for acct_1 by u1: timestamp 'yesterday' is not an ISO-8601 date-time",
+    ),
+    (
+        "invalid_property",
+        CREATED,
+        track("Trial Started", trial_end_date=42),
+        "Trial Started for acct_1 by u1: properties.trial_end_date must be an ISO-8601 date "
+        "string, got 42",
+    ),
+    (
+        "account_unknown",
+        (),
+        track("Signed In"),
+        "Signed In for acct_1 by u1: the account was never created",
+    ),
+    (
+        "account_exists",
+        TRIAL,
+        track("Account Created"),
+        "Account Created for acct_1 by u1: the account already exists (account is trial)",
+    ),
+    (
+        "account_deleted",
+        DELETED,
+        track("Signed In"),
+        "Signed In for acct_1 by u1: the account was deleted",
+    ),
+    (
+        "trial_already_started",
+        ACTIVE,
+        track("Trial Started"),
+        "Trial Started for acct_1 by u1: an account gets one trial and it was already started "
+        "(account is active)",
+    ),
+    (
+        "trial_not_active",
+        CREATED,
+        track("Trial Ended"),
+        "Trial Ended for acct_1 by u1: no trial is running (account is created)",
+    ),
+    (
+        "trial_dates_inverted",
+        CREATED,
+        track("Trial Started", trial_start_date="2018-09-01", trial_end_date="2018-08-01"),
+        "Trial Started for acct_1 by u1: trial_end_date 2018-08-01 is before trial_start_date "
+        "2018-09-01",
+    ),
+    (
+        "trial_mismatch",
+        TRIAL,
+        track("Trial Ended", trial_plan_name="Team"),
+        "Trial Ended for acct_1 by u1: trial_plan_name 'Team' differs from the started trial's "
+        "'Business'",
+    ),
+    (
+        "user_unknown",
+        MEMBER,
+        track("Signed In", user="u7"),
+        "Signed In for acct_1 by u7: user u7 is unknown (expected Signed Up or Account Added "
+        "User first)",
+    ),
+    (
+        "user_already_member",
+        CREATED + (track("Account Added User", role="Owner"),),
+        track("Account Added User", role="Admin"),
+        "Account Added User for acct_1 by u1: user u1 is already a member (role 'Owner')",
+    ),
+    (
+        "user_not_member",
+        MEMBER,
+        track("Account Removed User", user="u7"),
+        "Account Removed User for acct_1 by u7: user u7 is not a member (expected Signed Up or "
+        "Account Added User first)",
+    ),
+    (
+        "user_already_signed_up",
+        MEMBER,
+        track("Signed Up"),
+        "Signed Up for acct_1 by u1: user u1 already signed up",
+    ),
+    (
+        "not_signed_in",
+        MEMBER,
+        track("Signed Out"),
+        "Signed Out for acct_1 by u1: user u1 is not signed in (expected Signed In first)",
+    ),
+]
+
+
+def test_every_code_has_a_case() -> None:
+    """The per-code cases below, plus malformed_json, cover exactly the 17 public codes."""
+    covered = ["malformed_json"] + [code for code, *_ in CODE_CASES]
+    assert sorted(covered) == sorted(REJECTION_CODES)
+    assert len(REJECTION_CODES) == 17
+
+
+def test_malformed_json() -> None:
+    """A line that is not JSON is rejected as malformed_json with a reason saying why."""
+    (verdict,) = Gate().submit_line(b"{not json")
+    assert (verdict.verdict, verdict.code, verdict.field) == ("rejected", "malformed_json", "line")
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("not valid JSON (")
+
+
+def test_malformed_json_for_a_non_object() -> None:
+    """A JSON value that is not an object is malformed_json, naming what it was instead."""
+    assert [v.reason for v in Gate().submit_line(b'["Signed In"]')] == [
+        "not a JSON object (got an array)"
+    ]
+    assert [v.code for v in Gate().submit_line(b'"Signed In"')] == ["malformed_json"]
+
+
+@pytest.mark.parametrize(
+    ("code", "history", "message", "reason"), CODE_CASES, ids=[c[0] for c in CODE_CASES]
+)
+def test_rejection_code(
+    code: str, history: tuple[dict[str, Any], ...], message: dict[str, Any], reason: str
+) -> None:
+    """Each rule rejects with its code and a reason naming account, user and expectation."""
+    gate = gate_after(*history)
+    before = gate.state(ACCT)
+    verdict = gate.submit(message)
+    assert (verdict.verdict, verdict.code, verdict.reason) == ("rejected", code, reason)
+    assert gate.state(ACCT) == before
+
+
+# -- check order --------------------------------------------------------------------------
+
+
+def test_missing_user_wins_over_missing_group_id() -> None:
+    """With neither a user nor an account, the code is missing_user."""
+    assert Gate().submit({"event": "Signed In"}).code == "missing_user"
+
+
+def test_missing_group_id_wins_over_invalid_timestamp() -> None:
+    """With no account and a bad timestamp, the code is missing_group_id."""
+    message = {**track("Signed In", account=None), "timestamp": "soon"}
+    assert Gate().submit(message).code == "missing_group_id"
+
+
+def test_invalid_timestamp_wins_over_invalid_property() -> None:
+    """With a bad timestamp and a badly typed property, the code is invalid_timestamp."""
+    message = {**track("Signed In", username=5), "timestamp": "soon"}
+    assert Gate().submit(message).code == "invalid_timestamp"
+
+
+def test_envelope_errors_come_before_duplicate() -> None:
+    """A message reusing an accepted messageId but with a broken envelope gets the envelope code."""
+    gate = gate_after(track("Account Created", mid="m1"))
+    assert gate.submit(track("Account Created", account=None, mid="m1")).code == (
+        "missing_group_id"
+    )
+    assert gate.submit(track("Account Created", mid="m1")).verdict == "duplicate"
+
+
+def test_duplicate_comes_before_account_checks() -> None:
+    """An accepted messageId resent for an unknown account is a duplicate, not account_unknown."""
+    gate = gate_after(track("Account Created", mid="m1"))
+    verdict = gate.submit(track("Signed In", account="acct_2", mid="m1"))
+    assert (verdict.verdict, verdict.code, verdict.account) == ("duplicate", None, "acct_2")
+    assert gate.state("acct_2") is None
+
+
+def test_account_checks_come_before_event_rules() -> None:
+    """An event on an unknown or deleted account gets the account code, whatever else is wrong."""
+    inverted = {"trial_start_date": "2018-09-01", "trial_end_date": "2018-08-01"}
+    assert Gate().submit(track("Trial Started", **inverted)).code == "account_unknown"
+    assert gate_after(*DELETED).submit(track("Signed Out", user="u7")).code == "account_deleted"
+
+
+def test_account_created_on_a_deleted_account() -> None:
+    """Re-creating a deleted account is account_deleted, not account_exists."""
+    verdict = gate_after(*DELETED).submit(track("Account Created"))
+    assert (verdict.code, verdict.reason) == (
+        "account_deleted",
+        "Account Created for acct_1 by u1: the account was deleted",
+    )
+
+
+def test_trial_ended_checks_trial_active_before_dates() -> None:
+    """Trial Ended with inverted dates outside a trial is trial_not_active."""
+    message = track("Trial Ended", trial_start_date="2018-09-01", trial_end_date="2018-08-01")
+    assert gate_after(*CREATED).submit(message).code == "trial_not_active"
+
+
+def test_trial_ended_checks_dates_before_mismatch() -> None:
+    """Trial Ended with inverted dates and another plan is trial_dates_inverted."""
+    message = track(
+        "Trial Ended",
+        trial_plan_name="Team",
+        trial_start_date="2018-09-01",
+        trial_end_date="2018-08-01",
+    )
+    assert gate_after(*TRIAL).submit(message).code == "trial_dates_inverted"
+
+
+def test_trial_ended_start_date_mismatch() -> None:
+    """Trial Ended naming another start instant than Trial Started is trial_mismatch."""
+    verdict = gate_after(*TRIAL).submit(track("Trial Ended", trial_start_date="2018-08-29"))
+    assert (verdict.code, verdict.reason) == (
+        "trial_mismatch",
+        "Trial Ended for acct_1 by u1: trial_start_date 2018-08-29 differs from the started "
+        "trial's 2018-08-28",
+    )
+
+
+def test_signed_out_checks_user_known_before_signed_in() -> None:
+    """Signed Out by a user the account does not know is user_unknown, not not_signed_in."""
+    assert gate_after(*CREATED).submit(track("Signed Out")).code == "user_unknown"
+
+
+# -- ignored messages ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "identify", "userId": USER, "traits": {"email": "a@example.com"}},
+        {"type": "group", "userId": USER, "groupId": ACCT},
+        {"type": "page", "userId": USER, "name": "Pricing"},
+        {"type": "identify", "event": "Account Created", "userId": USER},
+        track("Order Completed"),
+        track("signed in"),
+        track("ACCOUNT CREATED"),
+        {"type": "track", "userId": USER, "context": {"groupId": ACCT}},
+        {"event": 42, "userId": USER, "context": {"groupId": ACCT}},
+    ],
+    ids=[
+        "identify",
+        "group",
+        "page",
+        "identify-with-event",
+        "other-track",
+        "lowercase",
+        "uppercase",
+        "track-without-event",
+        "non-string-event",
+    ],
+)
+def test_non_lifecycle_messages_are_ignored(message: dict[str, Any]) -> None:
+    """Messages that are not lifecycle track calls are ignored and change nothing."""
+    gate = Gate()
+    verdict = gate.submit(message)
+    assert (verdict.verdict, verdict.code, verdict.reason) == ("ignored", None, None)
+    assert len(gate) == 0
+
+
+def test_ignored_messages_skip_validation() -> None:
+    """An ignored message is not validated: no user and no account is still just ignored."""
+    verdict = Gate().submit({"type": "track", "event": "Order Completed", "messageId": "m9"})
+    assert verdict == Verdict("ignored", message_id="m9", event_name="Order Completed")
+
+
+def test_absent_type_with_event_is_a_track_call() -> None:
+    """A message with an event and no type is a track call and is judged."""
+    message = track("Account Created")
+    del message["type"]
+    assert Gate().submit(message).verdict == "accepted"
+
+
+def test_null_type_with_event_is_a_track_call() -> None:
+    """A null type counts as absent: the message is judged as a track call."""
+    message = {**track("Signed In"), "type": None}
+    assert Gate().submit(message).code == "account_unknown"
+
+
+# -- aliases, absent values, property types -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alias", "history"),
+    [
+        ("User Signed Up", CREATED),
+        ("User Signed In", MEMBER),
+        ("User Signed Out", SIGNED_IN),
+    ],
+)
+def test_object_action_aliases(alias: str, history: tuple[dict[str, Any], ...]) -> None:
+    """An Object-Action alias is judged as its short name and keeps the name as sent."""
+    gate = gate_after(*history)
+    verdict = gate.submit(track(alias))
+    assert (verdict.verdict, verdict.event_name) == ("accepted", alias)
+    assert verdict.event is not None
+    assert verdict.event.name == alias.removeprefix("User ")
+
+
+def test_alias_and_short_name_share_state() -> None:
+    """User Signed In signs the user in: a following Signed Out is accepted."""
+    gate = gate_after(*MEMBER, track("User Signed In"))
+    assert state_of(gate).user(USER).signed_in is True
+    assert gate.submit(track("Signed Out")).verdict == "accepted"
+
+
+def test_alias_rejections_use_the_sent_name() -> None:
+    """A rejected alias names the event as it was sent in the reason."""
+    verdict = gate_after(*CREATED).submit(track("User Signed Out"))
+    assert verdict.reason == (
+        "User Signed Out for acct_1 by u1: user u1 is unknown "
+        "(expected Signed Up or Account Added User first)"
+    )
+
+
+def test_null_properties_and_timestamp_count_as_absent() -> None:
+    """A null properties object, null property values and a null timestamp are all absent."""
+    gate = gate_after(*CREATED)
+    assert gate.submit({**track("Signed Up"), "properties": None, "timestamp": None}).accepted
+    trial = track("Trial Started", trial_plan_name=None, trial_start_date=None)
+    assert gate.submit(trial).accepted
+    assert state_of(gate).trial == TrialState()
+
+
+def test_anonymous_id_when_user_id_is_empty_or_null() -> None:
+    """An empty or null userId falls back to anonymousId as the user key."""
+    gate = gate_after(*CREATED)
+    assert gate.submit({**track("Signed Up", user=""), "anonymousId": "anon_1"}).accepted
+    verdict = gate.submit(
+        {**track("Signed In", user=None), "userId": None, "anonymousId": "anon_1"}
+    )
+    assert verdict.accepted
+    assert state_of(gate).user("anon_1") == UserState(signed_up=True, signed_in=True)
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2024-01-01T09:00:00Z", "2024-01-01T09:00:00.123+02:00", "2024-01-01T09:00:00"]
+)
+def test_valid_timestamps(timestamp: str) -> None:
+    """ISO-8601 date-times, with or without an offset, are valid timestamps."""
+    assert gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp}).accepted
+
+
+@pytest.mark.parametrize("timestamp", ["2024-01-01", "2024-13-01T00:00:00Z", "", 1704099600])
+def test_invalid_timestamps(timestamp: object) -> None:
+    """A date without a time, an impossible date, an empty string or a number is invalid."""
+    verdict = gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp})
+    assert (verdict.code, verdict.field) == ("invalid_timestamp", "timestamp")
+
+
+def test_properties_must_be_an_object() -> None:
+    """A properties value that is not an object is invalid_property."""
+    verdict = gate_after(*CREATED).submit({**track("Signed Up"), "properties": ["x"]})
+    assert (verdict.code, verdict.field, verdict.reason) == (
+        "invalid_property",
+        "properties",
+        "Signed Up for acct_1 by u1: properties must be an object, got list",
+    )
+
+
+def test_string_property_must_be_a_string() -> None:
+    """A String property sent as a number is invalid_property naming that property."""
+    verdict = gate_after(*CREATED).submit(track("Account Added User", role=1))
+    assert (verdict.code, verdict.field) == ("invalid_property", "properties.role")
+
+
+def test_date_property_must_be_a_date() -> None:
+    """A Date property that is not an ISO-8601 date is invalid_property."""
+    verdict = gate_after(*CREATED).submit(track("Trial Started", trial_start_date="next week"))
+    assert (verdict.code, verdict.field) == ("invalid_property", "properties.trial_start_date")
+
+
+def test_unknown_properties_of_any_type_are_allowed() -> None:
+    """Properties the spec does not name are accepted whatever their type."""
+    extras = {"seats": 5, "tags": ["a"], "meta": {"k": None}, "flag": True, "ratio": 0.5}
+    assert gate_after(*CREATED).submit(track("Signed Up", **extras)).accepted
+
+
+def test_date_only_is_midnight_utc() -> None:
+    """A date-only trial_start_date equals the same day at midnight UTC (no trial_mismatch)."""
+    gate = gate_after(*TRIAL)
+    assert gate.submit(track("Trial Ended", trial_start_date="2018-08-28T00:00:00Z")).accepted
+
+
+def test_start_dates_compare_as_instants() -> None:
+    """A start date in another offset naming the same instant is not a mismatch."""
+    gate = gate_after(*TRIAL)
+    assert gate.submit(track("Trial Ended", trial_start_date="2018-08-28T02:00:00+02:00")).accepted
+
+
+def test_date_only_end_before_start_instant() -> None:
+    """A date-only end date is compared as midnight UTC against a start date-time."""
+    message = track(
+        "Trial Started", trial_start_date="2018-08-28T12:00:00Z", trial_end_date="2018-08-28"
+    )
+    assert gate_after(*CREATED).submit(message).code == "trial_dates_inverted"
+
+
+def test_trial_ended_may_change_the_end_date() -> None:
+    """Trial Ended with another trial_end_date is accepted and the state records the new date."""
+    gate = gate_after(*TRIAL, track("Trial Ended", trial_end_date="2018-09-10"))
+    state = state_of(gate)
+    assert state.status == "active"
+    assert state.trial is not None
+    assert (state.trial.start_date, state.trial.end_date, state.trial.ended) == (
+        "2018-08-28",
+        "2018-09-10",
+        True,
+    )
+
+
+# -- de-duplication -----------------------------------------------------------------------
+
+
+def test_duplicate_of_an_accepted_message() -> None:
+    """A message whose messageId was accepted is a duplicate and changes no state."""
+    gate = gate_after(*CREATED, track("Signed Up", mid="m1"))
+    before = gate.state(ACCT)
+    verdict = gate.submit(track("Signed Up", mid="m1"))
+    assert verdict == Verdict("duplicate", message_id="m1", event_name="Signed Up", account=ACCT)
+    assert gate.state(ACCT) == before
+
+
+def test_rejected_message_id_may_be_resent() -> None:
+    """A messageId that was rejected is judged afresh when sent again, and accepted once legal."""
+    gate = gate_after(*CREATED)
+    assert gate.submit(track("Signed In", mid="m1")).code == "user_unknown"
+    assert gate.submit(track("Signed Up")).accepted
+    assert gate.submit(track("Signed In", mid="m1")).verdict == "accepted"
+    assert gate.submit(track("Signed In", mid="m1")).verdict == "duplicate"
+
+
+def test_message_without_id_is_never_a_duplicate() -> None:
+    """Without a messageId there is no de-duplication: the same Signed In twice is accepted."""
+    gate = gate_after(*MEMBER)
+    assert [gate.submit(track("Signed In")).verdict for _ in range(2)] == ["accepted"] * 2
+
+
+# -- users --------------------------------------------------------------------------------
+
+
+def test_account_created_does_not_make_its_sender_known() -> None:
+    """The user who created the account must still sign up before signing in."""
+    assert gate_after(*CREATED).submit(track("Signed In")).code == "user_unknown"
+
+
+def test_user_known_in_one_account_is_unknown_in_another() -> None:
+    """Knowing a user in acct_1 does not make it known in acct_2."""
+    gate = gate_after(*MEMBER, track("Account Created", account="acct_2"))
+    verdict = gate.submit(track("Signed In", account="acct_2"))
+    assert (verdict.code, verdict.account) == ("user_unknown", "acct_2")
+
+
+def test_account_removed_user_clears_everything() -> None:
+    """Account Removed User clears signed_up, role and signed_in: the user is unknown again."""
+    gate = gate_after(
+        *SIGNED_IN, track("Account Added User", role="Admin"), track("Account Removed User")
+    )
+    assert state_of(gate).user(USER) == UserState()
+    assert gate.submit(track("Signed In")).code == "user_unknown"
+    assert gate.submit(track("Signed Up")).accepted
+    assert gate.submit(track("Account Added User")).accepted
+
+
+def test_account_added_user_role_defaults_to_empty() -> None:
+    """Account Added User without a role sets the role to the empty string (a known user)."""
+    gate = gate_after(*CREATED, track("Account Added User"), track("Signed In"))
+    assert state_of(gate).user(USER) == UserState(role="", signed_in=True)
+
+
+def test_signed_up_and_added_in_either_order() -> None:
+    """Signed Up after Account Added User is legal, and so is the reverse."""
+    gate = gate_after(
+        *CREATED,
+        track("Account Added User", role="Owner"),
+        track("Signed Up"),
+        track("Signed Up", user="u2"),
+        track("Account Added User", user="u2", role="Viewer"),
+    )
+    state = state_of(gate)
+    assert state.user(USER) == UserState(signed_up=True, role="Owner")
+    assert state.user("u2") == UserState(signed_up=True, role="Viewer")
+
+
+def test_signing_in_twice_is_legal() -> None:
+    """Signed In while already signed in is accepted; one Signed Out then signs the user out."""
+    gate = gate_after(*SIGNED_IN, track("Signed In"), track("Signed Out"))
+    assert gate.submit(track("Signed Out")).code == "not_signed_in"
+
+
+def test_invite_sent_needs_a_known_sender_only() -> None:
+    """Invite Sent is accepted from a known sender whatever the invitee, refused from a stranger."""
+    gate = gate_after(*MEMBER)
+    assert gate.submit(track("Invite Sent", invitee_email="new@example.com")).accepted
+    assert gate.submit(track("Invite Sent", user="u9")).code == "user_unknown"
+
+
+def test_user_events_keep_the_account_status() -> None:
+    """User events are allowed in trial and active and do not change the account's status."""
+    gate = gate_after(*ACTIVE, track("Signed In"), track("Signed Out"))
+    state = state_of(gate)
+    assert (state.status, state.version) == ("active", 6)
+
+
+def test_account_deleted_from_every_live_state() -> None:
+    """Account Deleted is accepted from created, trial and active."""
+    for history in (CREATED, TRIAL, ACTIVE):
+        gate = gate_after(*history, track("Account Deleted"))
+        assert state_of(gate).status == "deleted"
+
+
+# -- batch lines ----------------------------------------------------------------------------
+
+
+def test_batch_items_are_judged_in_order() -> None:
+    """Each item of a batch line gets its own verdict, in order, seeing the ones before it."""
+    line = orjson.dumps(
+        {
+            "batch": [
+                track("Account Created", account=None),
+                track("Signed In", account=None),
+                track("Signed Up", account=None),
+                track("Signed In", account=None),
+            ],
+            "context": {"groupId": ACCT},
+        }
+    )
+    verdicts = Gate().submit_line(line)
+    assert [(v.verdict, v.code, v.account) for v in verdicts] == [
+        ("accepted", None, ACCT),
+        ("rejected", "user_unknown", ACCT),
+        ("accepted", None, ACCT),
+        ("accepted", None, ACCT),
+    ]
+
+
+def test_batch_context_merges_with_item_keys_winning() -> None:
+    """The batch's context is merged into each item, and an item's own context keys win."""
+    gate = Gate()
+    line = orjson.dumps(
+        {
+            "batch": [
+                {"event": "Account Created", "userId": USER, "context": {"locale": "fr"}},
+                {"event": "Account Created", "userId": USER, "context": {"groupId": "acct_2"}},
+            ],
+            "context": {"groupId": ACCT, "locale": "en"},
+        }
+    )
+    verdicts = gate.submit_line(line)
+    assert [(v.verdict, v.account) for v in verdicts] == [
+        ("accepted", ACCT),
+        ("accepted", "acct_2"),
+    ]
+    first = verdicts[0].event
+    assert first is not None
+    assert first.message["context"] == {"groupId": ACCT, "locale": "fr"}
+
+
+def test_non_object_batch_items_are_malformed() -> None:
+    """A batch item that is not an object is malformed_json; the other items are judged."""
+    line = b'{"batch": [3, {"event": "Account Created", "userId": "u1"}, null],' + (
+        b' "context": {"groupId": "acct_1"}}'
+    )
+    verdicts = Gate().submit_line(line)
+    assert [(v.verdict, v.code, v.reason) for v in verdicts] == [
+        ("rejected", "malformed_json", "batch item 0 is not a JSON object (got a number)"),
+        ("accepted", None, None),
+        ("rejected", "malformed_json", "batch item 2 is not a JSON object (got null)"),
+    ]
+
+
+def test_submit_line_of_a_single_message() -> None:
+    """A line holding one message gives one verdict, accepting str or bytes."""
+    gate = Gate()
+    assert [v.verdict for v in gate.submit_line(orjson.dumps(track("Account Created")))] == [
+        "accepted"
+    ]
+    assert [v.code for v in gate.submit_line(orjson.dumps(track("Account Created")).decode())] == [
+        "account_exists"
+    ]
+
+
+# -- verdicts -------------------------------------------------------------------------------
+
+
+def test_verdict_to_dict_for_a_rejection() -> None:
+    """A rejected verdict's dict carries messageId, event, groupId, verdict, code and reason."""
+    verdict = Gate().submit(track("User Signed In", mid="m5"))
+    assert verdict.to_dict() == {
+        "messageId": "m5",
+        "event": "User Signed In",
+        "groupId": ACCT,
+        "verdict": "rejected",
+        "code": "account_unknown",
+        "reason": "User Signed In for acct_1 by u1: the account was never created",
+    }
+
+
+def test_verdict_to_dict_for_an_acceptance() -> None:
+    """An accepted verdict's dict has no code and no reason keys."""
+    assert Gate().submit(track("Account Created")).to_dict() == {
+        "messageId": None,
+        "event": "Account Created",
+        "groupId": ACCT,
+        "verdict": "accepted",
+    }
+
+
+def test_state_records_version_and_timestamps() -> None:
+    """The state counts accepted events and keeps the first and latest timestamps."""
+    gate = gate_after(
+        {**track("Account Created"), "timestamp": "2024-01-01T08:59:00Z"},
+        {**track("Signed Up"), "timestamp": "2024-01-01T09:00:00Z"},
+        track("Signed In"),
+    )
+    gate.submit(track("Signed In", user="u7"))
+    state = state_of(gate)
+    assert (state.status, state.version, state.created_at, state.updated_at) == (
+        "created",
+        3,
+        "2024-01-01T08:59:00Z",
+        "2024-01-01T09:00:00Z",
+    )
