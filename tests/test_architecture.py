@@ -11,8 +11,10 @@ import lifecycle
 PACKAGE = Path(lifecycle.__file__).resolve().parent
 PURE = ["spec", "envelope", "policy", "rules", "state", "decide", "gate", "messages", "_frozen"]
 OUTSIDE_THE_CORE = ("sqlalchemy", "alembic", "segment", "requests", "tqdm", "hypothesis")
-SHELLS = ("lifecycle.store", "lifecycle.service", "lifecycle.replay", "lifecycle.cli",
-          "lifecycle.relay", "lifecycle.testing", "lifecycle.reader", "lifecycle.sorting")  # fmt: skip
+SHELLS = tuple(
+    f"lifecycle.{name}"
+    for name in ("store", "service", "replay", "cli", "relay", "testing", "reader", "sorting")
+)
 
 
 def imports_of(path: Path) -> set[str]:
