@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
+from lifecycle._frozen import fast_init
 from lifecycle.envelope import (
     EnvelopeError,
     Event,
@@ -42,6 +43,7 @@ class Rejection:
     reason: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The outcome for one message.

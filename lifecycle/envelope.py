@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lifecycle._frozen import fast_init
 from lifecycle.spec import (
     DATE,
     INVALID_PROPERTY,
@@ -25,6 +26,7 @@ from lifecycle.spec import (
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """A lifecycle event whose envelope passed every check.

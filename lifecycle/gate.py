@@ -37,6 +37,9 @@ class Gate:
         self.policy = policy
         self._accounts: dict[str, AccountState] = {}
         self._accepted: set[str] = set()
+        # Bound once: judge() calls them for every message.
+        self._seen = self._accepted.__contains__
+        self._load_state = self._load
 
     def submit(self, message: Mapping[str, Any] | str | bytes) -> Verdict:
         """Judge one message (a dict, or its JSON text) and apply it if accepted.
@@ -72,7 +75,7 @@ class Gate:
         return len(self._accounts)
 
     def _judge(self, message: Mapping[str, Any]) -> Verdict:
-        verdict, new = judge(self.policy, message, self._load, self._accepted.__contains__)
+        verdict, new = judge(self.policy, message, self._load_state, self._seen)
         if new is not None:
             self._accounts[new.account] = new
             if verdict.message_id is not None:

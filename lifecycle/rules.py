@@ -39,7 +39,7 @@ from lifecycle.spec import (
     USER_UNKNOWN,
     parse_date,
 )
-from lifecycle.state import NONE, AccountState, TrialState, UserState
+from lifecycle.state import NONE, AccountState, TrialState, UserState, user_state
 
 CREATED, TRIAL, ACTIVE, DELETED = "created", "trial", "active", "deleted"
 LIVE = [CREATED, TRIAL, ACTIVE]
@@ -146,13 +146,13 @@ def _end_trial(state: AccountState, event: Event) -> Change:
 
 def _sign_up(state: AccountState, event: Event) -> Change:
     user = state.user(event.user)
-    return _with_user(state, event.user, UserState(True, user.role, user.signed_in))
+    return _with_user(state, event.user, user_state(True, user.role, user.signed_in))
 
 
 def _add_user(state: AccountState, event: Event) -> Change:
     role = event.properties.get("role") or ""
     user = state.user(event.user)
-    return _with_user(state, event.user, UserState(user.signed_up, role, user.signed_in))
+    return _with_user(state, event.user, user_state(user.signed_up, role, user.signed_in))
 
 
 def _remove_user(state: AccountState, event: Event) -> Change:
@@ -163,12 +163,12 @@ def _sign_in(state: AccountState, event: Event) -> Change:
     user = state.user(event.user)
     if user.signed_in:
         return state.users, state.trial
-    return _with_user(state, event.user, UserState(user.signed_up, user.role, True))
+    return _with_user(state, event.user, user_state(user.signed_up, user.role, True))
 
 
 def _sign_out(state: AccountState, event: Event) -> Change:
     user = state.user(event.user)
-    return _with_user(state, event.user, UserState(user.signed_up, user.role, False))
+    return _with_user(state, event.user, user_state(user.signed_up, user.role, False))
 
 
 EFFECTS = {

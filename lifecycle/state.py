@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
+
+from lifecycle._frozen import fast_init
 
 #: Status of an account that was never created (the machine's initial state).
 NONE = "none"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class UserState:
     """One user within one account. A user is *known* once signed up or added."""
@@ -35,6 +39,17 @@ class UserState:
 
 #: A user the account has never heard of.
 UNKNOWN_USER = UserState()
+
+
+@lru_cache(maxsize=1024)
+def user_state(signed_up: bool, role: str | None, signed_in: bool) -> UserState:
+    """The :class:`UserState` with these values, shared rather than built anew.
+
+    User states are immutable and few distinct ones exist (two flags and a
+    handful of roles), so effects take them from here: most judged messages sign
+    a user in or out, and each would otherwise build a new one.
+    """
+    return UserState(signed_up, role, signed_in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,7 @@ class TrialState:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AccountState:
     """One account: its status in the account machine, its users and its trial.

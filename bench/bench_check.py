@@ -1,0 +1,173 @@
+"""Benchmark: `lifecycle check` against the parse-only floor, measured in the same run.
+
+Both sides read the same generated history (default 1,000,000 events over 20,000
+accounts) in a child process of their own:
+
+* the floor: read the file line by line and ``orjson.loads`` each line, nothing else;
+* `lifecycle check FILE --format text`: the same reading, plus every check of
+  RULES.md and the summary.
+
+Each side runs N times (default 3), alternating, and its best wall time counts;
+CPU time and peak resident memory come from the child's own resource usage
+(``wait4``), so nothing else running on the machine is counted. Results are
+printed as a table and written to ``bench/out/check-EVENTS-ACCOUNTS-SEED.json``.
+
+    python bench/bench_check.py                               # 1M events, 20k accounts
+    python bench/bench_check.py --events 100000 --accounts 2000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+# Targets: check at least this share of the floor's throughput, and at most this peak.
+TARGET_RATIO = 0.15
+TARGET_PEAK_MB = 250
+
+FLOOR = """
+import sys
+import orjson
+
+loads = orjson.loads
+with open(sys.argv[1], "rb") as handle:
+    for line in handle:
+        loads(line)
+"""
+
+
+@dataclass
+class Run:
+    """One measured child process."""
+
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+    exit_code: int
+
+
+@dataclass
+class Result:
+    """The best of N runs of one side."""
+
+    name: str
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+    events_per_s: float
+    runs: list[float]
+
+
+def measure(argv: list[str]) -> Run:
+    """Run ``argv`` to completion; its wall time, CPU time and peak RSS, from ``wait4``."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return Run(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_mb=usage.ru_maxrss * scale / 2**20,
+        exit_code=child.returncode,
+    )
+
+
+def lifecycle_command() -> list[str]:
+    """The ``lifecycle`` console script beside this interpreter, else ``python -m lifecycle``."""
+    script = Path(sys.executable).with_name("lifecycle")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lifecycle"]
+
+
+def history_file(events: int, accounts: int, seed: int) -> Path:
+    """The generated history (written once, reused by later runs)."""
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"history-{events}-{accounts}-{seed}.jsonl"
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, str(HERE / "generate.py"), "--events", str(events),
+             "--accounts", str(accounts), "--seed", str(seed), "--out", str(path)],
+            check=True,
+        )  # fmt: skip
+    return path
+
+
+def best(name: str, runs: list[Run], events: int) -> Result:
+    top = min(runs, key=lambda r: r.wall_s)
+    return Result(
+        name=name,
+        wall_s=top.wall_s,
+        cpu_s=min(r.cpu_s for r in runs),
+        peak_mb=max(r.peak_mb for r in runs),
+        events_per_s=events / top.wall_s,
+        runs=[round(r.wall_s, 3) for r in runs],
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side (best counts)")
+    args = parser.parse_args()
+    history = history_file(args.events, args.accounts, args.seed)
+    floor_argv = [sys.executable, "-c", FLOOR, str(history)]
+    check_argv = [*lifecycle_command(), "check", str(history), "--format", "text"]
+
+    floor_runs: list[Run] = []
+    check_runs: list[Run] = []
+    for _ in range(args.runs):
+        floor_runs.append(measure(floor_argv))
+        run = measure(check_argv)
+        if run.exit_code not in (0, 1):
+            raise SystemExit(f"lifecycle check failed with exit code {run.exit_code}")
+        check_runs.append(run)
+    floor = best("floor (orjson.loads per line)", floor_runs, args.events)
+    check = best("lifecycle check --format text", check_runs, args.events)
+    ratio = check.events_per_s / floor.events_per_s
+
+    print(f"{args.events:,} events over {args.accounts:,} accounts, best of {args.runs} runs")
+    print(f"{'':32} {'wall s':>8} {'cpu s':>8} {'events/s':>12} {'peak MB':>8}")
+    for r in (floor, check):
+        print(
+            f"{r.name:32} {r.wall_s:>8.2f} {r.cpu_s:>8.2f} {r.events_per_s:>12,.0f} "
+            f"{r.peak_mb:>8.0f}"
+        )
+    print(
+        f"check / floor throughput: {ratio:.3f} (target >= {TARGET_RATIO}); "
+        f"check peak memory: {check.peak_mb:.0f} MB (target <= {TARGET_PEAK_MB})"
+    )
+    results = {
+        "events": args.events,
+        "accounts": args.accounts,
+        "seed": args.seed,
+        "runs": args.runs,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "floor": asdict(floor),
+        "check": asdict(check),
+        "ratio": ratio,
+        "targets": {"ratio": TARGET_RATIO, "peak_mb": TARGET_PEAK_MB},
+        "met": ratio >= TARGET_RATIO and check.peak_mb <= TARGET_PEAK_MB,
+    }
+    out = OUT / f"check-{args.events}-{args.accounts}-{args.seed}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {out.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
