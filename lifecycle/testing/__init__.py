@@ -1,16 +1,83 @@
-"""Test helpers for code that uses lifecycle: Hypothesis strategies of messages and histories.
+"""Test helpers for code that uses lifecycle: strategies, model-based cases, a state machine.
 
-Needs ``hypothesis`` (installed with the ``dev`` extra)::
+* :mod:`lifecycle.testing.strategies`: Hypothesis strategies of messages and histories;
+* :mod:`lifecycle.testing.mutations`: mutated legal histories and their verdicts;
+* :mod:`lifecycle.testing.model`: deterministic cases from the policy's graph;
+* :mod:`lifecycle.testing.machine`: a state machine base for code that emits events;
+* :mod:`lifecycle.testing.plugin`: pytest fixtures (loaded automatically).
+
+The strategies, mutations and the state machine need ``hypothesis`` (the
+``dev`` extra) and import it only when first used; the model-based cases and
+:func:`assert_accepted` need nothing beyond lifecycle::
 
     from hypothesis import given
     from lifecycle import Gate
     from lifecycle.testing import illegal_histories, legal_histories, messages
-
-See :mod:`lifecycle.testing.strategies` for what each strategy draws.
 """
 
 from __future__ import annotations
 
-from lifecycle.testing.strategies import Message, illegal_histories, legal_histories, messages
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Message", "illegal_histories", "legal_histories", "messages"]
+from lifecycle.testing._assertions import assert_accepted, verdict_table
+from lifecycle.testing.model import (
+    RefusalCase,
+    StatePath,
+    TransitionCase,
+    refusal_cases,
+    shortest_paths,
+    transition_cases,
+)
+
+if TYPE_CHECKING:
+    from lifecycle.testing.machine import LifecycleMachine
+    from lifecycle.testing.mutations import Mutation, mutations
+    from lifecycle.testing.strategies import (
+        Message,
+        illegal_histories,
+        legal_histories,
+        messages,
+    )
+
+__all__ = [
+    "LifecycleMachine",
+    "Message",
+    "Mutation",
+    "RefusalCase",
+    "StatePath",
+    "TransitionCase",
+    "assert_accepted",
+    "illegal_histories",
+    "legal_histories",
+    "messages",
+    "mutations",
+    "refusal_cases",
+    "shortest_paths",
+    "transition_cases",
+    "verdict_table",
+]
+
+# Names that need Hypothesis, and the module each lives in: imported on first use.
+_LAZY = {
+    "LifecycleMachine": "machine",
+    "Message": "strategies",
+    "Mutation": "mutations",
+    "illegal_histories": "strategies",
+    "legal_histories": "strategies",
+    "messages": "strategies",
+    "mutations": "mutations",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,77 @@
+"""``lifecycle generate``: write a realistic, deterministic history as JSONL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from typing import IO
+
+from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, load_policy
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``generate``."""
+    parser = commands.add_parser(
+        "generate",
+        help="write a realistic, deterministic history as JSONL",
+        description=(
+            "Simulate accounts and users of a B2B SaaS product and write their track "
+            "messages, one JSON object per line. The same arguments give the same bytes. "
+            "With --illegal-rate some messages are deliberate violations; --expected "
+            "writes the verdict each message must get."
+        ),
+    )
+    parser.add_argument("--accounts", type=int, required=True, metavar="N", help="accounts")
+    parser.add_argument("--events", type=int, required=True, metavar="M", help="messages")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    parser.add_argument(
+        "--illegal-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of messages that are deliberate violations, 0 to 1 (0)",
+    )
+    parser.add_argument("--out", metavar="FILE", help="write the messages here (default stdout)")
+    parser.add_argument(
+        "--expected",
+        metavar="FILE",
+        help="also write one object per message: line, messageId, verdict, code",
+    )
+    parser.add_argument(
+        "--policy", metavar="MODULE:ATTR", help="judge under this policy instead of the default"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the history and write it (and the expected verdicts when asked)."""
+    import orjson
+
+    from lifecycle.generate import generate
+
+    try:
+        stream = generate(
+            accounts=args.accounts,
+            events=args.events,
+            seed=args.seed,
+            illegal_rate=args.illegal_rate,
+            policy=load_policy(args.policy),
+        )
+    except ValueError as exc:
+        print(f"lifecycle generate: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    with ExitStack() as stack:
+        out: IO[bytes] = (
+            stack.enter_context(open(args.out, "wb")) if args.out else sys.stdout.buffer
+        )
+        expected: IO[bytes] | None = (
+            stack.enter_context(open(args.expected, "wb")) if args.expected else None
+        )
+        for line, generated in enumerate(stream, start=1):
+            out.write(orjson.dumps(generated.message, option=orjson.OPT_APPEND_NEWLINE))
+            if expected is not None:
+                record = {"line": line, **generated.expectation()}
+                expected.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        out.flush()
+    return EXIT_OK

@@ -1,0 +1,102 @@
+"""Model-based cases: every state, transition and refusal of a policy, judged as declared."""
+
+from __future__ import annotations
+
+import pytest
+
+from lifecycle import Gate
+from lifecycle.policy import Policy
+from lifecycle.rules import DEFAULT_POLICY
+from lifecycle.testing import (
+    RefusalCase,
+    TransitionCase,
+    refusal_cases,
+    shortest_paths,
+    transition_cases,
+)
+from tests.testing.conftest import SUBSCRIPTIONS
+
+
+def test_every_state_is_reached_by_its_shortest_path(policy: Policy) -> None:
+    """Each state's shortest path is accepted in full and ends in that state."""
+    paths = shortest_paths(policy)
+    assert [p.state for p in paths] == list(policy.states)
+    for path in paths:
+        gate = Gate(policy)
+        assert all(v.accepted for v in gate.submit_many(path.messages)), path.name
+        state = gate.state("acct_1")
+        assert (state.status if state else policy.initial) == path.state
+
+
+def test_cases_cover_the_whole_table(policy: Policy) -> None:
+    """Transition and refusal cases together name every (state, event) pair once."""
+    pairs = [(c.source, c.event) for c in transition_cases(policy)]
+    pairs += [(c.state, c.event) for c in refusal_cases(policy)]
+    assert sorted(pairs) == sorted(policy.table)
+
+
+def test_every_transition_case_is_accepted(policy: Policy) -> None:
+    """A transition case is accepted in full and leaves the account in its dest state."""
+    for case in transition_cases(policy):
+        gate = Gate(policy)
+        verdicts = gate.submit_many(case.messages)
+        assert all(v.accepted for v in verdicts), case.name
+        state = gate.state("acct_1")
+        assert state is not None and state.status == case.dest, case.name
+
+
+def test_every_refusal_case_gets_its_code(policy: Policy) -> None:
+    """A refusal case's history is accepted and its last event gets the declared code."""
+    for case in refusal_cases(policy):
+        verdicts = Gate(policy).submit_many(case.messages)
+        assert all(v.accepted for v in verdicts[:-1]), case.name
+        assert (verdicts[-1].verdict, verdicts[-1].code) == ("rejected", case.code), case.name
+
+
+def test_names_read_as_edges() -> None:
+    """Case names show the edge, as test ids should."""
+    names = {c.name for c in transition_cases(DEFAULT_POLICY)}
+    assert "trial --Trial Ended--> active" in names
+    refused = {c.name for c in refusal_cases(DEFAULT_POLICY)}
+    assert "created --Trial Ended--x trial_not_active" in refused
+
+
+def test_user_events_come_after_a_sign_up() -> None:
+    """The shortest history for Signed Out signs the user up and in first."""
+    case = next(
+        c for c in transition_cases(DEFAULT_POLICY) if c.name.startswith("created --Signed Out")
+    )
+    assert [m["event"] for m in case.messages] == [
+        "Account Created",
+        "Signed Up",
+        "Signed In",
+        "Signed Out",
+    ]
+
+
+def test_custom_events_get_cases() -> None:
+    """An extended policy's new event gets its transition and its refusals."""
+    started = [c for c in transition_cases(SUBSCRIPTIONS) if c.event == "Subscription Started"]
+    assert [c.name for c in started] == ["created --Subscription Started--> active"]
+    codes = {
+        c.state: c.code for c in refusal_cases(SUBSCRIPTIONS) if c.event == "Subscription Started"
+    }
+    assert codes["trial"] == codes["active"] == "subscription_not_allowed"
+
+
+def test_cases_are_deterministic() -> None:
+    """The same policy gives the same cases, so test ids are stable."""
+    assert transition_cases(DEFAULT_POLICY) == transition_cases(DEFAULT_POLICY)
+    assert refusal_cases(DEFAULT_POLICY) == refusal_cases(DEFAULT_POLICY)
+
+
+@pytest.mark.parametrize("case", transition_cases(DEFAULT_POLICY), ids=lambda c: c.name)
+def test_cases_parametrize_with_readable_ids(case: TransitionCase) -> None:
+    """Cases work as pytest parameters, one test per edge."""
+    assert all(v.accepted for v in Gate().submit_many(case.messages))
+
+
+@pytest.mark.parametrize("case", refusal_cases(SUBSCRIPTIONS), ids=lambda c: c.name)
+def test_custom_refusals_parametrize(case: RefusalCase) -> None:
+    """Refusal cases of a custom policy work as pytest parameters."""
+    assert Gate(SUBSCRIPTIONS).submit_many(case.messages)[-1].code == case.code

@@ -1,0 +1,40 @@
+"""Mutated legal histories get the verdicts the rules guarantee."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lifecycle.testing import legal_histories, mutations
+
+HISTORIES = legal_histories(max_events=12).filter(bool)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_guaranteed_verdicts_hold(data: st.DataObject) -> None:
+    """Whatever the mutation, every verdict it guarantees is the one the gate gives."""
+    mutation = data.draw(mutations(data.draw(HISTORIES)))
+    for position, expected in mutation.guaranteed.items():
+        assert mutation.outcome(position) == expected, (mutation.name, position)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_redelivered_message_is_a_duplicate(data: st.DataObject) -> None:
+    """A message sent again with the same messageId gets `duplicate` and changes nothing else."""
+    history = data.draw(HISTORIES)
+    mutation = data.draw(mutations(history, kinds=["duplicate"]))
+    outcomes = [mutation.outcome(n) for n in range(len(mutation.history))]
+    assert outcomes.count("duplicate") == 1
+    assert outcomes.count("accepted") == len(history)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_a_retargeted_event_needs_its_account(data: st.DataObject) -> None:
+    """An event sent to an account never created is `account_unknown` unless it creates it."""
+    mutation = data.draw(mutations(data.draw(HISTORIES), kinds=["retarget"]))
+    moved = mutation.history[mutation.index]
+    expected = "accepted" if moved["event"] == "Account Created" else "account_unknown"
+    assert mutation.outcome(mutation.index) == expected

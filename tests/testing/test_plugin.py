@@ -1,0 +1,83 @@
+"""The pytest plugin's fixtures and the verdict-table assertion."""
+
+from __future__ import annotations
+
+import pytest
+
+from lifecycle import Gate
+from lifecycle.testing import assert_accepted
+
+CREATED = {"event": "Account Created", "userId": "u1", "context": {"groupId": "acct_1"}}
+SIGNED_IN = {"event": "Signed In", "userId": "u1", "context": {"groupId": "acct_1"}}
+SIGNED_UP = {"event": "Signed Up", "userId": "u1", "context": {"groupId": "acct_1"}}
+
+
+def test_assert_accepted_returns_the_verdicts() -> None:
+    """A legal history passes and its verdicts come back."""
+    verdicts = assert_accepted(Gate(), [CREATED, SIGNED_UP, SIGNED_IN])
+    assert [v.verdict for v in verdicts] == ["accepted"] * 3
+
+
+def test_assert_accepted_shows_a_verdict_table() -> None:
+    """A refused message fails with a table: index, event, account, user, verdict, code, reason."""
+    with pytest.raises(AssertionError) as failure:
+        assert_accepted(Gate(), [CREATED, SIGNED_IN, "not json"])
+    text = str(failure.value)
+    assert text.startswith("2 of 3 messages not accepted; first at #1: rejected user_unknown")
+    lines = text.splitlines()
+    assert lines[1].split() == ["#", "event", "account", "user", "verdict", "code", "reason"]
+    assert lines[2].split()[:5] == ["0", "Account", "Created", "acct_1", "u1"]
+    assert "!rejected  user_unknown" in lines[3]
+    assert "Signed In for acct_1 by u1: user u1 is unknown" in lines[3]
+    assert "malformed_json" in lines[4]
+
+
+def test_fixtures_are_provided(pytester: pytest.Pytester) -> None:
+    """The entry-point plugin gives a fresh gate and a closed-afterwards SQLite store."""
+    pytester.makepyfile(
+        """
+        from lifecycle.testing import assert_accepted
+
+        CREATED = {"event": "Account Created", "userId": "u1", "context": {"groupId": "a1"}}
+
+        def test_gate(lifecycle_gate):
+            assert len(lifecycle_gate) == 0
+            assert_accepted(lifecycle_gate, [CREATED])
+
+        def test_gate_is_fresh(lifecycle_gate):
+            assert lifecycle_gate.state("a1") is None
+
+        def test_store(lifecycle_store):
+            assert_accepted(lifecycle_store, [CREATED])
+            assert lifecycle_store.state("a1").status == "created"
+
+        def test_refusal_table(lifecycle_gate):
+            assert_accepted(lifecycle_gate, [CREATED, CREATED])
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*first at #1: rejected account_exists*", "*#*event*account*"])
+
+
+def test_policy_fixture_can_be_overridden(pytester: pytest.Pytester) -> None:
+    """Overriding lifecycle_policy changes the policy of the gate fixture."""
+    pytester.makeconftest(
+        """
+        import pytest
+        from lifecycle.rules import DEFAULT_POLICY
+
+        RELAXED = DEFAULT_POLICY.without_guard("Signed In", "user_known")
+
+        @pytest.fixture
+        def lifecycle_policy():
+            return RELAXED
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_relaxed(lifecycle_gate):
+            assert lifecycle_gate.policy.name.endswith("-user_known")
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
