@@ -167,10 +167,13 @@ def postgres_floor(path: Path, url: str) -> float:
     start = time.perf_counter()
     with psycopg.connect(url) as con:
         con.execute(PG_SCHEMA)
-        with con.cursor() as cur, cur.copy(
-            "COPY events (account, version, event, message_id, user_id, occurred_at,"
-            " recorded_at, payload) FROM STDIN"
-        ) as copy:
+        with (
+            con.cursor() as cur,
+            cur.copy(
+                "COPY events (account, version, event, message_id, user_id, occurred_at,"
+                " recorded_at, payload) FROM STDIN"
+            ) as copy,
+        ):
             for row in rows(path):
                 copy.write_row(row)
     return time.perf_counter() - start
@@ -184,7 +187,9 @@ def main() -> int:
     parser.add_argument("--live-events", type=int, default=20_000)
     parser.add_argument(
         "--postgres",
-        default=os.environ.get("LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
         help="admin URL of a PostgreSQL server ('' to skip)",
     )
     args = parser.parse_args()

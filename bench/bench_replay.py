@@ -49,10 +49,10 @@ def history_file(events: int, accounts: int, seed: int) -> Path:
 
 
 def ingest(path: Path, url: str) -> None:
+    command = ["ingest", str(path), "--db", url, "--batch-size", "5000"]
     subprocess.run(
-        [sys.executable, "-m", "lifecycle", "ingest", str(path), "--db", url, "--batch-size", "5000"],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", "lifecycle", *command], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def fold_rows(rows: Any) -> int:
@@ -135,7 +135,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--postgres",
-        default=os.environ.get("LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
         help="admin URL of a PostgreSQL server ('' to skip)",
     )
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Run the lifecycle command line and report its peak memory as the last stderr line.
 
-    python bench/peak.py check FILE   ->   ... stderr ends with "peak_rss_kb=123456"
+python bench/peak.py check FILE   ->   ... stderr ends with "peak_rss_kb=123456"
 """
 
 from __future__ import annotations
