@@ -3,7 +3,7 @@
 SQLite is the embedded default. Each connection gets WAL (readers never block
 the writer), a 30 s busy timeout (writers queue instead of failing),
 ``synchronous=NORMAL`` (durable across application crashes; a power loss may
-lose the last commits), foreign keys on, and a 64 MB page cache (the unique
+lose the last commits), foreign keys on, and a page cache of up to 256 MB (the unique
 indexes on random keys are what a bulk import spends its time on). Write
 transactions (connections from :func:`for_writing`) start with ``BEGIN IMMEDIATE``
 so that a read-then-write transaction never fails half-way on a lock upgrade;
@@ -27,7 +27,8 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA cache_size=-65536",
+    "PRAGMA cache_size=-262144",
+    "PRAGMA temp_store=MEMORY",
 )
 
 
