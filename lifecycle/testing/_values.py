@@ -41,31 +41,33 @@ _LATEST = datetime(2027, 12, 31)
 def format_instant(instant: datetime, layout: str) -> str:
     """``instant`` (an aware datetime) written in one ISO-8601 layout.
 
-    ``date`` writes the day only, which means midnight UTC: use it only for
-    instants at midnight UTC when the instant must be kept.
+    Every layout keeps the instant (milliseconds included) except ``date``,
+    which writes the day only, meaning midnight UTC.
     """
     instant = instant.astimezone(UTC)
+    spec = "milliseconds" if instant.microsecond else "seconds"
     if layout == "date":
         return instant.date().isoformat()
     if layout == "segment":
         return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
     if layout == "seconds":
-        return instant.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        return instant.isoformat(timespec=spec).replace("+00:00", "Z")
     if layout == "offset":
-        local = instant.astimezone(timezone(timedelta(hours=2)))
-        return local.replace(microsecond=0).isoformat()
+        return instant.astimezone(timezone(timedelta(hours=2))).isoformat(timespec=spec)
     if layout == "naive":
-        return instant.replace(tzinfo=None, microsecond=0).isoformat()
+        return instant.replace(tzinfo=None).isoformat(timespec=spec)
     raise ValueError(f"unknown layout {layout!r}")
 
 
-def rewrite_date(value: str, layout: str) -> str:
-    """The same instant as the Date ``value``, in another layout when that keeps the instant."""
+def rewrite_date(value: str, pick: int) -> str:
+    """The same instant as the Date ``value``, in one of the layouts that keep it."""
     instant = parse_date(value)
     if instant is None:
         return value
-    rewritten = format_instant(instant, layout)
-    return rewritten if parse_date(rewritten) == parse_date(value) else value
+    same = [
+        w for layout in DATE_LAYOUTS if parse_date(w := format_instant(instant, layout)) == instant
+    ]
+    return same[pick % len(same)]
 
 
 @cache
@@ -174,5 +176,6 @@ def full_properties(spec: EventSpec) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, kind in spec.properties.items():
         out[name] = first_value(name, kind, dates)
-        dates += kind is DATE
+        if kind is DATE:
+            dates += 1
     return out

@@ -52,8 +52,12 @@ from lifecycle.testing._values import full_properties
 #: inverted, or a trial that differs from the one started.
 ANY, INVERTED, MISMATCH = "any", "inverted", "mismatch"
 
-#: Steps a fresh account may need before a code can be produced.
-MAX_RECIPE_STEPS = 3
+#: What :meth:`Walk.apply` returns for a message the policy does not take for an event.
+IGNORED = "ignored"
+
+#: Steps a new account may need before a code can be produced, and how many
+#: users those steps are sent by.
+MAX_RECIPE_STEPS, RECIPE_USERS = 5, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,18 +130,34 @@ class Walk:
                 found.append((spec, users))
         return found
 
-    def apply(self, message: dict[str, Any]) -> bool:
-        """Fold a message into its account if the policy accepts it; True when it did."""
+    def apply(self, message: dict[str, Any]) -> str | None:
+        """Fold a message into its account and the history.
+
+        Returns None when the policy accepted it, else the code it was refused
+        with (:data:`IGNORED` if it was not even taken for a lifecycle event).
+        """
         event = parse_event(message, self.policy.catalog)
+        if event is None:
+            return IGNORED
         if not isinstance(event, Event):
-            return False
+            return event.code
         outcome = decide(self.policy, self.state(event.account), event)
         if not isinstance(outcome, AccountState):
-            return False
+            return outcome.code
         self.states[event.account] = outcome
         self._options.pop(event.account, None)
         self.history.append(message)
-        return True
+        return None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Add a message RULES.md accepts, whatever the policy says.
+
+        If the policy refuses it, it joins the history unapplied: a test that
+        judges the history then shows the disagreement instead of a strategy
+        quietly working around it.
+        """
+        if self.apply(message) is not None:
+            self.history.append(message)
 
     def fresh_account(self) -> str:
         """An account of the pool never created, else one more name."""
@@ -286,7 +306,8 @@ def recipe(policy: Policy, code: str, users: tuple[str, ...]) -> tuple[Step, ...
     """The shortest legal steps that let a new account produce ``code`` (None if none do).
 
     A breadth-first search over the policy's legal steps, at most
-    :data:`MAX_RECIPE_STEPS` deep; the result is the same for every new account.
+    :data:`MAX_RECIPE_STEPS` deep and by the first :data:`RECIPE_USERS` users;
+    the result is the same for every new account.
     """
     start = AccountState("acct", policy.initial)
     level: list[tuple[tuple[Step, ...], AccountState]] = [((), start)]
@@ -297,7 +318,7 @@ def recipe(policy: Policy, code: str, users: tuple[str, ...]) -> tuple[Step, ...
                 return path
         following = []
         for path, state in level:
-            for step, after in legal_steps(policy, state, list(users)):
+            for step, after in legal_steps(policy, state, list(users[:RECIPE_USERS])):
                 if _key(after) not in seen:
                     seen.add(_key(after))
                     following.append(((*path, step), after))
