@@ -16,6 +16,7 @@ from lifecycle.errors import (
     InputError,
     LifecycleError,
     PolicyError,
+    RelayError,
     SchemaError,
     StoreError,
 )
@@ -26,6 +27,7 @@ from lifecycle.spec import DATE, REJECTION_CODES, SPEC_EVENTS, STRING, EventSpec
 from lifecycle.state import AccountState, TrialState, UserState
 
 if TYPE_CHECKING:
+    from lifecycle.relay import Relay
     from lifecycle.service import Lifecycle, QuarantinedMessage
     from lifecycle.store.repository import StoredEvent
 
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Lifecycle": "lifecycle.service",
     "QuarantinedMessage": "lifecycle.service",
+    "Relay": "lifecycle.relay",
     "StoredEvent": "lifecycle.store.repository",
 }
 
@@ -70,6 +73,8 @@ __all__ = [
     "QuarantinedMessage",
     "Refusal",
     "Rejection",
+    "Relay",
+    "RelayError",
     "Rule",
     "SchemaError",
     "StoreError",

@@ -5,9 +5,10 @@ Catch :class:`LifecycleError` to handle anything the library raises on purpose::
     LifecycleError
     ├── PolicyError          a policy definition is inconsistent (raised when it is built)
     ├── InputError           input cannot be read at all (missing or unreadable file)
-    └── StoreError           the event store failed; the transaction was rolled back whole
-        ├── SchemaError      the database schema is missing or not at the expected revision
-        └── ConcurrencyError optimistic concurrency retries were exhausted
+    ├── StoreError           the event store failed; the transaction was rolled back whole
+    │   ├── SchemaError      the database schema is missing or not at the expected revision
+    │   └── ConcurrencyError optimistic concurrency retries were exhausted
+    └── RelayError           forwarding to Segment cannot go on (configuration, write key)
 
 A *rejected message* is not an exception: it is a verdict (see
 :class:`lifecycle.Verdict`). Exceptions are for problems with the program, the
@@ -47,3 +48,10 @@ class ConcurrencyError(StoreError):
         )
         self.account = account
         self.attempts = attempts
+
+
+class RelayError(LifecycleError):
+    """Forwarding to Segment cannot go on: no client library, no write key, or a refused key.
+
+    Delivery failures that may pass (timeouts, 429, 5xx) are retried, never raised.
+    """

@@ -147,6 +147,10 @@ class Lifecycle:
     has: the submission then runs in a SAVEPOINT of it, and it is stored only if
     the application commits. One instance is safe to share between threads:
     it keeps no state of its own beyond the engine's connection pool.
+
+    With ``outbox=True`` (the default) every accepted event also gets a row in the
+    Segment outbox, in the same transaction, for :class:`lifecycle.relay.Relay` to
+    deliver; pass ``outbox=False`` when nothing is forwarded to Segment.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class Lifecycle:
         create_schema: bool | None = None,
         max_attempts: int = 8,
         snapshot_every: int | None = 100,
+        outbox: bool = True,
     ) -> None:
         self._owns_engine = not isinstance(bind, Engine)
         self.engine: Engine = (
@@ -165,6 +170,7 @@ class Lifecycle:
         self.policy = policy
         self.max_attempts = max_attempts
         self.snapshot_every = snapshot_every
+        self.outbox = outbox
         self._write_engine = for_writing(self.engine)
         self._heads = HeadCache()
         self._careful = False
@@ -424,6 +430,7 @@ class Lifecycle:
             careful=careful,
             snapshot_every=self.snapshot_every,
             quarantine=quarantine,
+            forward=self.outbox,
         )
         if after is not None:
             after(conn, outcome.verdicts)

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lifecycle import __version__
-from lifecycle.cli import check, diagram, generate, history, store
+from lifecycle.cli import check, diagram, generate, history, relay, store
 from lifecycle.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
 from lifecycle.errors import LifecycleError
 
-COMMANDS = (check, store, history, diagram, generate)
+COMMANDS = (check, store, history, relay, diagram, generate)
 
 
 class _Parser(argparse.ArgumentParser):

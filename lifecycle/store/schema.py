@@ -15,6 +15,11 @@ are what the migrations must agree with, which a test checks on every backend.
   so that nothing sent is ever lost.
 * ``snapshots``: an account's folded state every N events, tagged with the
   fingerprint of the policy that produced it; an optimisation only.
+* ``outbox``: one row per accepted event to forward to Segment, inserted in the
+  same transaction as the event; its ``status`` moves from ``pending`` to
+  ``delivered`` (Segment answered 200) or ``parked`` (Segment refused it for
+  good). ``id`` orders the rows; for one account it follows ``version``.
+  ``shard`` is a stable hash of the account, for relays that split the work.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects import mysql
 
@@ -110,4 +116,25 @@ snapshots = Table(
     Column("recorded_at", Instant, nullable=False),
     Column("state", Document, nullable=False),
     Column("created_at", Instant, nullable=False),
+)
+
+_PENDING_ROWS = text("status = 'pending'")
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("account", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", Instant, nullable=False),
+    Column("delivered_at", Instant, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "account", "version", unique=True),
+    # Only pending rows where the backend allows it (SQLite, PostgreSQL): marking a row
+    # delivered then removes an index entry instead of moving it.
+    Index(None, "status", "id", sqlite_where=_PENDING_ROWS, postgresql_where=_PENDING_ROWS),
 )

@@ -29,7 +29,7 @@ from lifecycle.policy import Policy
 from lifecycle.replay import load_account
 from lifecycle.spec import ACCOUNT_UNKNOWN
 from lifecycle.state import AccountState
-from lifecycle.store import repository
+from lifecycle.store import outbox, repository
 from lifecycle.store.codec import event_row, head_row, now, payload_text
 
 API = "api"
@@ -107,6 +107,7 @@ def write(
     careful: bool,
     snapshot_every: int | None = None,
     quarantine: bool = True,
+    forward: bool = False,
 ) -> Outcome:
     """Judge ``subs`` in order against what is stored, and write the result on ``conn``."""
     recorded = now()
@@ -140,6 +141,9 @@ def write(
         _recheck_rejections(conn, verdicts, seen)
 
     repository.append_events(conn, event_rows)
+    if forward:
+        # The Segment outbox: one pending row per appended event, in this same transaction.
+        outbox.enqueue(conn, event_rows)
     moved = [s for a, s in states.items() if before.get(a) != s.version]
     repository.write_heads(conn, [head_row(s, recorded) for s in moved])
     if snapshot_every:

@@ -1,0 +1,228 @@
+"""``lifecycle relay``: forward accepted events to Segment, and read the outbox.
+
+``lifecycle relay`` delivers; ``relay status``, ``relay parked`` and
+``relay backfill`` read or fill the outbox. The store and the Segment client
+library are imported when a relay command runs, not when the CLI starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from lifecycle.cli.common import EXIT_OK
+from lifecycle.cli.store import add_db_argument
+from lifecycle.errors import RelayError
+
+if TYPE_CHECKING:
+    from lifecycle.relay import Relay
+
+WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
+HOST_ENV = "LIFECYCLE_SEGMENT_HOST"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``relay`` and its ``status``, ``parked`` and ``backfill`` commands."""
+    relay = commands.add_parser(
+        "relay",
+        help="forward accepted events to Segment (outbox relay)",
+        description=(
+            "Deliver the events waiting in the outbox to Segment's batch API, with the "
+            "official client library: at least once, with their messageId, in per-account "
+            "order. Transient failures are retried with backoff; a message Segment refuses "
+            "for good is parked. SIGINT/SIGTERM stop it after the batch in flight."
+        ),
+    )
+    add_db_argument(relay)
+    relay.add_argument(
+        "--write-key", metavar="KEY", help=f"Segment source write key (default: ${WRITE_KEY_ENV})"
+    )
+    relay.add_argument(
+        "--host",
+        metavar="URL",
+        help=(
+            f"Segment API (default: ${HOST_ENV}, else https://api.segment.io; "
+            "EU workspaces: https://events.eu1.segmentapis.com)"
+        ),
+    )
+    mode = relay.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--once", action="store_true", help="deliver what is pending, then exit (the default)"
+    )
+    mode.add_argument("--follow", action="store_true", help="keep delivering until stopped")
+    relay.add_argument(
+        "--batch-size", type=int, default=500, metavar="N", help="events per batch (at most 2500)"
+    )
+    relay.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="I/N",
+        help="deliver only the accounts of shard I of N (run N relays, one per shard)",
+    )
+    relay.add_argument(
+        "--timeout", type=float, default=15.0, metavar="S", help="connect and read timeout"
+    )
+    relay.add_argument(
+        "--backoff", type=float, default=0.5, metavar="S", help="first wait after a failure"
+    )
+    relay.add_argument(
+        "--max-backoff", type=float, default=60.0, metavar="S", help="longest wait between tries"
+    )
+    relay.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="with --follow: wait when nothing is pending",
+    )
+    relay.add_argument("--gzip", action="store_true", help="gzip request bodies")
+    relay.add_argument("-v", "--verbose", action="store_true", help="log every batch")
+    relay.set_defaults(run=run_relay)
+
+    sub = relay.add_subparsers(title="relay commands", metavar="COMMAND")
+    status = sub.add_parser("status", help="pending, delivered and parked counts")
+    status.add_argument("--format", choices=["text", "json"], default="text")
+    status.set_defaults(run=run_status)
+    parked = sub.add_parser("parked", help="events Segment refused for good, with its answer")
+    parked.add_argument("--format", choices=["text", "jsonl"], default="text")
+    parked.set_defaults(run=run_parked)
+    backfill = sub.add_parser(
+        "backfill", help="enqueue stored events that have no outbox row (older stores)"
+    )
+    backfill.set_defaults(run=run_backfill)
+    for command in (status, parked, backfill):
+        # SUPPRESS: `relay --db URL status` keeps the URL given before the command.
+        command.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="database URL")
+
+
+def open_relay(args: argparse.Namespace, **options: Any) -> Relay:
+    """The :class:`Relay` for ``--db`` (and the given options)."""
+    from lifecycle.relay import Relay
+    from lifecycle.store.engine import database_url
+
+    return Relay(database_url(getattr(args, "db", None)), **options)
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    """Deliver pending events (``--once``) or keep delivering (``--follow``)."""
+    from lifecycle.relay import Backoff
+
+    if not 1 <= args.batch_size <= 2500:
+        raise SystemExit("lifecycle relay: error: --batch-size must be between 1 and 2500")
+    write_key = args.write_key or os.environ.get(WRITE_KEY_ENV)
+    if not write_key:
+        raise RelayError(f"no Segment write key: pass --write-key or set ${WRITE_KEY_ENV}")
+    _configure_logging(args.verbose)
+    relay = open_relay(
+        args,
+        write_key=write_key,
+        host=args.host or os.environ.get(HOST_ENV),
+        batch_size=args.batch_size,
+        timeout=args.timeout,
+        gzip=args.gzip,
+        backoff=Backoff(base=args.backoff, cap=args.max_backoff),
+        poll_interval=args.poll_interval,
+        shard=args.shard,
+    )
+    # What is alive now (modules, the engine) lives as long as the process: keeping it out
+    # of the collector's scans saves the relay, which decodes every message it sends, a
+    # sizeable share of its time.
+    gc.freeze()
+    with relay:
+        previous = _stop_on_signals(relay)
+        try:
+            report = relay.run(follow=args.follow)
+        finally:
+            _restore(previous)
+    counts = report.to_dict()
+    print(", ".join(f"{name} {value}" for name, value in counts.items()))
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print pending, delivered and parked counts and the oldest pending event's age."""
+    from lifecycle.store.codec import now
+
+    with open_relay(args) as relay:
+        status = relay.status().to_dict(now())
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps(status, option=orjson.OPT_APPEND_NEWLINE))
+        return EXIT_OK
+    age = status["oldest_pending_age"]
+    print(f"pending    {status['pending']}")
+    print(f"delivered  {status['delivered']}")
+    print(f"parked     {status['parked']}")
+    print(f"oldest pending age  {'-' if age is None else f'{age:.1f} s'}")
+    return EXIT_OK
+
+
+def run_parked(args: argparse.Namespace) -> int:
+    """Print every parked event with the answer that parked it."""
+    with open_relay(args) as relay:
+        for event in relay.parked():
+            if args.format == "jsonl":
+                sys.stdout.buffer.write(
+                    orjson.dumps(event.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+                )
+            else:
+                reason = event.reason.replace("\n", " ")
+                print(f"{event.account}\t{event.version}\t{event.message_id}\t{reason}")
+    return EXIT_OK
+
+
+def run_backfill(args: argparse.Namespace) -> int:
+    """Enqueue stored events without an outbox row."""
+    with open_relay(args) as relay:
+        count = relay.backfill()
+    print(f"queued {count} events")
+    return EXIT_OK
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``I/N`` as ``(I, N)``, with 0 <= I < N."""
+    index, _, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 <= I < N")
+    return shard
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lifecycle relay: %(message)s"))
+    logger = logging.getLogger("lifecycle.relay")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+    # The relay reports every failed request itself; the library would repeat it.
+    logging.getLogger("segment").setLevel(logging.CRITICAL)
+
+
+def _stop_on_signals(relay: Relay) -> dict[int, Any]:
+    """SIGINT/SIGTERM: finish the batch in flight, then return; a second signal ends at once."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous: dict[int, Any] = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum: int, _frame: Any) -> None:
+        relay.stop()
+        _restore(previous)
+
+    for s in signals:
+        signal.signal(s, handler)
+    return previous
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for s, h in previous.items():
+        signal.signal(s, h)

@@ -1,0 +1,631 @@
+"""Forward accepted events to Segment: the outbox relay, on ``segment-analytics-python``.
+
+Every accepted event has a pending row in the ``outbox`` table, written in the
+transaction that stored it (see :mod:`lifecycle.store.outbox`). A
+:class:`Relay` repeats one cycle: take a batch of pending rows, send their
+stored messages with the client library's batch request function, and record
+the answer. What it guarantees:
+
+* **At least once.** A row is marked delivered only after Segment answered 200
+  for a request holding it. A relay that dies between the answer and the
+  record sends the row again; every copy carries the event's ``messageId``
+  (one is derived from the event when the message had none), on which Segment
+  de-duplicates.
+* **Per-account order.** Version n+1 of an account is sent only after version n
+  was delivered or parked, or earlier in the same request.
+* **No skipped events.** There is no "delivered up to" mark: a row is pending
+  until it is sent, however late its transaction committed.
+* **Several relays.** On PostgreSQL and MariaDB a batch locks the first pending
+  row of each of its accounts (``FOR UPDATE SKIP LOCKED``) until its outcome is
+  recorded, so concurrent relays take disjoint accounts. On SQLite run one
+  relay (a second one only sends duplicates, with the same ``messageId``), or
+  one per shard: ``shard=(i, n)`` takes the accounts that hash to ``i`` of ``n``.
+
+Transient failures (timeouts, refused connections, 408, 429, 5xx) leave the
+rows pending and the relay waits — exponential backoff with jitter, or
+``Retry-After`` when the answer carries one. A request Segment refuses for
+good (another 4xx) is split in halves until the refused message stands alone;
+that one is *parked* with the answer, and the rest go on. A message larger
+than Segment's 32 KB limit is parked without being sent. 401, 403, 404 (and
+405, 407, redirects) mean the write key or the host is wrong: the relay stops
+with :class:`RelayError` and parks nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from lifecycle.errors import RelayError, StoreError
+from lifecycle.store import outbox
+from lifecycle.store.codec import now
+from lifecycle.store.engine import create_engine, database_url, for_writing
+from lifecycle.store.migrate import ensure_schema
+from lifecycle.store.outbox import OutboxStatus, ParkedEvent, Pending
+
+log = logging.getLogger("lifecycle.relay")
+
+#: Segment's HTTP API in the US; EU workspaces use ``https://events.eu1.segmentapis.com``.
+DEFAULT_HOST = "https://api.segment.io"
+#: Where the command line reads the write key from when ``--write-key`` is not given.
+WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
+#: Segment refuses a message larger than this (as the client library measures it: JSON bytes).
+MAX_MESSAGE_BYTES = 32 << 10
+#: A request body stays under Segment's 500 KB, with the client library's margin for the envelope.
+MAX_REQUEST_BYTES = 475_000
+#: Segment answers 200 to a larger batch and drops the excess.
+MAX_REQUEST_EVENTS = 2_500
+
+_RETRY_STATUS = frozenset({408, 429})
+#: Answers that say the write key or the host is wrong: parking the batch would be wrong.
+_CONFIG_STATUS = frozenset({401, 403, 404, 405, 407})
+_DETAIL_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait after a failed request: exponential with jitter, or ``Retry-After``.
+
+    The n-th failure in a row waits a random time between half and all of
+    ``base * 2 ** (n - 1)`` (at most ``cap``). An answer with ``Retry-After``
+    waits what it asks (at most ``max_retry_after``) plus up to ``base`` of jitter,
+    so that several relays do not come back at the same instant.
+    """
+
+    base: float = 0.5
+    cap: float = 60.0
+    max_retry_after: float = 300.0
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``failures`` failed requests in a row."""
+        jitter = random.random()
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after) + jitter * self.base
+        ceiling = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
+        return ceiling * (0.5 + jitter / 2)
+
+
+@dataclass
+class RelayReport:
+    """What a relay did: events delivered and parked, requests sent, failed attempts."""
+
+    delivered: int = 0
+    parked: int = 0
+    requests: int = 0
+    failures: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready counts."""
+        return {
+            "delivered": self.delivered,
+            "parked": self.parked,
+            "requests": self.requests,
+            "failures": self.failures,
+        }
+
+
+# -- one request -----------------------------------------------------------------------------
+
+_OK, _RETRY, _REFUSED, _FATAL = "ok", "retry", "refused", "fatal"
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    kind: str
+    detail: str = ""
+    retry_after: float | None = None
+
+
+class _Segment:
+    """The client library's batch request function, and what its answers mean for a relay."""
+
+    def __init__(self, write_key: str, host: str, timeout: float, gzip: bool) -> None:
+        try:
+            import requests
+            from segment.analytics import request
+        except ImportError as exc:
+            raise RelayError(
+                "forwarding to Segment needs segment-analytics-python: "
+                "pip install 'lifecycle[segment]'"
+            ) from exc
+        self._post = request.post
+        self._api_error: type[Exception] = request.APIError
+        self._transient: tuple[type[Exception], ...] = (
+            requests.exceptions.Timeout,
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        )
+        self._invalid: tuple[type[Exception], ...] = (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.TooManyRedirects,
+        )
+        self._request_error: type[Exception] = requests.exceptions.RequestException
+        self.write_key = write_key
+        self.host = host
+        self.timeout = timeout
+        self.gzip = gzip
+
+    def send(self, batch: list[dict[str, Any]], retry_count: int) -> _Answer:
+        """POST ``batch`` to ``/v1/batch``; classify the outcome."""
+        try:
+            self._post(
+                self.write_key,
+                self.host,
+                gzip=self.gzip,
+                timeout=self.timeout,
+                retry_count=retry_count,
+                batch=batch,
+            )
+        except self._api_error as exc:
+            return _classify(exc)
+        except self._invalid as exc:
+            return _Answer(_FATAL, f"{type(exc).__name__}: {exc}")
+        except self._transient as exc:
+            return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
+        except self._request_error as exc:
+            return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
+        return _Answer(_OK)
+
+
+def _classify(exc: Any) -> _Answer:
+    """What a non-2xx answer (the library's ``APIError``) means."""
+    status = exc.status if isinstance(exc.status, int) else 0
+    response = getattr(exc, "response", None)
+    body = getattr(response, "text", None) or str(exc.message)
+    detail = f"HTTP {status}: {body}"[:_DETAIL_CHARS]
+    if status in _RETRY_STATUS or status >= 500:
+        return _Answer(_RETRY, detail, _retry_after(response))
+    if status in _CONFIG_STATUS or not 400 <= status < 500:
+        return _Answer(_FATAL, detail)
+    return _Answer(_REFUSED, detail)
+
+
+def _retry_after(response: Any) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), if the answer has one."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# -- preparing messages ------------------------------------------------------------------------
+
+
+#: A message ready to send: (outbox row id, message, size in bytes).
+_Item = tuple[int, dict[str, Any], int]
+
+
+def _prepare(row: Pending) -> _Item | str:
+    """The message to send for ``row`` and its size, or why it is parked unsent.
+
+    The stored message is sent as it was accepted, with three exceptions: its
+    ``messageId`` is the outbox row's (the same one, or the one derived for a
+    message that had none); a missing ``timestamp`` becomes the time the event
+    was stored, as the client library would have stamped it; and ``sentAt`` is
+    dropped, since Segment corrects clock skew with it and the request's own
+    ``sentAt`` is the one that describes this send.
+    """
+    row_id, message_id, created_at, payload = row
+    try:
+        message = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return "the stored payload is not JSON"
+    if type(message) is not dict:
+        return "the stored payload is not a JSON object"
+    message["messageId"] = message_id
+    if not message.get("timestamp"):
+        message["timestamp"] = _instant(created_at)
+    message.pop("sentAt", None)
+    if message.get("type") is None:
+        message["type"] = "track"
+    n = len(payload)
+    # See _size: small ASCII messages are estimated, the others measured.
+    size = n + n // 8 + 128 if n < _ESTIMATED and payload.isascii() else _size(message)
+    if size > MAX_MESSAGE_BYTES:
+        return f"the message is {size} bytes, over Segment's {MAX_MESSAGE_BYTES}-byte limit"
+    return row_id, message, size
+
+
+_ESTIMATED = MAX_MESSAGE_BYTES // 8
+
+
+def _size(message: dict[str, Any]) -> int:
+    """The message's size as the client library measures it: bytes of ``json.dumps``.
+
+    Only messages that might come near a limit are measured. Decoded and encoded
+    again, ASCII JSON grows by one space per ``,`` and ``:`` and by the longer
+    spelling of some floats (``1e15`` becomes ``1000000000000000.0``): never to
+    4.5 times its size. So a message stored in under 4 KB of ASCII cannot reach
+    32 KB, and its estimate (the stored size plus an eighth) only shapes requests;
+    should a request come out over 500 KB all the same, Segment's 400 is bisected
+    like any refusal.
+    """
+    return len(json.dumps(message))
+
+
+def _instant(value: Any) -> str:
+    """A stored naive-UTC instant (a datetime, or SQLite's text) as ISO 8601 with ``Z``."""
+    if isinstance(value, datetime):
+        return value.isoformat() + "Z"
+    return str(value).replace(" ", "T") + "Z"
+
+
+def _requests(items: list[_Item]) -> list[list[_Item]]:
+    """``items`` in order, cut into requests within Segment's size and count limits."""
+    out: list[list[_Item]] = []
+    current: list[_Item] = []
+    total = 0
+    for item in items:
+        size = item[2]
+        if current and (total + size > MAX_REQUEST_BYTES or len(current) >= MAX_REQUEST_EVENTS):
+            out.append(current)
+            current, total = [], 0
+        current.append(item)
+        total += size
+    if current:
+        out.append(current)
+    return out
+
+
+@dataclass
+class _Outcome:
+    """One cycle's result, as it is recorded in the outbox."""
+
+    rows: int = 0
+    requests: int = 0
+    delivered: list[int] = field(default_factory=list)
+    parked: list[tuple[int, str]] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    error: str | None = None
+    retry_after: float | None = None
+    fatal: bool = False
+
+
+# -- the relay ---------------------------------------------------------------------------------
+
+
+class Relay:
+    """Deliver the outbox to Segment: every accepted event, at least once, in per-account order.
+
+    Create it from a database URL or an SQLAlchemy :class:`~sqlalchemy.engine.Engine`
+    (the same store a :class:`~lifecycle.Lifecycle` writes)::
+
+        relay = Relay("postgresql://...", write_key=KEY)
+        relay.run()                 # deliver what is pending, then return
+        relay.run(follow=True)      # keep delivering until stop()
+        relay.start()               # run(follow=True) in a background thread
+
+    ``host`` is Segment's API (``https://events.eu1.segmentapis.com`` for EU
+    workspaces); ``batch_size`` events are taken per cycle (cut further at
+    Segment's 500 KB per request); ``timeout`` bounds each connect and read;
+    ``poll_interval`` is how long a following relay sleeps when nothing is
+    pending (:meth:`wake` cuts it short). The write key defaults to
+    ``$LIFECYCLE_SEGMENT_WRITE_KEY``.
+
+    ``shard=(i, n)`` makes this relay deliver only the accounts that hash to
+    ``i`` of ``n``: run ``n`` relays, one per shard, to spread the work over
+    processes (on SQLite, the only safe way to run several). An account belongs
+    to one shard, so its order is kept.
+    """
+
+    def __init__(
+        self,
+        bind: str | Engine | None = None,
+        *,
+        write_key: str | None = None,
+        host: str | None = None,
+        batch_size: int = 500,
+        timeout: float = 15.0,
+        gzip: bool = False,
+        backoff: Backoff | None = None,
+        poll_interval: float = 1.0,
+        shard: tuple[int, int] = outbox.ALL,
+        create_schema: bool | None = None,
+    ) -> None:
+        if not 1 <= batch_size <= MAX_REQUEST_EVENTS:
+            raise ValueError(f"batch_size must be between 1 and {MAX_REQUEST_EVENTS}")
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
+        self._owns_engine = not isinstance(bind, Engine)
+        self.engine: Engine = (
+            bind if isinstance(bind, Engine) else create_engine(database_url(bind))
+        )
+        self.write_key = write_key or os.environ.get(WRITE_KEY_ENV)
+        self.host = host or DEFAULT_HOST
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.gzip = gzip
+        self.backoff = backoff or Backoff()
+        self.poll_interval = poll_interval
+        self.shard = shard
+        self.error: BaseException | None = None
+        self._write_engine = for_writing(self.engine)
+        self._locking = self.engine.dialect.name in ("postgresql", "mysql", "mariadb")
+        self._stop = False
+        self._wake = False
+        self._thread: threading.Thread | None = None
+        if create_schema is None:
+            create_schema = self.engine.dialect.name == "sqlite"
+        try:
+            ensure_schema(self.engine, create=create_schema)
+        except DBAPIError as exc:
+            self.close()
+            raise StoreError(f"cannot open the event store: {_first_line(exc)}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, *, follow: bool = False) -> RelayReport:
+        """Deliver pending events until none is left (or, with ``follow``, until :meth:`stop`).
+
+        Transient failures are retried after a backoff, for as long as it takes.
+        Returns after the batch in flight when :meth:`stop` is called. Raises
+        :class:`RelayError` when Segment refuses the write key or the host is wrong.
+        """
+        if not self.write_key:
+            raise RelayError(f"no Segment write key: pass one, or set ${WRITE_KEY_ENV}")
+        segment = _Segment(self.write_key, self.host, self.timeout, self.gzip)
+        report = RelayReport()
+        log.info("relaying to %s (%s)", self.host, "following" if follow else "until drained")
+        try:
+            self._loop(segment, report, follow)
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+        finally:
+            self._stop = False
+        return report
+
+    def _loop(self, segment: _Segment, report: RelayReport, follow: bool) -> None:
+        with ExitStack() as stack:
+            if self._locking:
+                cycle = self._locked_cycle
+            else:
+                # SQLite: one reading and one writing connection for the whole run.
+                reader = stack.enter_context(self.engine.connect())
+                writer = stack.enter_context(self._write_engine.connect())
+
+                def cycle(segment: _Segment, failures: int) -> _Outcome:
+                    return self._sqlite_cycle(reader, writer, segment, failures)
+
+            self._cycles(cycle, segment, report, follow)
+
+    def _cycles(
+        self,
+        cycle: Callable[[_Segment, int], _Outcome],
+        segment: _Segment,
+        report: RelayReport,
+        follow: bool,
+    ) -> None:
+        failures = 0
+        while not self._stop:
+            outcome = cycle(segment, failures)
+            report.requests += outcome.requests
+            report.delivered += len(outcome.delivered)
+            report.parked += len(outcome.parked)
+            for row_id, reason in outcome.parked:
+                log.warning("parked outbox row %d: %s", row_id, reason)
+            if outcome.delivered:
+                log.info(
+                    "delivered %d events in %d requests", len(outcome.delivered), outcome.requests
+                )
+            if outcome.fatal:
+                raise RelayError(f"Segment refused the request: {outcome.error}")
+            if outcome.failed:
+                failures += 1
+                report.failures += 1
+                wait = self.backoff.delay(failures, outcome.retry_after)
+                log.warning(
+                    "delivery of %d events failed (%s); retrying in %.2fs",
+                    len(outcome.failed),
+                    outcome.error,
+                    wait,
+                )
+                self._sleep(wait)
+                continue
+            failures = 0
+            if outcome.rows == 0:
+                if not follow and self.pending() == 0:
+                    break
+                self._sleep(self.poll_interval if follow else min(self.poll_interval, 0.2))
+
+    def stop(self) -> None:
+        """Ask the relay to return after the batch in flight (safe from a signal handler)."""
+        self._stop = True
+
+    def wake(self) -> None:
+        """Cut a following relay's idle wait short (call it after submitting events)."""
+        self._wake = True
+
+    def start(self) -> threading.Thread:
+        """Run ``run(follow=True)`` in a daemon thread; :meth:`close` stops and joins it.
+
+        An exception that ends the thread is kept in :attr:`error` and logged.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            raise RelayError("this relay is already running")
+
+        def target() -> None:
+            try:
+                self.run(follow=True)
+            except BaseException as exc:
+                self.error = exc
+                log.exception("the relay stopped")
+
+        self._thread = threading.Thread(target=target, name="lifecycle-relay", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    # -- reading the outbox -----------------------------------------------------------------
+
+    def status(self) -> OutboxStatus:
+        """Pending, delivered and parked counts, and when the oldest pending event was stored."""
+        with self._reading() as conn:
+            return outbox.status(conn)
+
+    def pending(self) -> int:
+        """How many events of this relay's shard wait to be delivered."""
+        with self._reading() as conn:
+            return outbox.pending_count(conn, self.shard)
+
+    def parked(self) -> list[ParkedEvent]:
+        """The events Segment refused for good, with the answer that parked each."""
+        with self._reading() as conn:
+            return list(outbox.parked(conn))
+
+    def backfill(self, *, batch_size: int = 5000) -> int:
+        """Enqueue stored events that have no outbox row; returns how many.
+
+        For events stored before the outbox existed (schema revisions before 0003)
+        or by a :class:`~lifecycle.Lifecycle` created with ``outbox=False``. Run it
+        before the relay first delivers: an account's backfilled events are
+        queued after its events already in the outbox.
+        """
+        total = 0
+        try:
+            while True:
+                with self._write_engine.begin() as conn:
+                    rows = outbox.unqueued(conn, batch_size)
+                    outbox.enqueue(conn, rows)
+                total += len(rows)
+                if len(rows) < batch_size:
+                    return total
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+
+    def close(self) -> None:
+        """Stop a relay started with :meth:`start`, wait for it, release the pool."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one cycle --------------------------------------------------------------------------
+
+    def _sqlite_cycle(
+        self, reader: Connection, writer: Connection, segment: _Segment, failures: int
+    ) -> _Outcome:
+        """Take a batch, send it, record the outcome (one writer: no locks needed)."""
+        with reader.begin():
+            rows = outbox.first_pending(reader, self.batch_size, self.shard)
+        outcome = self._deliver(segment, rows, failures)
+        if outcome.rows:
+            with writer.begin():
+                self._record(writer, outcome)
+        return outcome
+
+    def _locked_cycle(self, segment: _Segment, failures: int) -> _Outcome:
+        """The cycle on a server database: the batch's accounts stay locked until recorded."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                slots = outbox.window(conn, self.batch_size * 4, self.shard)
+                chosen = outbox.lock_heads(conn, slots, self.batch_size)
+                rows = outbox.load(conn, [slot.id for slot in chosen])
+                outcome = self._deliver(segment, rows, failures)
+                if outcome.rows:
+                    self._record(conn, outcome)
+            return outcome
+
+    def _record(self, conn: Connection, outcome: _Outcome) -> None:
+        outbox.settle(
+            conn,
+            delivered=outcome.delivered,
+            parked=outcome.parked,
+            failed=outcome.failed,
+            error=outcome.error,
+            at=now(),
+        )
+
+    def _deliver(self, segment: _Segment, rows: Sequence[Pending], failures: int) -> _Outcome:
+        """Send ``rows`` in order; bisect refused requests; stop at the first transient failure."""
+        outcome = _Outcome(rows=len(rows))
+        items: list[_Item] = []
+        for row in rows:
+            prepared = _prepare(row)
+            if isinstance(prepared, str):
+                outcome.parked.append((row[0], prepared))
+            else:
+                items.append(prepared)
+        queue = deque(_requests(items))
+        while queue:
+            chunk = queue.popleft()
+            answer = segment.send([item[1] for item in chunk], failures)
+            outcome.requests += 1
+            if answer.kind == _OK:
+                outcome.delivered.extend([item[0] for item in chunk])
+            elif answer.kind == _REFUSED and len(chunk) == 1:
+                outcome.parked.append((chunk[0][0], answer.detail))
+            elif answer.kind == _REFUSED:
+                half = len(chunk) // 2
+                queue.extendleft([chunk[half:], chunk[:half]])
+            else:
+                outcome.failed = [item[0] for part in (chunk, *queue) for item in part]
+                outcome.error = answer.detail
+                outcome.retry_after = answer.retry_after
+                outcome.fatal = answer.kind == _FATAL
+                break
+        return outcome
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, returning early on :meth:`stop` or :meth:`wake`."""
+        deadline = time.monotonic() + seconds
+        while not self._stop and not self._wake:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(0.05, remaining))
+        self._wake = False
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A read connection whose database errors become :class:`StoreError`."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,416 @@
+"""Rows in and out of the Segment outbox, on a connection the caller controls.
+
+Every accepted event gets one ``outbox`` row in the transaction that appends it
+(:func:`enqueue`), so an event is in the outbox exactly when it is stored: a
+rejected, duplicate or rolled-back message never is. The relay
+(:mod:`lifecycle.relay`) reads pending rows (:func:`first_pending` on SQLite;
+:func:`window`, :func:`lock_heads` and :func:`load` on PostgreSQL and MariaDB),
+sends them, and records the outcome (:func:`settle`).
+
+Ordering rests on one property: for one account, ``id`` follows ``version``.
+Version n+1 can only be appended by a writer that read version n as committed,
+so its row is inserted, and its id drawn, after n's. Hence the pending rows in
+``id`` order, cut anywhere, hold a prefix of every account's pending versions —
+and the relay never tracks a high-water mark, so a row committed late (a lower
+id committed after a higher one, as concurrent PostgreSQL writers do) is simply
+pending until it is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, bindparam, func, literal_column, select, type_coerce, update
+from sqlalchemy.engine import Connection, Dialect
+
+from lifecycle.store.repository import CHUNK, EVENT_COLUMNS
+from lifecycle.store.schema import events, outbox
+
+PENDING = "pending"
+DELIVERED = "delivered"
+PARKED = "parked"
+
+#: Column order of the rows :func:`enqueue` inserts.
+OUTBOX_COLUMNS = ("account", "version", "message_id", "shard", "status", "attempts", "created_at")
+
+_ACCOUNT = EVENT_COLUMNS.index("account")
+_VERSION = EVENT_COLUMNS.index("version")
+_MESSAGE_ID = EVENT_COLUMNS.index("message_id")
+_RECORDED = EVENT_COLUMNS.index("recorded_at")
+_PAYLOAD = EVENT_COLUMNS.index("payload")
+
+#: Namespace of the messageIds given to stored events that came without one.
+_ASSIGNED = uuid.UUID("6f1d4c2e-8a57-4c3b-9e0a-2b7d51c0e4a9")
+
+_ERROR_CHARS = 2000
+
+
+def assigned_message_id(account: str, version: int, payload: str) -> str:
+    """The messageId an event without one is delivered with: stable for the same event.
+
+    Segment de-duplicates on messageId; a message sent twice without one would
+    arrive twice. The id is derived from the account, version and stored
+    payload, so every delivery attempt of the event carries the same one.
+    """
+    return str(uuid.uuid5(_ASSIGNED, f"{account}\0{version}\0{payload}"))
+
+
+def shard_of(account: str) -> int:
+    """A stable hash of ``account`` in 0..65535: relay ``i`` of ``n`` takes ``shard % n == i``."""
+    return zlib.crc32(account.encode("utf-8")) & 0xFFFF
+
+
+def enqueue(connection: Connection, event_rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert a pending outbox row for each appended event (rows as ``append_events`` got them)."""
+    if not event_rows:
+        return
+    rows = [
+        (
+            r[_ACCOUNT],
+            r[_VERSION],
+            r[_MESSAGE_ID] or assigned_message_id(r[_ACCOUNT], r[_VERSION], r[_PAYLOAD]),
+            shard_of(r[_ACCOUNT]),
+            PENDING,
+            0,
+            r[_RECORDED],
+        )
+        for r in event_rows
+    ]
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        statement = f"COPY outbox ({', '.join(OUTBOX_COLUMNS)}) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    sql, processors = _bulk_insert(dialect)
+    if processors:
+        rows = [
+            tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows
+        ]
+    connection.exec_driver_sql(sql, rows)
+
+
+@functools.cache
+def _bulk_insert(dialect: Dialect) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """The driver-level INSERT for ``dialect`` and each column's bind processor (if any)."""
+    quote = dialect.identifier_preparer.quote
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {quote('outbox')} ({', '.join(quote(c) for c in OUTBOX_COLUMNS)}) "
+        f"VALUES ({', '.join([marker] * len(OUTBOX_COLUMNS))})"
+    )
+    processors = tuple(
+        outbox.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in OUTBOX_COLUMNS
+    )
+    return sql, processors if any(processors) else ()
+
+
+# -- reading pending rows -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A pending row's place: enough to choose which rows a batch may hold."""
+
+    id: int
+    account: str
+    version: int
+
+
+#: A pending row as the relay sends it: ``(id, message_id, created_at, payload)``.
+#: ``created_at`` is the event's ``recorded_at`` as the driver returns it (a datetime,
+#: or SQLite's text): it becomes the message's ``timestamp`` only when it has none.
+Pending = tuple[int, str, Any, str]
+
+#: Every row: shard 0 of 1.
+ALL = (0, 1)
+
+#: Written as a literal so that SQLite and PostgreSQL use the partial index on pending rows.
+_IS_PENDING = outbox.c.status == literal_column(f"'{PENDING}'")
+#: Relay ``shard`` of ``shards`` takes the rows whose account hashes to it (0 of 1: every row).
+_IN_SHARD = (outbox.c.shard % bindparam("shards")) == bindparam("shard")
+
+_WINDOW = (
+    select(outbox.c.id, outbox.c.account, outbox.c.version)
+    .where(_IS_PENDING, _IN_SHARD)
+    .order_by(outbox.c.id)
+    .limit(bindparam("size"))
+)
+_LOCK_HEADS = (
+    select(outbox.c.id)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)), _IS_PENDING)
+    .order_by(outbox.c.id)
+    .limit(bindparam("size"))
+    .with_for_update(skip_locked=True)
+)
+_SEND_COLUMNS = (
+    outbox.c.id,
+    outbox.c.message_id,
+    # The raw value: converting every row's datetime costs more than the few that need it.
+    type_coerce(outbox.c.created_at, String()).label("created_at"),
+    events.c.payload,
+)
+_JOIN = outbox.join(
+    events, (events.c.account == outbox.c.account) & (events.c.version == outbox.c.version)
+)
+_LOAD = (
+    select(*_SEND_COLUMNS)
+    .select_from(_JOIN)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(outbox.c.id)
+)
+_FIRST_PENDING = (
+    select(*_SEND_COLUMNS)
+    .select_from(_JOIN)
+    .where(_IS_PENDING, _IN_SHARD)
+    .order_by(outbox.c.id)
+    .limit(bindparam("size"))
+)
+#: The same query for the SQLite driver itself: the relay's hottest read skips row objects.
+_SQLITE_FIRST_PENDING = (
+    "SELECT outbox.id, outbox.message_id, outbox.created_at, events.payload FROM outbox "
+    "JOIN events ON events.account = outbox.account AND events.version = outbox.version "
+    f"WHERE outbox.status = '{PENDING}' {{shard}}ORDER BY outbox.id LIMIT ?"
+)
+_SQLITE_ALL = _SQLITE_FIRST_PENDING.format(shard="")
+_SQLITE_SHARD = _SQLITE_FIRST_PENDING.format(shard="AND outbox.shard % ? = ? ")
+
+
+def window(connection: Connection, size: int, shard: tuple[int, int] = ALL) -> list[Slot]:
+    """The first ``size`` pending rows of ``shard`` in id order.
+
+    That is a prefix of the pending run of every account in it.
+    """
+    params = {"size": size, "shard": shard[0], "shards": shard[1]}
+    return [Slot(*row) for row in connection.execute(_WINDOW, params).all()]
+
+
+def first_pending(connection: Connection, size: int, shard: tuple[int, int] = ALL) -> list[Pending]:
+    """The first ``size`` pending rows of ``shard`` in id order, ready to send."""
+    if connection.dialect.name == "sqlite":
+        driver: Any = connection.connection.driver_connection
+        if shard == ALL:
+            rows: list[Pending] = driver.execute(_SQLITE_ALL, (size,)).fetchall()
+        else:
+            rows = driver.execute(_SQLITE_SHARD, (shard[1], shard[0], size)).fetchall()
+        return rows
+    params = {"size": size, "shard": shard[0], "shards": shard[1]}
+    return [tuple(row) for row in connection.execute(_FIRST_PENDING, params).all()]
+
+
+def lock_heads(connection: Connection, slots: Sequence[Slot], size: int) -> list[Slot]:
+    """Lock accounts for this transaction: their first pending row, skipping locked ones.
+
+    ``slots`` is a window; the first slot of each account in it is the account's
+    lowest pending version (its *head*). Up to ``size`` heads are locked with
+    ``FOR UPDATE SKIP LOCKED``; the rows returned are every slot of the window
+    whose account was locked, in id order, at most ``size``. Another transaction
+    cannot take those accounts' rows: their heads are locked, and a later row is
+    never a head while an earlier one is pending.
+    """
+    heads: dict[str, int] = {}
+    for slot in slots:
+        heads.setdefault(slot.account, slot.id)
+    if not heads:
+        return []
+    locked = {
+        row[0]
+        for row in connection.execute(_LOCK_HEADS, {"ids": list(heads.values()), "size": size})
+    }
+    accounts = {account for account, head in heads.items() if head in locked}
+    return [slot for slot in slots if slot.account in accounts][:size]
+
+
+def load(connection: Connection, ids: Sequence[int]) -> list[Pending]:
+    """The rows ``ids``, ready to send, in id order."""
+    rows: list[Pending] = []
+    for start in range(0, len(ids), CHUNK):
+        part = list(ids[start : start + CHUNK])
+        rows.extend(tuple(row) for row in connection.execute(_LOAD, {"ids": part}).all())
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+# -- recording outcomes -------------------------------------------------------------------
+
+_FAIL = (
+    update(outbox)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)), _IS_PENDING)
+    .values(attempts=outbox.c.attempts + 1, last_error=bindparam("error"))
+)
+_PARK = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("row_id"), _IS_PENDING)
+    .values(status=PARKED, attempts=outbox.c.attempts + 1, last_error=bindparam("error"))
+)
+
+
+def _deliver(connection: Connection, ids: Sequence[int], at: datetime) -> None:
+    """Mark rows delivered: the one write every event costs the relay, so a driver-level UPDATE."""
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    process = _bind_processor(dialect)
+    stamp = process(at) if process else at
+    table, key, status = quote("outbox"), quote("id"), quote("status")
+    when, attempts = quote("delivered_at"), quote("attempts")
+    for start in range(0, len(ids), CHUNK):
+        part = ids[start : start + CHUNK]
+        marks = ", ".join([marker] * len(part))
+        connection.exec_driver_sql(
+            f"UPDATE {table} SET {status} = '{DELIVERED}', {when} = {marker}, "
+            f"{attempts} = {attempts} + 1 WHERE {key} IN ({marks}) AND {status} = '{PENDING}'",
+            (stamp, *part),
+        )
+
+
+@functools.cache
+def _bind_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor: Callable[[Any], Any] | None = outbox.c.delivered_at.type.dialect_impl(
+        dialect
+    ).bind_processor(dialect)
+    return processor
+
+
+def settle(
+    connection: Connection,
+    *,
+    delivered: Sequence[int] = (),
+    parked: Sequence[tuple[int, str]] = (),
+    failed: Sequence[int] = (),
+    error: str | None = None,
+    at: datetime,
+) -> None:
+    """Record a batch's outcome: delivered rows, parked rows (with why), rows to try again.
+
+    Only rows still pending change, so a late answer never undoes another
+    relay's record of the same row.
+    """
+    if delivered:
+        _deliver(connection, delivered, at)
+    if parked:
+        connection.execute(
+            _PARK, [{"row_id": i, "error": reason[:_ERROR_CHARS]} for i, reason in parked]
+        )
+    for start in range(0, len(failed), CHUNK):
+        part = list(failed[start : start + CHUNK])
+        connection.execute(_FAIL, {"ids": part, "error": (error or "")[:_ERROR_CHARS]})
+
+
+# -- status, parked rows, backfill --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    """Counts of outbox rows by status, and when the oldest pending event was stored."""
+
+    pending: int
+    delivered: int
+    parked: int
+    oldest_pending: datetime | None
+
+    def oldest_pending_age(self, now: datetime) -> float | None:
+        """Seconds since the oldest pending event was stored (None when nothing is pending)."""
+        if self.oldest_pending is None:
+            return None
+        return max(0.0, (now - self.oldest_pending).total_seconds())
+
+    def to_dict(self, now: datetime) -> dict[str, Any]:
+        """JSON-ready form; ``oldest_pending_age`` in seconds."""
+        age = self.oldest_pending_age(now)
+        return {
+            "pending": self.pending,
+            "delivered": self.delivered,
+            "parked": self.parked,
+            "oldest_pending": (
+                self.oldest_pending.isoformat() + "Z" if self.oldest_pending is not None else None
+            ),
+            "oldest_pending_age": round(age, 3) if age is not None else None,
+        }
+
+
+_COUNTS = select(outbox.c.status, func.count()).group_by(outbox.c.status)
+_OLDEST = select(outbox.c.created_at).where(_IS_PENDING).order_by(outbox.c.id).limit(1)
+
+
+def status(connection: Connection) -> OutboxStatus:
+    """How many rows are pending, delivered and parked; the oldest pending row's time."""
+    counts = {s: n for s, n in connection.execute(_COUNTS)}
+    oldest = connection.execute(_OLDEST).scalar()
+    return OutboxStatus(
+        counts.get(PENDING, 0), counts.get(DELIVERED, 0), counts.get(PARKED, 0), oldest
+    )
+
+
+def pending_count(connection: Connection, shard: tuple[int, int] = ALL) -> int:
+    """How many rows of ``shard`` are pending."""
+    query = select(func.count()).select_from(outbox).where(_IS_PENDING, _IN_SHARD)
+    params = {"shard": shard[0], "shards": shard[1]}
+    return int(connection.execute(query, params).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    """An event Segment refused for good, with the answer that parked it."""
+
+    account: str
+    version: int
+    message_id: str
+    attempts: int
+    created_at: datetime
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "groupId": self.account,
+            "version": self.version,
+            "messageId": self.message_id,
+            "attempts": self.attempts,
+            "recorded_at": self.created_at.isoformat() + "Z",
+            "reason": self.reason,
+        }
+
+
+def parked(connection: Connection) -> Iterator[ParkedEvent]:
+    """Parked rows in id order."""
+    query = (
+        select(
+            outbox.c.account,
+            outbox.c.version,
+            outbox.c.message_id,
+            outbox.c.attempts,
+            outbox.c.created_at,
+            outbox.c.last_error,
+        )
+        .where(outbox.c.status == PARKED)
+        .order_by(outbox.c.id)
+    )
+    for row in connection.execute(query):
+        yield ParkedEvent(*row[:5], row[5] or "")
+
+
+def unqueued(connection: Connection, limit: int) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` stored events without an outbox row, in append order, as event rows."""
+    query = (
+        select(*(events.c[c] for c in EVENT_COLUMNS))
+        .select_from(
+            events.outerjoin(
+                outbox,
+                (outbox.c.account == events.c.account) & (outbox.c.version == events.c.version),
+            )
+        )
+        .where(outbox.c.id.is_(None))
+        .order_by(events.c.position)
+        .limit(limit)
+    )
+    return [tuple(row) for row in connection.execute(query)]

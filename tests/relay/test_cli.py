@@ -1,0 +1,160 @@
+"""`lifecycle relay` as a process: killed mid-batch and restarted, stopped by SIGTERM, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lifecycle.service import Lifecycle
+from tests.relay.fake_segment import FakeSegment
+from tests.relay.helpers import assert_delivered, relay_for, submit_history
+
+
+def relay_command(db_url: str, server: FakeSegment, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "lifecycle", "relay", "--db", db_url, "--host", server.url,
+        "--backoff", "0.02", "--max-backoff", "0.2", "--poll-interval", "0.05", *args,
+    ]  # fmt: skip
+
+
+def environment(server: FakeSegment) -> dict[str, str]:
+    return {**os.environ, "LIFECYCLE_SEGMENT_WRITE_KEY": server.write_key}
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lifecycle", *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"], indirect=True)
+def test_killed_mid_batch_and_restarted(db_url: str, segment: FakeSegment) -> None:
+    """SIGKILL while a batch is in flight: the restart sends it again, same messageIds, in order."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=4)
+    segment.slow(3.0)
+    command = relay_command(db_url, segment, "--once", "--batch-size", "20")
+    first = subprocess.Popen(command, env=environment(segment), stderr=subprocess.DEVNULL)
+    try:
+        assert segment.received.wait(30), "the relay sent nothing"
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    in_flight = [m["messageId"] for m in segment.requests[0].messages]
+    with relay_for(db_url, segment) as relay:
+        assert relay.status().delivered == 0
+    again = subprocess.run(command, env=environment(segment), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert_delivered(segment, stored, duplicates=True)
+    counts = Counter(segment.message_ids())
+    assert {m for m, n in counts.items() if n > 1} == set(in_flight)
+    assert max(counts.values()) == 2
+    with relay_for(db_url, segment) as relay:
+        status = relay.status()
+    assert (status.pending, status.delivered) == (0, len(stored.accepted))
+
+
+def test_sigterm_stops_after_the_batch_in_flight(db_url: str, segment: FakeSegment) -> None:
+    """SIGTERM mid-batch: the batch is answered and recorded, nothing more is sent, exit 0."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=3)
+    segment.slow(1.0)
+    command = relay_command(db_url, segment, "--follow", "--batch-size", "20")
+    process = subprocess.Popen(
+        command, env=environment(segment), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert segment.received.wait(30), "the relay sent nothing"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert out.startswith("delivered 20,")
+    assert len(segment.requests) == 1
+    with relay_for(db_url, segment) as relay:
+        status = relay.status()
+    assert (status.delivered, status.pending) == (20, len(stored.accepted) - 20)
+
+
+def test_sigint_stops_an_idle_follower(tmp_path: Path, segment: FakeSegment) -> None:
+    """A following relay with nothing to do stops promptly on SIGINT, exit 0."""
+    url = f"sqlite:///{tmp_path / 'idle.db'}"
+    process = subprocess.Popen(
+        relay_command(url, segment, "--follow", "--verbose"),
+        env=environment(segment), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    assert "relaying to" in process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert out.strip() == "delivered 0, parked 0, requests 0, failures 0"
+
+
+def test_status_parked_and_errors(tmp_path: Path, segment: FakeSegment) -> None:
+    """`relay status` and `relay parked` report; a missing key or a refused key exits 2."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    with Lifecycle(url) as store:
+        stored = submit_history(store, accounts=2)
+    bad = sorted(stored.accepted)[0]
+    segment.refuse(bad)
+
+    status = run("relay", "status", "--db", url, "--format", "json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["pending"] == len(stored.accepted) and report["delivered"] == 0
+    assert report["oldest_pending_age"] >= 0
+
+    keyless = {k: v for k, v in os.environ.items() if k != "LIFECYCLE_SEGMENT_WRITE_KEY"}
+    no_key = run("relay", "--db", url, "--host", segment.url, env=keyless)
+    assert no_key.returncode == 2 and "write key" in no_key.stderr
+    assert no_key.stdout == ""
+
+    wrong = run("relay", "--db", url, "--host", segment.url, "--write-key", "wrong")
+    assert wrong.returncode == 2 and "401" in wrong.stderr
+
+    done = subprocess.run(
+        relay_command(url, segment), env=environment(segment), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "parked outbox row" in done.stderr
+    assert_delivered(segment, stored, duplicates=False, parked={bad})
+
+    text = run("relay", "--db", url, "status")
+    assert text.stdout.splitlines()[:3] == [
+        "pending    0",
+        f"delivered  {len(stored.accepted) - 1}",
+        "parked     1",
+    ]
+    parked = run("relay", "parked", "--db", url, "--format", "jsonl")
+    (line,) = parked.stdout.splitlines()
+    assert json.loads(line)["messageId"] == bad
+
+
+def test_shard_processes_and_gzip(tmp_path: Path, segment: FakeSegment) -> None:
+    """`--shard 0/2` and `--shard 1/2` together deliver everything; `--gzip` bodies are read."""
+    url = f"sqlite:///{tmp_path / 'shards.db'}"
+    with Lifecycle(url) as store:
+        stored = submit_history(store, accounts=6)
+    processes = [
+        subprocess.Popen(
+            relay_command(url, segment, "--shard", f"{i}/2", "--gzip"),
+            env=environment(segment),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
+    delivered = [int(out.split(",")[0].split()[1]) for out, _ in outputs]
+    assert all(delivered) and sum(delivered) == len(stored.accepted)
+    assert_delivered(segment, stored, duplicates=False)

@@ -1,0 +1,237 @@
+"""The relay against a Segment-compatible server: delivery, faults, parking, limits."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from lifecycle import RelayError
+from lifecycle.relay import MAX_MESSAGE_BYTES, Backoff, _retry_after
+from lifecycle.service import Lifecycle
+from lifecycle.store.outbox import shard_of
+from tests.relay.fake_segment import FakeSegment, free_port
+from tests.relay.helpers import assert_delivered, relay_for, submit_history
+from tests.store.helpers import msg, onboarding
+
+
+def test_delivers_every_accepted_event_once_in_order(db_url: str, segment: FakeSegment) -> None:
+    """Normal operation: every accepted event once, none rejected, per-account order, 200s only."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=5)
+    with relay_for(db_url, segment, batch_size=9) as relay:
+        report = relay.run()
+        status = relay.status()
+    assert_delivered(segment, stored, duplicates=False)
+    assert report.delivered == len(stored.accepted) == status.delivered
+    assert (status.pending, status.parked, status.oldest_pending) == (0, 0, None)
+    assert len(segment.requests) == report.requests == -(-len(stored.accepted) // 9)
+    first = segment.first_arrivals()[0]
+    assert first["type"] == "track" and "sentAt" not in first
+
+
+def test_faults_are_retried_until_everything_arrives(db_url: str, segment: FakeSegment) -> None:
+    """500s, 503, 429 with Retry-After and a response past the timeout: all arrive, in order."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=4)
+    segment.fail(500, times=2)
+    segment.slow(1.0)  # recorded, then answered after the client gave up
+    segment.fail(429, retry_after="1")
+    segment.fail(503)
+    with relay_for(db_url, segment, batch_size=10, timeout=0.4) as relay:
+        started = time.monotonic()
+        report = relay.run()
+        elapsed = time.monotonic() - started
+        assert relay.status().pending == 0
+    assert_delivered(segment, stored, duplicates=True)
+    assert report.failures == 5
+    assert elapsed >= 1.0, "Retry-After was not honoured"
+    statuses = [r.status for r in segment.requests]
+    assert statuses[:5] == [500, 500, 200, 429, 503]
+    counts = Counter(segment.message_ids())
+    duplicated = {m for m, n in counts.items() if n > 1}
+    assert duplicated == {m["messageId"] for m in segment.requests[2].messages}
+
+
+def test_connection_refused_until_the_server_comes_up(db_url: str) -> None:
+    """Nothing listens at first; the relay keeps retrying and delivers once the server is up."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=2)
+    server = FakeSegment(port=free_port())
+    relay = relay_for(db_url, server, backoff=Backoff(base=0.05, cap=0.1))
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (relay.run(), done.set()))
+    thread.start()
+    time.sleep(0.5)
+    assert not done.is_set() and relay.status().pending == len(stored.accepted)
+    with server:
+        thread.join(timeout=30)
+        assert done.is_set()
+    relay.close()
+    assert_delivered(server, stored, duplicates=False)
+
+
+def test_refused_message_is_parked_and_the_rest_goes_on(db_url: str, segment: FakeSegment) -> None:
+    """A 400 for one message: it alone is parked (with the answer), everything else arrives."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=3)
+    bad = sorted(stored.accepted)[5]
+    segment.refuse(bad)
+    with relay_for(db_url, segment, batch_size=16) as relay:
+        report = relay.run()
+        (parked,) = relay.parked()
+        status = relay.status()
+    assert_delivered(segment, stored, duplicates=False, parked={bad})
+    assert report.parked == status.parked == 1
+    assert parked.message_id == bad
+    assert (parked.account, parked.version) == stored.accepted[bad]
+    assert parked.reason.startswith("HTTP 400") and "refused message" in parked.reason
+    assert status.delivered == len(stored.accepted) - 1
+
+
+def test_oversized_message_is_parked_unsent(db_url: str, segment: FakeSegment) -> None:
+    """A message over 32 KB is parked without a request; the account's next events go on."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        messages = onboarding("acct_big")
+        messages[2]["properties"]["blob"] = "x" * MAX_MESSAGE_BYTES
+        messages[1]["properties"]["note"] = "é" * 5000  # 5,000 chars, 30,000 bytes as JSON
+        assert {v.verdict for v in store.submit_many(messages)} == {"accepted"}
+    with relay_for(db_url, segment) as relay:
+        relay.run()
+        (parked,) = relay.parked()
+    assert parked.message_id == messages[2]["messageId"]
+    assert "over Segment's 32768-byte limit" in parked.reason
+    arrived = [m["messageId"] for m in segment.first_arrivals()]
+    assert arrived == [m["messageId"] for i, m in enumerate(messages) if i != 2]
+
+
+def test_requests_stay_within_segment_limits(db_url: str, segment: FakeSegment) -> None:
+    """Large messages are cut into requests of at most 500 KB each; all arrive in order."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        messages = [msg("Account Created", "u0", "acct_l"), msg("Signed Up", "u0", "acct_l")]
+        messages += [msg("Signed In", "u0", "acct_l", pad="p" * 20_000) for _ in range(60)]
+        store.submit_many(messages)
+    with relay_for(db_url, segment, batch_size=100) as relay:
+        report = relay.run()
+    assert report.delivered == 62
+    assert all(r.body_bytes <= 500 << 10 for r in segment.requests)
+    assert len(segment.requests) == 3
+    assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in messages]
+
+
+def test_wrong_write_key_stops_the_relay(db_url: str, segment: FakeSegment) -> None:
+    """401 means the key is wrong: RelayError, nothing parked, everything still pending."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_k"))
+    relay = relay_for(db_url, segment)
+    relay.write_key = "wrong"
+    with relay, pytest.raises(RelayError, match="401"):
+        relay.run()
+    assert segment.unauthorized == 1 and segment.arrivals == []
+    with relay_for(db_url, segment) as relay:
+        status = relay.status()
+    assert (status.pending, status.parked) == (4, 0)
+
+
+def test_messages_are_sent_as_stored(db_url: str, segment: FakeSegment) -> None:
+    """messageId kept (or derived), timestamp kept (or the stored time), sentAt dropped."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        first = msg("Account Created", "u1", "acct_s")
+        first["timestamp"] = "2024-03-01T10:00:00Z"
+        first["sentAt"] = "2024-03-01T10:00:01Z"
+        first["context"]["library"] = {"name": "analytics.js", "version": "5.0.0"}
+        second = msg("Signed Up", "u1", "acct_s", mid="")
+        del second["type"]
+        store.submit_many([first, second])
+        (_, event) = list(store.events())
+    with relay_for(db_url, segment) as relay:
+        relay.run()
+    got = segment.first_arrivals()
+    sent_first = dict(first)
+    del sent_first["sentAt"]
+    assert got[0] == sent_first
+    assert got[1]["messageId"] != "" and got[1]["type"] == "track"
+    stamped = datetime.fromisoformat(got[1]["timestamp"].replace("Z", "+00:00"))
+    assert stamped.replace(tzinfo=None) == event.recorded_at
+    assert segment.unauthorized == 0  # the server checked the write key on every request
+
+
+def test_in_process_relay_follows_new_events(db_url: str, segment: FakeSegment) -> None:
+    """`start()` follows the outbox in a thread; `wake()` and `close()` behave."""
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        relay.poll_interval = 5.0
+        relay.start()
+        store.submit_many(onboarding("acct_t"))
+        relay.wake()
+        segment.wait_for(4, timeout=10)
+        store.submit_many(onboarding("acct_t2"))
+        relay.wake()
+        segment.wait_for(8, timeout=10)
+        relay.close()
+        assert relay.error is None
+        assert relay.status().delivered == 8
+
+
+def test_backoff_is_exponential_with_jitter_and_honours_retry_after() -> None:
+    """Delays grow by doubling up to the cap, vary, and Retry-After wins when given."""
+    backoff = Backoff(base=1.0, cap=8.0)
+    for failures, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        delays = {backoff.delay(failures) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1
+    assert 30.0 <= backoff.delay(1, retry_after=30.0) <= 31.0
+    assert backoff.delay(1, retry_after=10_000) <= 301.0
+
+
+def test_retry_after_parses_seconds_and_dates() -> None:
+    """Retry-After as delta-seconds or as an HTTP date."""
+
+    class Answer:
+        def __init__(self, value: str | None) -> None:
+            self.headers = {"Retry-After": value} if value is not None else {}
+
+    assert _retry_after(Answer("7")) == 7.0
+    assert _retry_after(Answer(None)) is None
+    assert _retry_after(Answer("soon")) is None
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    delay = _retry_after(Answer(when))
+    assert delay is not None and 15 <= delay <= 21
+
+
+def test_shards_split_the_accounts(db_url: str, segment: FakeSegment) -> None:
+    """Relays for shard 0 and 1 of 2, side by side, deliver disjoint accounts and all events."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=8)
+    relays = [relay_for(db_url, segment, batch_size=5, shard=(i, 2)) for i in range(2)]
+    threads = [threading.Thread(target=relay.run) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for relay in relays:
+        relay.close()
+    assert_delivered(segment, stored, duplicates=False)
+    by_shard = [{a for a, _ in stored.accepted.values() if shard_of(a) % 2 == i} for i in range(2)]
+    assert all(by_shard), "the history should cover both shards"
+    for request in segment.requests:
+        shards = {shard_of(m["context"]["groupId"]) % 2 for m in request.messages}
+        assert len(shards) == 1, "a request mixed the shards"
+    with pytest.raises(ValueError, match="shard 2 of 2"):
+        relay_for(db_url, segment, shard=(2, 2))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_missing_client_library_is_one_line(
+    db_url: str, segment: FakeSegment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without segment-analytics-python, running a relay says which extra to install."""
+    monkeypatch.setitem(sys.modules, "segment.analytics", None)
+    with relay_for(db_url, segment) as relay, pytest.raises(RelayError) as raised:
+        relay.run()
+    assert "pip install 'lifecycle[segment]'" in str(raised.value)
+    assert "\n" not in str(raised.value)
