@@ -127,7 +127,9 @@ def test_walking_reaches_the_custom_event() -> None:
     history = find(
         legal_histories(policy=SUBSCRIPTIONS),
         lambda h: any(m["event"] == "Subscription Started" for m in h),
-        settings=settings(database=None, max_examples=500, phases=[Phase.generate]),
+        settings=settings(
+            database=None, max_examples=2000, phases=[Phase.generate], derandomize=True
+        ),
     )
     at = next(n for n, m in enumerate(history) if m["event"] == "Subscription Started")
     gate = Gate(SUBSCRIPTIONS)
