@@ -29,6 +29,7 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-262144",
     "PRAGMA temp_store=MEMORY",
+    "PRAGMA wal_autocheckpoint=16384",
 )
 
 

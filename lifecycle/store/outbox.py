@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import String, bindparam, func, literal_column, select, type_coerce, update
 from sqlalchemy.engine import Connection, Dialect
 
-from lifecycle.store.repository import CHUNK, EVENT_COLUMNS
+from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert
 from lifecycle.store.schema import events, outbox
 
 PENDING = "pending"
@@ -82,36 +82,7 @@ def enqueue(connection: Connection, event_rows: Sequence[tuple[Any, ...]]) -> No
         )
         for r in event_rows
     ]
-    dialect = connection.dialect
-    if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        statement = f"COPY outbox ({', '.join(OUTBOX_COLUMNS)}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    sql, processors = _bulk_insert(dialect)
-    if processors:
-        rows = [
-            tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows
-        ]
-    connection.exec_driver_sql(sql, rows)
-
-
-@functools.cache
-def _bulk_insert(dialect: Dialect) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
-    """The driver-level INSERT for ``dialect`` and each column's bind processor (if any)."""
-    quote = dialect.identifier_preparer.quote
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO {quote('outbox')} ({', '.join(quote(c) for c in OUTBOX_COLUMNS)}) "
-        f"VALUES ({', '.join([marker] * len(OUTBOX_COLUMNS))})"
-    )
-    processors = tuple(
-        outbox.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in OUTBOX_COLUMNS
-    )
-    return sql, processors if any(processors) else ()
+    bulk_insert(connection, outbox, OUTBOX_COLUMNS, rows)
 
 
 # -- reading pending rows -----------------------------------------------------------------

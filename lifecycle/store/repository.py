@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import DateTime, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
@@ -114,22 +114,9 @@ def append_events(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert accepted events (tuples in :data:`EVENT_COLUMNS` order).
 
     The unique indexes refuse a lost race or a stored messageId with an
-    ``IntegrityError``. This is the bulk of every write, so it skips SQLAlchemy's
-    per-row parameter handling: PostgreSQL gets ``COPY``, other backends one
-    driver-level ``executemany`` of a statement built once per dialect.
+    ``IntegrityError``.
     """
-    if not rows:
-        return
-    dialect = connection.dialect
-    if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        _copy_events(connection, rows)
-        return
-    sql, processors = _bulk_insert(dialect)
-    if processors:
-        rows = [
-            tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows
-        ]
-    connection.exec_driver_sql(sql, rows)
+    bulk_insert(connection, events, EVENT_COLUMNS, rows)
 
 
 #: Column order of the rows given to :func:`append_events`.
@@ -138,33 +125,73 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 
 
+def bulk_insert(
+    connection: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert many rows (tuples in ``columns`` order) at the driver level.
+
+    This is the bulk of every write, so it skips SQLAlchemy's per-row parameter
+    handling: PostgreSQL gets ``COPY``, other backends one driver-level
+    ``executemany`` of a statement built once per dialect. A unique index that
+    refuses a row raises SQLAlchemy's ``IntegrityError`` either way.
+    """
+    if not rows:
+        return
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        _copy(connection, table.name, columns, rows)
+        return
+    sql, processors = _insert_sql(dialect, table, columns)
+    if processors:
+        rows = [
+            tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows
+        ]
+    connection.exec_driver_sql(sql, rows)
+
+
+Processor = Callable[[Any], Any]
+
+
 @functools.cache
-def _bulk_insert(dialect: Dialect) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
-    """The driver-level INSERT for ``dialect`` and each column's bind processor (if any)."""
+def _insert_sql(
+    dialect: Dialect, table: Table, columns: tuple[str, ...]
+) -> tuple[str, tuple[Processor | None, ...]]:
+    """The driver-level INSERT and each column's bind processor (if any), built once."""
     quote = dialect.identifier_preparer.quote
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = (
-        f"INSERT INTO {quote('events')} ({', '.join(quote(c) for c in EVENT_COLUMNS)}) "
-        f"VALUES ({', '.join([marker] * len(EVENT_COLUMNS))})"
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join([marker] * len(columns))})"
     )
-    processors = tuple(
-        events.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in EVENT_COLUMNS
-    )
+    processors = tuple(_processor(dialect, table.c[c].type) for c in columns)
     return sql, processors if any(processors) else ()
 
 
-def _copy_events(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+def _processor(dialect: Dialect, kind: Any) -> Processor | None:
+    if dialect.name == "sqlite" and isinstance(kind, DateTime):
+        return _sqlite_datetime  # SQLAlchemy's own text layout, written by the C isoformat
+    processor: Processor | None = kind.dialect_impl(dialect).bind_processor(dialect)
+    return processor
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(" ", "microseconds")
+
+
+def _copy(
+    connection: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
     import psycopg
 
     driver = connection.connection.driver_connection
     assert driver is not None
-    statement = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
     except psycopg.errors.IntegrityError as exc:
-        raise IntegrityError("COPY events", None, exc) from exc
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def write_heads(connection: Connection, rows: list[dict[str, Any]]) -> None:
@@ -211,8 +238,9 @@ def stored_events(
             yield StoredEvent(*row)
 
 
-_POSITIONS = select(events.c.account, events.c.version, events.c.position).where(
-    tuple_(events.c.account, events.c.version).in_(bindparam("keys", expanding=True))
+# One indexed look-up per snapshot: a row-value IN list makes SQLite scan the whole index.
+_POSITION = select(events.c.position).where(
+    events.c.account == bindparam("account"), events.c.version == bindparam("version")
 )
 _INSERT_SNAPSHOTS = insert(snapshots)
 
@@ -223,13 +251,12 @@ def write_snapshots(
     """Store the given states as snapshots made under the policy with fingerprint ``policy``."""
     if not states:
         return
-    keys = [(s.account, s.version) for s in states]
-    positions: dict[tuple[str, int], int] = {}
-    for start in range(0, len(keys), CHUNK):
-        for account, version, position in connection.execute(
-            _POSITIONS, {"keys": keys[start : start + CHUNK]}
-        ):
-            positions[account, version] = position
+    positions = {
+        (s.account, s.version): connection.execute(
+            _POSITION, {"account": s.account, "version": s.version}
+        ).scalar_one()
+        for s in states
+    }
     connection.execute(
         _INSERT_SNAPSHOTS,
         [
