@@ -24,7 +24,7 @@ from lifecycle.envelope import (
     message_id_of,
     parse_event,
 )
-from lifecycle.policy import Policy, Refusal
+from lifecycle.policy import Policy, Refusal, Rule
 from lifecycle.spec import MALFORMED_JSON
 from lifecycle.state import AccountState
 
@@ -104,30 +104,7 @@ def decide(policy: Policy, state: AccountState, event: Event) -> AccountState | 
             return Rejection(
                 guard.code, f"{event.sent_name} for {event.account} by {event.user}: {failed}"
             )
-    users, trial = state.users, state.trial
-    effects = entry.effects
-    for effect in effects:
-        users, trial = effect(state, event)
-        if len(effects) > 1:
-            state = AccountState(
-                state.account,
-                state.status,
-                state.version,
-                users,
-                trial,
-                state.created_at,
-                state.updated_at,
-            )
-    ts = event.timestamp
-    return AccountState(
-        state.account,
-        entry.dest,
-        state.version + 1,
-        users,
-        trial,
-        state.created_at if state.version else ts,
-        ts if ts is not None else state.updated_at,
-    )
+    return apply(entry, state, event)
 
 
 def malformed(reason: str) -> Verdict:
@@ -209,11 +186,21 @@ def evolve(policy: Policy, state: AccountState, event: Event) -> AccountState:
             f"{event.name} for {event.account} is refused in state {state.status!r} "
             f"({entry.code}): the history was not produced by policy {policy.name!r}"
         )
+    return apply(entry, state, event)
+
+
+def apply(entry: Rule, state: AccountState, event: Event) -> AccountState:
+    """The state after ``event`` moved the account along ``entry`` and ran its effects.
+
+    ``version`` counts the event; ``created_at`` and ``updated_at`` take its
+    ``timestamp`` when it has one. The one place both :func:`decide` and
+    :func:`evolve` change a state.
+    """
     users, trial = state.users, state.trial
     effects = entry.effects
     for effect in effects:
         users, trial = effect(state, event)
-        if len(effects) > 1:
+        if len(effects) > 1:  # later effects see what the earlier ones did
             state = AccountState(
                 state.account, state.status, state.version, users, trial, state.created_at,
                 state.updated_at,
