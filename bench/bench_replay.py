@@ -84,12 +84,12 @@ def postgres_floor(url: str) -> float:
     return time.perf_counter() - start
 
 
-def replay_time(url: str) -> tuple[float, int]:
+def replay_time(url: str, workers: int = 1) -> tuple[float, int]:
     from lifecycle.service import Lifecycle
 
     with Lifecycle(url) as store:
         start = time.perf_counter()
-        count = sum(1 for _ in store.replay())
+        count = sum(1 for _ in store.replay(workers=workers))
         return time.perf_counter() - start, count
 
 
@@ -149,8 +149,10 @@ def main() -> int:
         ingest(history, f"sqlite:///{db}")
         floor = min(sqlite_floor(db) for _ in range(args.runs))
         ours, count = best(lambda: replay_time(f"sqlite:///{db}"), args.runs)
+        two, _ = best(lambda: replay_time(f"sqlite:///{db}", 2), args.runs)
         results["sqlite"] = {"floor_s": floor, "replay_s": ours, "ratio": floor / ours,
-                             "replay_eps": args.events / ours, "accounts": count}  # fmt: skip
+                             "replay_eps": args.events / ours, "accounts": count,
+                             "replay_2_workers_s": two, "ratio_2_workers": floor / two}  # fmt: skip
         results["snapshot_load"] = snapshot_load(work, 10_000, 50)
     if args.postgres:
         databases = postgres_database(args.postgres)
@@ -160,9 +162,13 @@ def main() -> int:
         ingest(history, url)
         floor = min(postgres_floor(url) for _ in range(args.runs))
         ours, count = best(lambda: replay_time(url), args.runs)
+        two, _ = best(lambda: replay_time(url, 2), args.runs)
         next(databases, None)
-        results["postgres"] = {"floor_s": floor, "replay_s": ours, "ratio": floor / ours,
-                               "replay_eps": args.events / ours, "accounts": count}  # fmt: skip
+        results["postgres"] = {
+            "floor_s": floor, "replay_s": ours, "ratio": floor / ours,
+            "replay_eps": args.events / ours, "accounts": count,
+            "replay_2_workers_s": two, "ratio_2_workers": floor / two,
+        }  # fmt: skip
     print(json.dumps(results, indent=2))
     (OUT / "replay.json").write_text(json.dumps(results, indent=2))
     return 0

@@ -284,18 +284,30 @@ class Lifecycle:
         until: int | None = None,
         as_of: datetime | None = None,
         progress: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> Iterator[AccountState]:
         """Account states rebuilt from stored events alone, ordered by account.
+
+        ``workers`` > 1 splits a full replay by account over that many forked
+        processes (``progress`` is then not reported).
 
         ``until`` stops at a global position, ``as_of`` at an instant of the store's
         ``recorded_at`` clock (naive datetimes are UTC). Memory is bounded by the
         number of accounts replayed, not by the number of events.
         """
-        with self._reading(None) as conn:
-            states = history.replay(
-                conn, self.policy, accounts=accounts, until=until, as_of=_utc(as_of),
-                progress=progress,
-            )  # fmt: skip
+        if workers > 1 and accounts is None:
+            try:
+                states = history.replay_partitioned(
+                    self.engine, self.policy, workers, until=until, as_of=_utc(as_of)
+                )
+            except DBAPIError as exc:
+                raise StoreError(f"database error: {_first_line(exc)}") from exc
+        else:
+            with self._reading(None) as conn:
+                states = history.replay(
+                    conn, self.policy, accounts=accounts, until=until, as_of=_utc(as_of),
+                    progress=progress,
+                )  # fmt: skip
         for account in sorted(states):
             yield states[account]
 

@@ -44,6 +44,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     replay.add_argument("--format", choices=["json", "jsonl", "text"], default="json")
     replay.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split a full replay by account over N processes (no progress bar then)",
+    )
+    replay.add_argument(
         "--verify", action="store_true", help="compare with the live state; exit 1 on a difference"
     )
     replay.add_argument(
@@ -113,13 +120,15 @@ def run_replay(args: argparse.Namespace) -> int:
                 f"replay --verify: {found} difference{'s' if found != 1 else ''}", file=sys.stderr
             )
             return EXIT_REJECTED if found else EXIT_OK
-        with events_bar(store.count_events() if sys.stderr.isatty() else None) as advance:
+        show_bar = sys.stderr.isatty() and args.workers <= 1
+        with events_bar(store.count_events() if show_bar else None) as advance:
             states = list(
                 store.replay(
                     accounts=args.account,
                     until=args.until,
                     as_of=_instant(args.as_of),
                     progress=advance,
+                    workers=args.workers,
                 )
             )
         out = sys.stdout.buffer
