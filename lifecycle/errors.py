@@ -55,3 +55,13 @@ class RelayError(LifecycleError):
 
     Delivery failures that may pass (timeouts, 429, 5xx) are retried, never raised.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what an exception says (a driver's own error when it wraps one).
+
+    Database drivers put several lines (SQL, hints) in their messages; one line is
+    what a ``StoreError`` and the command line show.
+    """
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -51,7 +51,7 @@ import orjson
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle.errors import RelayError, StoreError
+from lifecycle.errors import RelayError, StoreError, first_line
 from lifecycle.store import outbox
 from lifecycle.store.codec import now
 from lifecycle.store.engine import create_engine, database_url, for_writing
@@ -378,7 +378,7 @@ class Relay:
             ensure_schema(self.engine, create=create_schema)
         except DBAPIError as exc:
             self.close()
-            raise StoreError(f"cannot open the event store: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot open the event store: {first_line(exc)}") from exc
         except BaseException:
             self.close()
             raise
@@ -400,7 +400,7 @@ class Relay:
         try:
             self._loop(segment, report, follow)
         except DBAPIError as exc:
-            raise StoreError(f"database error: {_first_line(exc)}") from exc
+            raise StoreError(f"database error: {first_line(exc)}") from exc
         finally:
             self._stop = False
         return report
@@ -520,7 +520,7 @@ class Relay:
                 if len(rows) < batch_size:
                     return total
         except DBAPIError as exc:
-            raise StoreError(f"database error: {_first_line(exc)}") from exc
+            raise StoreError(f"database error: {first_line(exc)}") from exc
 
     def close(self) -> None:
         """Stop a relay started with :meth:`start`, wait for it, release the pool."""
@@ -623,9 +623,4 @@ class Relay:
             with self.engine.connect() as conn:
                 yield conn
         except DBAPIError as exc:
-            raise StoreError(f"database error: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            raise StoreError(f"database error: {first_line(exc)}") from exc

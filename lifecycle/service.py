@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lifecycle import replay as history
 from lifecycle.decide import Verdict
-from lifecycle.errors import ConcurrencyError, StoreError
+from lifecycle.errors import ConcurrencyError, StoreError, first_line
 from lifecycle.messages import Malformed, decode_line
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
@@ -180,7 +180,7 @@ class Lifecycle:
             ensure_schema(self.engine, create=create_schema)
         except DBAPIError as exc:
             self.close()
-            raise StoreError(f"cannot open the event store: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot open the event store: {first_line(exc)}") from exc
         except BaseException:
             self.close()
             raise
@@ -301,7 +301,7 @@ class Lifecycle:
                     self.engine, self.policy, workers, until=until, as_of=_utc(as_of)
                 )
             except DBAPIError as exc:
-                raise StoreError(f"database error: {_first_line(exc)}") from exc
+                raise StoreError(f"database error: {first_line(exc)}") from exc
         else:
             with self._reading(None) as conn:
                 states = history.replay(
@@ -419,10 +419,10 @@ class Lifecycle:
                 self._careful = True
             except OperationalError as exc:
                 if not _is_transient(exc):
-                    raise StoreError(f"database error: {_first_line(exc)}") from exc
+                    raise StoreError(f"database error: {first_line(exc)}") from exc
                 last = exc
             except DBAPIError as exc:
-                raise StoreError(f"database error: {_first_line(exc)}") from exc
+                raise StoreError(f"database error: {first_line(exc)}") from exc
         accounts = sorted({a for s in subs if (a := s.account) is not None})
         raise ConcurrencyError(", ".join(accounts[:5]) or "?", self.max_attempts) from last
 
@@ -465,7 +465,7 @@ class Lifecycle:
                 with self.engine.connect() as conn:
                     yield conn
         except DBAPIError as exc:
-            raise StoreError(f"database error: {_first_line(exc)}") from exc
+            raise StoreError(f"database error: {first_line(exc)}") from exc
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -496,8 +496,3 @@ def _is_transient(exc: OperationalError) -> bool:
     if args and args[0] in (1205, 1213):  # MariaDB: lock wait timeout, deadlock
         return True
     return "database is locked" in str(orig)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -14,7 +14,7 @@ from typing import NoReturn
 from lifecycle import __version__
 from lifecycle.cli import check, diagram, generate, history, relay, store
 from lifecycle.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
-from lifecycle.errors import LifecycleError
+from lifecycle.errors import LifecycleError, first_line
 
 COMMANDS = (check, store, history, relay, diagram, generate)
 
@@ -59,7 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not type(exc).__module__.startswith(("sqlalchemy", "alembic")):
             raise
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        print(f"lifecycle: database error: {detail[0] if detail else exc!r}", file=sys.stderr)
+        print(f"lifecycle: database error: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     return code
