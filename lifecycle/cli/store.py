@@ -152,26 +152,32 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
     """Migrate up."""
-    from lifecycle.store import migrate
-
-    engine = open_engine(args)
-    migrate.upgrade(engine, args.revision)
-    with engine.connect() as connection:
-        print(f"at revision {migrate.current_revision(connection)}")
-    engine.dispose()
-    return EXIT_OK
+    return _migrate(args, "upgrade")
 
 
 def run_db_downgrade(args: argparse.Namespace) -> int:
     """Migrate down."""
+    return _migrate(args, "downgrade")
+
+
+def _migrate(args: argparse.Namespace, direction: str) -> int:
+    """Move the schema to ``args.revision`` and print where it is now."""
     from lifecycle.store import migrate
 
     engine = open_engine(args)
-    migrate.downgrade(engine, args.revision)
-    with engine.connect() as connection:
-        print(f"at revision {migrate.current_revision(connection) or 'base'}")
-    engine.dispose()
+    try:
+        getattr(migrate, direction)(engine, args.revision)
+        print(f"at revision {_revision(engine) or 'base'}")
+    finally:
+        engine.dispose()
     return EXIT_OK
+
+
+def _revision(engine: Engine) -> str | None:
+    from lifecycle.store import migrate
+
+    with engine.connect() as connection:
+        return migrate.current_revision(connection)
 
 
 def run_db_current(args: argparse.Namespace) -> int:
@@ -179,9 +185,10 @@ def run_db_current(args: argparse.Namespace) -> int:
     from lifecycle.store import migrate
 
     engine = open_engine(args)
-    with engine.connect() as connection:
-        current = migrate.current_revision(connection)
-    engine.dispose()
+    try:
+        current = _revision(engine)
+    finally:
+        engine.dispose()
     head = migrate.head_revision()
     note = "(head)" if current == head else f"(head is {head})"
     print(f"{current or 'base'} {note}")
@@ -193,13 +200,14 @@ def run_db_check(args: argparse.Namespace) -> int:
     from lifecycle.store import migrate
 
     engine = open_engine(args)
-    with engine.connect() as connection:
-        current = migrate.current_revision(connection)
-    if current != migrate.head_revision():
-        print(f"schema is at {current or 'base'}, expected {migrate.head_revision()}")
-        return EXIT_REJECTED
-    diffs = migrate.differences(engine)
-    engine.dispose()
+    try:
+        current = _revision(engine)
+        if current != migrate.head_revision():
+            print(f"schema is at {current or 'base'}, expected {migrate.head_revision()}")
+            return EXIT_REJECTED
+        diffs = migrate.differences(engine)
+    finally:
+        engine.dispose()
     for diff in diffs:
         print(diff)
     return EXIT_REJECTED if diffs else EXIT_OK
