@@ -29,7 +29,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from lifecycle import replay as history
 from lifecycle.decide import Verdict
 from lifecycle.errors import ConcurrencyError, StoreError, first_line
-from lifecycle.messages import Malformed, decode_line
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
@@ -473,10 +472,9 @@ class Lifecycle:
 
 def _retry_submission(row: QuarantinedMessage) -> Submission:
     """A quarantined message as a submission again (a batch line gives its own item)."""
-    items = decode_line(row.raw)
-    item = items[row.batch_index or 0] if len(items) > 1 else items[0]
-    whole = len(items) == 1 and not isinstance(item, Malformed) and "batch" not in item
-    return Submission(item, row.raw, row.source, row.line, row.batch_index, whole_line=whole)
+    items = items_of(InputLine(row.source, row.line or 0, row.raw))
+    it = items[row.batch_index or 0] if len(items) > 1 else items[0]
+    return Submission(it.item, row.raw, row.source, row.line, row.batch_index, it.whole_line)
 
 
 def _utc(moment: datetime | None) -> datetime | None:
