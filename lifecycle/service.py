@@ -287,8 +287,9 @@ class Lifecycle:
     ) -> Iterator[AccountState]:
         """Account states rebuilt from stored events alone, ordered by account.
 
-        ``workers`` > 1 splits a full replay by account over that many forked
-        processes (``progress`` is then not reported).
+        ``workers`` > 1 splits a full replay by account range over that many
+        forked processes (POSIX only; don't fork a process that runs threads you
+        cannot stop, such as a web server's).
 
         ``until`` stops at a global position, ``as_of`` at an instant of the store's
         ``recorded_at`` clock (naive datetimes are UTC). Memory is bounded by the
@@ -297,8 +298,9 @@ class Lifecycle:
         if workers > 1 and accounts is None:
             try:
                 states = history.replay_partitioned(
-                    self.engine, self.policy, workers, until=until, as_of=_utc(as_of)
-                )
+                    self.engine, self.policy, workers, until=until, as_of=_utc(as_of),
+                    progress=progress,
+                )  # fmt: skip
             except DBAPIError as exc:
                 raise StoreError(f"database error: {first_line(exc)}") from exc
         else:

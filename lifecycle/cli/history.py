@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -46,9 +48,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     replay.add_argument(
         "--workers",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="split a full replay by account over N processes (no progress bar then)",
+        help="split a full replay by account over N processes (default: one per CPU, "
+        f"at most {MAX_AUTO_WORKERS}, for {AUTO_WORKERS_FROM:,} events or more; else 1)",
     )
     replay.add_argument(
         "--verify", action="store_true", help="compare with the live state; exit 1 on a difference"
@@ -108,6 +111,25 @@ def _instant(text: str | None) -> datetime | None:
     return moment
 
 
+#: Full replays of at least this many events use several processes by default.
+AUTO_WORKERS_FROM = 200_000
+#: The most processes a replay uses by default.
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(events: int | None) -> int:
+    """How many processes a full replay of ``events`` events uses when not told.
+
+    Forking and sending the states back costs a few hundred milliseconds, worth
+    it only on a large history.
+    """
+    if events is None or events < AUTO_WORKERS_FROM:
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
 def run_replay(args: argparse.Namespace) -> int:
     """Print replayed states, or verify them against the live path."""
     with open_store(args) as store:
@@ -120,15 +142,17 @@ def run_replay(args: argparse.Namespace) -> int:
                 f"replay --verify: {found} difference{'s' if found != 1 else ''}", file=sys.stderr
             )
             return EXIT_REJECTED if found else EXIT_OK
-        show_bar = sys.stderr.isatty() and args.workers <= 1
-        with events_bar(store.count_events() if show_bar else None) as advance:
+        total = store.count_events() if args.account is None else None
+        workers = args.workers if args.workers is not None else auto_workers(total)
+        show_bar = sys.stderr.isatty() and args.account is None
+        with events_bar(total if show_bar else None) as advance:
             states = list(
                 store.replay(
                     accounts=args.account,
                     until=args.until,
                     as_of=_instant(args.as_of),
                     progress=advance,
-                    workers=args.workers,
+                    workers=workers,
                 )
             )
         out = sys.stdout.buffer

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, update
 
 from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard
+from lifecycle import replay as history
 from lifecycle.service import Lifecycle
 from lifecycle.store.schema import account_heads, events, snapshots
 from tests.store.helpers import account_history, interleave, msg, wipe
@@ -241,8 +242,48 @@ def test_partitioned_replay_equals_a_single_process(store: Lifecycle, db_url: st
     with store.engine.connect() as connection:
         last = connection.execute(select(func.max(events.c.position))).scalar_one()
     assert list(store.replay(workers=2, until=last // 2)) == list(store.replay(until=last // 2))
+    with store.engine.connect() as connection:
+        middle = connection.execute(
+            select(events.c.recorded_at).where(events.c.position == last // 2)
+        ).scalar_one()
+    assert list(store.replay(workers=2, as_of=middle)) == list(store.replay(as_of=middle))
+    read: list[int] = []
+    assert list(store.replay(workers=2, progress=read.append)) == single
+    assert sum(read) == last
+
+
+def test_account_spans_cover_every_account_once(store: Lifecycle) -> None:
+    """The ranges only balance the work: an account without a head still lands in exactly one."""
+    store.submit_many(interleave([account_history(f"acct_{n}") for n in range(9)], seed=3))
+    with store.engine.begin() as connection:
+        connection.execute(delete(account_heads).where(account_heads.c.account == "acct_4"))
+        spans = history.account_spans(connection, 3)
+    assert len(spans) == 3
+    assert spans[0][0] is None and spans[-1][1] is None
+    assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+    for n in range(9):
+        inside = [s for s in spans if (s[0] is None or s[0] <= f"acct_{n}")
+                  and (s[1] is None or f"acct_{n}" < s[1])]  # fmt: skip
+        assert len(inside) == 1, n
+    assert [s.account for s in store.replay(workers=3)] == [f"acct_{n}" for n in range(9)]
+    with store.engine.connect() as connection:
+        assert history.account_spans(connection, 20)[-1][1] is None  # more parts than accounts
+
+
+def test_partitioned_replay_from_the_command_line(store: Lifecycle, db_url: str,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    store.submit_many(interleave([account_history(f"acct_{n}") for n in range(7)], seed=2))
+    single = list(store.replay())
     run = subprocess.run([sys.executable, "-m", "lifecycle", "replay", "--workers", "2",
                           "--format", "jsonl", "--db", db_url],
                          capture_output=True, cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert [orjson.loads(line) for line in run.stdout.splitlines()] == [s.to_dict() for s in single]
+
+
+def test_replay_uses_several_processes_only_on_a_large_history() -> None:
+    from lifecycle.cli.history import AUTO_WORKERS_FROM, MAX_AUTO_WORKERS, auto_workers
+
+    assert auto_workers(None) == 1
+    assert auto_workers(AUTO_WORKERS_FROM - 1) == 1
+    assert 1 <= auto_workers(AUTO_WORKERS_FROM) <= MAX_AUTO_WORKERS
