@@ -7,8 +7,10 @@ verifying commands, differs), 2 usage, input or database error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 from lifecycle import __version__
@@ -42,11 +44,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Young objects allocated between two collections of the cyclic garbage collector.
+GC_YOUNG_THRESHOLD = 500_000
+
+
+@contextmanager
+def _streaming_gc() -> Iterator[None]:
+    """Collect cyclic garbage rarely while a command runs.
+
+    Commands stream millions of short-lived, acyclic objects (decoded messages,
+    verdicts, states) past a large set of long-lived ones (account states, open
+    connections). With the default thresholds the collector keeps walking the
+    long-lived set, which cost a quarter of an import's time. What it is there
+    for, reference cycles, is rare on these paths, so it runs every
+    ``GC_YOUNG_THRESHOLD`` allocations instead, and what was already alive when
+    the command started is frozen out of its walks. Both are undone on return.
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 1000, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        code: int = args.run(args)
+        with _streaming_gc():
+            code: int = args.run(args)
     except LifecycleError as exc:
         print(f"lifecycle: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

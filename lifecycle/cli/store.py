@@ -81,7 +81,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_input_arguments(ingest)
     add_db_argument(ingest)
     ingest.add_argument(
-        "--batch-size", type=positive, default=5000, metavar="N", help="lines per transaction"
+        "--batch-size", type=positive, default=20_000, metavar="N", help="lines per transaction"
     )
     ingest.set_defaults(run=run_ingest)
 

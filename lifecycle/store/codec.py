@@ -66,12 +66,6 @@ def state_from_json(text: str | bytes) -> AccountState:
     return AccountState.from_dict(orjson.loads(text))
 
 
-def head_row(state: AccountState, recorded_at: datetime) -> dict[str, Any]:
-    """The ``account_heads`` row of an account's latest state."""
-    return {
-        "account": state.account,
-        "version": state.version,
-        "status": state.status,
-        "state": state_json(state),
-        "updated_at": recorded_at,
-    }
+def head_row(state: AccountState, recorded_at: datetime) -> tuple[Any, ...]:
+    """The ``account_heads`` row of an account's latest state (``repository.HEAD_COLUMNS``)."""
+    return (state.account, state.version, state.status, state_json(state), recorded_at)

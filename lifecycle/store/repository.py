@@ -15,10 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Table, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import Insert
 
 from lifecycle.state import AccountState
 from lifecycle.store.codec import state_from_json, state_json
@@ -47,26 +45,6 @@ _KNOWN_DIGESTS = select(quarantine.c.digest).where(
     quarantine.c.digest.in_(bindparam("keys", expanding=True))
 )
 _INSERT_QUARANTINE = insert(quarantine)
-
-
-def _upserts() -> dict[str, Insert]:
-    """One INSERT-or-UPDATE of ``account_heads`` per dialect (a cache row, not the history)."""
-    columns = ("version", "status", "state", "updated_at")
-    pg = postgresql.insert(account_heads)
-    lite = sqlite.insert(account_heads)
-    my = mysql.insert(account_heads)
-    return {
-        "postgresql": pg.on_conflict_do_update(
-            index_elements=["account"], set_={c: pg.excluded[c] for c in columns}
-        ),
-        "sqlite": lite.on_conflict_do_update(
-            index_elements=["account"], set_={c: lite.excluded[c] for c in columns}
-        ),
-        "mysql": my.on_duplicate_key_update({c: my.inserted[c] for c in columns}),
-    }
-
-
-_UPSERT_HEADS = _upserts()
 
 
 def chunks(keys: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
@@ -141,41 +119,86 @@ def bulk_insert(
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         _copy(connection, table.name, columns, rows)
         return
-    sql, processors = _insert_sql(dialect, table, columns)
-    if processors:
-        rows = [
-            tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows
-        ]
-    connection.exec_driver_sql(sql, rows)
+    _execute_many(connection, _insert_sql(dialect, table, columns), rows)
+
+
+def _execute_many(
+    connection: Connection, statement: _Statement, rows: list[tuple[Any, ...]]
+) -> None:
+    sql, convert = statement
+    connection.exec_driver_sql(sql, list(map(convert, rows)) if convert else rows)
 
 
 Processor = Callable[[Any], Any]
+#: A driver-level statement and the function that turns a row into its parameters (if any).
+_Statement = tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]] | None]
 
 
 @functools.cache
 def _insert_sql(
-    dialect: Dialect, table: Table, columns: tuple[str, ...]
-) -> tuple[str, tuple[Processor | None, ...]]:
-    """The driver-level INSERT and each column's bind processor (if any), built once."""
+    dialect: Dialect, table: Table, columns: tuple[str, ...], upsert_on: str | None = None
+) -> _Statement:
+    """The driver-level INSERT (an upsert on ``upsert_on`` if given), built once per dialect.
+
+    With it comes a row converter that applies each column's bind processor, or
+    None when no column needs one.
+    """
     quote = dialect.identifier_preparer.quote
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
         f"VALUES ({', '.join([marker] * len(columns))})"
     )
-    processors = tuple(_processor(dialect, table.c[c].type) for c in columns)
-    return sql, processors if any(processors) else ()
+    if upsert_on is not None:
+        rest = [quote(c) for c in columns if c != upsert_on]
+        if dialect.name in ("mysql", "mariadb"):
+            sql += " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in rest)
+        else:
+            sql += f" ON CONFLICT ({quote(upsert_on)}) DO UPDATE SET " + ", ".join(
+                f"{c} = excluded.{c}" for c in rest
+            )
+    processors = [_processor(dialect, table.c[c].type) for c in columns]
+    return sql, _converter(processors)
+
+
+def _converter(processors: list[Processor | None]) -> Callable[[tuple[Any, ...]], Any] | None:
+    """One function applying every column's processor to a row, or None if none has one.
+
+    Generated as a single expression: a million rows through a generic loop over
+    the columns cost seconds.
+    """
+    if not any(processors):
+        return None
+    namespace = {f"p{i}": p for i, p in enumerate(processors) if p is not None}
+    values = [f"p{i}(r[{i}])" if p is not None else f"r[{i}]" for i, p in enumerate(processors)]
+    convert: Callable[[tuple[Any, ...]], Any] = eval(f"lambda r: ({', '.join(values)},)", namespace)
+    return convert
 
 
 def _processor(dialect: Dialect, kind: Any) -> Processor | None:
     if dialect.name == "sqlite" and isinstance(kind, DateTime):
-        return _sqlite_datetime  # SQLAlchemy's own text layout, written by the C isoformat
+        return _SqliteDatetime()
     processor: Processor | None = kind.dialect_impl(dialect).bind_processor(dialect)
     return processor
 
 
-def _sqlite_datetime(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(" ", "microseconds")
+class _SqliteDatetime:
+    """SQLAlchemy's own text layout for SQLite date-times, written by the C ``isoformat``.
+
+    Every row of a batch carries the same ``recorded_at``: the last value's text
+    is kept (one tuple, replaced whole, so threads sharing it stay safe).
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[datetime | None, str | None] = (None, None)
+
+    def __call__(self, value: datetime | None) -> str | None:
+        last = self._last
+        if value is last[0]:
+            return last[1]
+        text = None if value is None else value.isoformat(" ", "microseconds")
+        self._last = (value, text)
+        return text
 
 
 def _copy(
@@ -194,12 +217,15 @@ def _copy(
         raise IntegrityError(statement, None, exc) from exc
 
 
-def write_heads(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert or overwrite account head rows."""
+#: Column order of the rows given to :func:`write_heads`.
+HEAD_COLUMNS = ("account", "version", "status", "state", "updated_at")
+
+
+def write_heads(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert or overwrite account head rows (tuples in :data:`HEAD_COLUMNS` order)."""
     if rows:
-        dialect = connection.dialect.name
-        upsert = _UPSERT_HEADS["mysql" if dialect == "mariadb" else dialect]
-        connection.execute(upsert, rows)
+        statement = _insert_sql(connection.dialect, account_heads, HEAD_COLUMNS, "account")
+        _execute_many(connection, statement, rows)
 
 
 def quarantine_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
