@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
 
@@ -22,12 +23,14 @@ from lifecycle.cli.common import (
     make_report,
     progress,
 )
-from lifecycle.reader import read_lines
+from lifecycle.decide import Verdict
+from lifecycle.reader import InputItem, read_lines
 from lifecycle.sorting import sorted_by_timestamp
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
+    from lifecycle.cli.report import Report
     from lifecycle.service import Lifecycle
 
 # SQLAlchemy and Alembic are imported when a store command runs, not when the CLI starts:
@@ -81,7 +84,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_input_arguments(ingest)
     add_db_argument(ingest)
     ingest.add_argument(
-        "--batch-size", type=positive, default=20_000, metavar="N", help="lines per transaction"
+        "--batch-size",
+        type=positive,
+        default=100_000,
+        metavar="N",
+        help="messages per transaction (default: 100,000)",
     )
     ingest.set_defaults(run=run_ingest)
 
@@ -132,22 +139,73 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_retry_parser(rejection_commands)
 
 
+#: Lines judged and written at a time within one ingest transaction (bounds memory).
+CHUNK_LINES = 20_000
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     """Judge and store every line, ``--batch-size`` lines per transaction."""
     report = make_report(args.format, args.show)
     lines = read_lines(args.files)
+    chunk = min(CHUNK_LINES, args.batch_size)
     with open_store(args) as store, progress(args.files, "ingest") as bar:
         if args.sort_by:
             items = sorted_by_timestamp(lines)
-            while chunk := list(islice(items, args.batch_size)):
-                for item, verdict in zip(chunk, store.submit_items(chunk), strict=True):
-                    report.add(item.file, item.line, item.index, verdict)
-        while batch := list(islice(lines, args.batch_size)):
-            for item, verdict in store.submit_lines(batch):
-                report.add(item.file, item.line, item.index, verdict)
-            bar.advance(sum(len(line.raw) for line in batch))
+
+            def sorted_chunks(conn: Connection) -> Iterator[Judged]:
+                while batch := list(islice(items, chunk)):
+                    verdicts = store.submit_items(batch, connection=conn)
+                    yield [(it, v) for it, v in zip(batch, verdicts, strict=True)]
+
+            _in_transactions(store, sorted_chunks, args.batch_size, report)
+        else:
+
+            def line_chunks(conn: Connection) -> Iterator[Judged]:
+                while batch := list(islice(lines, chunk)):
+                    judged = store.submit_lines(batch, connection=conn)
+                    bar.advance(sum(len(line.raw) for line in batch))
+                    yield judged
+
+            _in_transactions(store, line_chunks, args.batch_size, report)
     report.finish("lifecycle ingest")
     return EXIT_REJECTED if report.rejected else EXIT_OK
+
+
+#: Messages with their verdicts, as one submission returns them.
+Judged = list[tuple[InputItem, Verdict]]
+
+
+def _in_transactions(
+    store: Lifecycle,
+    chunks: Callable[[Connection], Iterator[Judged]],
+    size: int,
+    report: Report,
+) -> None:
+    """Submit ``chunks`` in transactions of about ``size`` messages each.
+
+    Verdicts are reported once their transaction has committed, so that what a
+    killed ingest printed is stored. They are kept until then without their
+    decoded event, so holding a transaction's worth costs little memory.
+    """
+    while True:
+        held: list[tuple[str, int, int, Verdict]] = []
+        taken = 0
+        with store.transaction() as conn:
+            for judged in chunks(conn):
+                held.extend((it.file, it.line, it.index, _bare(v)) for it, v in judged)
+                taken += len(judged)
+                if taken >= size:
+                    break
+        for entry in held:
+            report.add(*entry)
+        if taken < size:
+            return
+
+
+def _bare(verdict: Verdict) -> Verdict:
+    """The verdict without the decoded event it refers to (what a report needs)."""
+    v = verdict
+    return Verdict(v.verdict, v.code, v.reason, v.field, v.message_id, v.event_name, v.account)
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:

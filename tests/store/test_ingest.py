@@ -67,6 +67,29 @@ def test_ingest_in_two_parts_equals_check_on_the_whole(db_url: str, tmp_path: Pa
     ]
 
 
+def test_transactions_of_several_chunks_give_the_verdicts_of_check(
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """A transaction judged in several chunks sees its own earlier chunks; output is in order."""
+    from lifecycle.cli import main
+    from lifecycle.cli import store as store_cli
+
+    Lifecycle(db_url, create_schema=True).close()
+    path = write_jsonl(tmp_path / "whole.jsonl", sample(tmp_path))
+    expected = verdict_lines(cli("check", str(path), "--format", "jsonl", cwd=tmp_path).stdout)
+    monkeypatch.setattr(store_cli, "CHUNK_LINES", 3)
+    capfdbinary.readouterr()
+    code = main(["ingest", str(path), "--db", db_url, "--format", "jsonl", "--batch-size", "7"])
+    assert code == 1
+    assert verdict_lines(capfdbinary.readouterr().out) == expected
+    with Lifecycle(db_url) as store:
+        accepted = [r["messageId"] for r in expected if r["verdict"] == "accepted"]
+        assert [e.message_id for e in store.events()] == accepted
+
+
 def test_rerun_gives_duplicates_and_no_new_quarantine(db_url: str, tmp_path: Path) -> None:
     """A second ingest of the same file stores nothing new and quarantines nothing twice."""
     Lifecycle(db_url, create_schema=True).close()

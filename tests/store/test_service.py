@@ -109,6 +109,43 @@ def test_caller_transaction_commit_stores_everything(store: Lifecycle) -> None:
     assert store.state("acct_1").version == 4  # type: ignore[union-attr]
 
 
+def test_store_transaction_commits_several_submissions_together(store: Lifecycle) -> None:
+    """`Lifecycle.transaction()`: later submissions see earlier ones; all land at the end."""
+    with store.transaction() as connection:
+        store.submit_many(onboarding("acct_1"), connection=connection)
+        assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
+        with store.engine.connect() as other:  # not committed yet: invisible elsewhere
+            assert store.state("acct_1", connection=other) is None
+    assert store.state("acct_1").version == 5  # type: ignore[union-attr]
+    assert store.submit(msg("Signed In", "u1", "acct_1")).accepted  # the committed state
+
+
+def test_store_transaction_rolls_back_whole_and_forgets_its_states(store: Lifecycle) -> None:
+    """An exception in the block stores nothing, and no state of it is served afterwards."""
+    with pytest.raises(RuntimeError), store.transaction() as connection:
+        store.submit_many(onboarding("acct_1"), connection=connection)
+        raise RuntimeError("the import failed")
+    assert list(store.events()) == []
+    assert store.state("acct_1") is None
+    # The same version numbers are written again by other events: the rolled-back
+    # states must not be taken for the new ones.
+    store.submit_many([msg("Account Created", "u9", "acct_1"), msg("Signed Up", "u9", "acct_1")])
+    state = store.state("acct_1")
+    assert state is not None and set(state.users) == {"u9"}
+    assert store.submit(msg("Signed In", "u9", "acct_1")).accepted
+    assert store.submit(msg("Signed In", "u1", "acct_1")).code == "user_unknown"
+
+
+def test_store_transaction_retries_a_refused_submission_in_its_savepoint(store: Lifecycle) -> None:
+    """A stored messageId met inside a store transaction is a duplicate; the rest still lands."""
+    first = onboarding("acct_1")
+    store.submit_many(first)
+    with store.transaction() as connection:
+        again = store.submit_many(first + onboarding("acct_2"), connection=connection)
+    assert [v.verdict for v in again] == ["duplicate"] * 4 + ["accepted"] * 4
+    assert store.state("acct_2").version == 4  # type: ignore[union-attr]
+
+
 def test_failed_write_rolls_back_the_whole_batch(store: Lifecycle) -> None:
     """When the database fails mid-batch, no event of the batch is stored."""
     with store.engine.begin() as connection:
