@@ -13,11 +13,13 @@ read-only ones start with a plain ``BEGIN`` and never block on the writer.
 from __future__ import annotations
 
 import os
+import sqlite3
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 ENV_VAR = "LIFECYCLE_DATABASE_URL"
 DEFAULT_URL = "sqlite:///lifecycle.db"
@@ -76,7 +78,13 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        # On the driver itself: a live submission is a transaction of its own, and
+        # SQLAlchemy's execution context would cost more than the BEGIN.
+        try:
+            connection.connection.driver_connection.execute(statement)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
 
 _WRITE_OPTION = "lifecycle_write"

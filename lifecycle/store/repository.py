@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lifecycle.state import AccountState
 from lifecycle.store.codec import state_from_json, state_json
@@ -24,12 +24,6 @@ from lifecycle.store.schema import account_heads, events, quarantine, snapshots
 
 CHUNK = 500
 
-_HEAD_VERSIONS = select(account_heads.c.account, account_heads.c.version).where(
-    account_heads.c.account.in_(bindparam("keys", expanding=True))
-)
-_HEAD_VERSION = select(account_heads.c.account, account_heads.c.version).where(
-    account_heads.c.account == bindparam("key")
-)
 _HEAD_STATES = select(account_heads.c.account, account_heads.c.state).where(
     account_heads.c.account.in_(bindparam("keys", expanding=True))
 )
@@ -59,10 +53,34 @@ def _pairs(connection: Connection, statement: Any, keys: Sequence[str]) -> Itera
 
 
 def head_versions(connection: Connection, accounts: Sequence[str]) -> dict[str, int]:
-    """The version of each account's head row, for the accounts that have one."""
-    if len(accounts) == 1:
-        return {a: v for a, v in connection.execute(_HEAD_VERSION, {"key": accounts[0]})}
-    return dict(_pairs(connection, _HEAD_VERSIONS, accounts))
+    """The version of each account's head row, for the accounts that have one.
+
+    Asked before every submission, so asked of the driver directly.
+    """
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    found: dict[str, int] = {}
+    for part in chunks(accounts):
+        sql = (
+            f"SELECT {quote('account')}, {quote('version')} FROM {quote('account_heads')} "
+            f"WHERE {quote('account')} IN ({', '.join([marker] * len(part))})"
+        )
+        found.update(_driver_query(connection, sql, tuple(part)))
+    return found
+
+
+def _driver_query(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Rows of a query run on the driver's own cursor, its errors wrapped as SQLAlchemy's."""
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def head_states(connection: Connection, accounts: Sequence[str]) -> dict[str, AccountState]:
@@ -125,8 +143,21 @@ def bulk_insert(
 def _execute_many(
     connection: Connection, statement: _Statement, rows: list[tuple[Any, ...]]
 ) -> None:
+    """``executemany`` on the driver's own cursor, its errors wrapped as SQLAlchemy's.
+
+    The live path writes a few one-row statements per event: SQLAlchemy's
+    execution context around each cost more than the database's work.
+    """
     sql, convert = statement
-    connection.exec_driver_sql(sql, list(map(convert, rows)) if convert else rows)
+    params = list(map(convert, rows)) if convert else rows
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.cursor()
+    try:
+        cursor.executemany(sql, params)
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 Processor = Callable[[Any], Any]
