@@ -51,7 +51,11 @@ def open_store(args: argparse.Namespace) -> Lifecycle:
     from lifecycle.service import Lifecycle
     from lifecycle.store.engine import database_url
 
-    return Lifecycle(database_url(args.db), policy=load_policy(getattr(args, "policy", None)))
+    return Lifecycle(
+        database_url(args.db),
+        policy=load_policy(getattr(args, "policy", None)),
+        outbox=not getattr(args, "no_forward", False),
+    )
 
 
 def open_engine(args: argparse.Namespace) -> Engine:
@@ -89,6 +93,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=100_000,
         metavar="N",
         help="messages per transaction (default: 100,000)",
+    )
+    ingest.add_argument(
+        "--no-forward",
+        action="store_true",
+        help="do not queue the accepted events for Segment (history Segment already has)",
     )
     ingest.set_defaults(run=run_ingest)
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -70,6 +75,24 @@ def test_outbox_off_and_backfill(db_url: str, segment: FakeSegment) -> None:
         assert relay.status().pending == len(stored.accepted)
         relay.run()
     assert {m["messageId"] for m in segment.first_arrivals()} == set(stored.accepted)
+
+
+def test_ingest_no_forward_stores_without_queueing(db_url: str, tmp_path: Path) -> None:
+    """`ingest --no-forward` (history Segment already has) queues nothing; plain ingest does."""
+    Lifecycle(db_url, create_schema=True).close()
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b"".join(orjson.dumps(m) + b"\n" for m in onboarding("acct_old")))
+    live = tmp_path / "live.jsonl"
+    live.write_bytes(orjson.dumps(msg("Signed Out", "u1", "acct_old")) + b"\n")
+    for path, extra in ((history, ["--no-forward"]), (live, [])):
+        run = subprocess.run(
+            [sys.executable, "-m", "lifecycle", "ingest", str(path), "--db", db_url, *extra],
+            capture_output=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    with Lifecycle(db_url) as store:
+        assert [e.version for e in store.events()] == [1, 2, 3, 4, 5]
+        assert [(a, v) for a, v, *_ in outbox_rows(store)] == [("acct_old", 5)]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
