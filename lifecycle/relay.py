@@ -385,27 +385,33 @@ class Relay:
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self, *, follow: bool = False) -> RelayReport:
+    def run(self, *, follow: bool = False, max_failures: int | None = None) -> RelayReport:
         """Deliver pending events until none is left (or, with ``follow``, until :meth:`stop`).
 
-        Transient failures are retried after a backoff, for as long as it takes.
-        Returns after the batch in flight when :meth:`stop` is called. Raises
-        :class:`RelayError` when Segment refuses the write key or the host is wrong.
+        Transient failures are retried after a backoff, for as long as it takes, or
+        until ``max_failures`` attempts in a row have failed: then :class:`RelayError`
+        (the events stay pending for the next run). Returns after the batch in flight
+        when :meth:`stop` is called. Raises :class:`RelayError` when Segment refuses
+        the write key or the host is wrong.
         """
+        if max_failures is not None and max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
         if not self.write_key:
             raise RelayError(f"no Segment write key: pass one, or set ${WRITE_KEY_ENV}")
         segment = _Segment(self.write_key, self.host, self.timeout, self.gzip)
         report = RelayReport()
         log.info("relaying to %s (%s)", self.host, "following" if follow else "until drained")
         try:
-            self._loop(segment, report, follow)
+            self._loop(segment, report, follow, max_failures)
         except DBAPIError as exc:
             raise StoreError(f"database error: {first_line(exc)}") from exc
         finally:
             self._stop = False
         return report
 
-    def _loop(self, segment: _Segment, report: RelayReport, follow: bool) -> None:
+    def _loop(
+        self, segment: _Segment, report: RelayReport, follow: bool, max_failures: int | None
+    ) -> None:
         with ExitStack() as stack:
             if self._locking:
                 cycle = self._locked_cycle
@@ -417,7 +423,7 @@ class Relay:
                 def cycle(segment: _Segment, failures: int) -> _Outcome:
                     return self._sqlite_cycle(reader, writer, segment, failures)
 
-            self._cycles(cycle, segment, report, follow)
+            self._cycles(cycle, segment, report, follow, max_failures)
 
     def _cycles(
         self,
@@ -425,6 +431,7 @@ class Relay:
         segment: _Segment,
         report: RelayReport,
         follow: bool,
+        max_failures: int | None,
     ) -> None:
         failures = 0
         while not self._stop:
@@ -443,6 +450,11 @@ class Relay:
             if outcome.failed:
                 failures += 1
                 report.failures += 1
+                if max_failures is not None and failures >= max_failures:
+                    raise RelayError(
+                        f"gave up after {failures} failed attempts in a row "
+                        f"({len(outcome.failed)} events left pending): {outcome.error}"
+                    )
                 wait = self.backoff.delay(failures, outcome.retry_after)
                 log.warning(
                     "delivery of %d events failed (%s); retrying in %.2fs",

@@ -77,6 +77,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--max-backoff", type=float, default=60.0, metavar="S", help="longest wait between tries"
     )
     relay.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"give up (exit 2) after N failed attempts in a row (default: {ONCE_MAX_FAILURES} "
+        "with --once, never with --follow)",
+    )
+    relay.add_argument(
         "--poll-interval",
         type=float,
         default=1.0,
@@ -111,6 +119,18 @@ def open_relay(args: argparse.Namespace, **options: Any) -> Relay:
     return Relay(database_url(getattr(args, "db", None)), **options)
 
 
+#: Failed attempts in a row after which ``relay --once`` gives up (a few minutes of backoff).
+ONCE_MAX_FAILURES = 10
+
+
+def _max_failures(args: argparse.Namespace) -> int | None:
+    if args.max_failures is not None:
+        if args.max_failures < 1:
+            raise SystemExit("lifecycle relay: error: --max-failures must be at least 1")
+        return int(args.max_failures)
+    return None if args.follow else ONCE_MAX_FAILURES
+
+
 def run_relay(args: argparse.Namespace) -> int:
     """Deliver pending events (``--once``) or keep delivering (``--follow``)."""
     from lifecycle.relay import Backoff
@@ -139,7 +159,7 @@ def run_relay(args: argparse.Namespace) -> int:
     with relay:
         previous = _stop_on_signals(relay)
         try:
-            report = relay.run(follow=args.follow)
+            report = relay.run(follow=args.follow, max_failures=_max_failures(args))
         finally:
             _restore(previous)
     counts = report.to_dict()

@@ -158,3 +158,20 @@ def test_shard_processes_and_gzip(tmp_path: Path, segment: FakeSegment) -> None:
     delivered = [int(out.split(",")[0].split()[1]) for out, _ in outputs]
     assert all(delivered) and sum(delivered) == len(stored.accepted)
     assert_delivered(segment, stored, duplicates=False)
+
+
+def test_once_gives_up_after_max_failures(db_url: str, segment: FakeSegment) -> None:
+    """`--once` against a Segment that keeps failing exits 2 and leaves everything pending."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=2)
+    segment.fail(503, times=3)
+    command = relay_command(db_url, segment, "--once", "--max-failures", "3")
+    gave_up = subprocess.run(command, env=environment(segment), capture_output=True, text=True)
+    assert gave_up.returncode == 2, gave_up.stderr
+    assert "gave up after 3 failed attempts in a row" in gave_up.stderr
+    assert segment.message_ids() == []
+    with relay_for(db_url, segment) as relay:
+        assert relay.status().pending == len(stored.accepted)
+    again = subprocess.run(command, env=environment(segment), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert_delivered(segment, stored)
