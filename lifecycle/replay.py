@@ -245,31 +245,45 @@ def replay_partitioned(
 
     Accounts never depend on each other, so each process asks the database for
     the events of its own range of accounts only and folds them; a full replay
-    then uses every core. The processes are forked (POSIX), so the policy need
-    not be picklable. ``progress(n)`` is called from this process as the
-    workers' shared count of events read grows.
+    then uses every core. This process folds the first range itself, and
+    ``workers - 1`` forked ones (POSIX; the policy need not be picklable) fold
+    the others and send their states back. ``progress(n)`` is called from this
+    process as the shared count of events read grows.
     """
     global _FORKED
     with engine.connect() as connection:
         spans = account_spans(connection, workers)
     context = multiprocessing.get_context("fork")
     read = context.Value("q", 0)
+    reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        if progress is not None and read.value > reported:
+            total = read.value
+            progress(total - reported)
+            reported = total
+
+    def count(n: int) -> None:
+        with read.get_lock():
+            read.value += n
+        report()
+
     _FORKED = (engine, policy, read)
     try:
-        with context.Pool(len(spans)) as pool:
-            pending = pool.starmap_async(_replay_part, [(span, until, as_of) for span in spans])
-            reported = 0
+        with context.Pool(max(1, len(spans) - 1)) as pool:
+            pending = pool.starmap_async(_replay_part, [(span, until, as_of) for span in spans[1:]])
+            with engine.connect() as connection:
+                states = replay(
+                    connection, policy, until=until, as_of=as_of, span=spans[0], progress=count
+                )
             while not pending.ready():
                 pending.wait(0.2)
-                if progress is not None and read.value > reported:
-                    progress(read.value - reported)
-                    reported = read.value
+                report()
             parts = pending.get()
     finally:
         _FORKED = None
-    if progress is not None and read.value > reported:
-        progress(read.value - reported)
-    states: dict[str, AccountState] = {}
+    report()
     for share in parts:
         states.update(share)
     return states
