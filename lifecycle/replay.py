@@ -52,6 +52,11 @@ _AUDIT_COLUMNS = (
     events.c.payload,
 )
 
+#: Rows handed to the fold at a time: small lists stay in the CPU's caches.
+_CHUNK = 500
+#: Rows fetched per round trip from a PostgreSQL server-side cursor.
+_SERVER_CHUNK = 5000
+
 #: An account range ``[low, high)``; None leaves that side open.
 Span = tuple[str | None, str | None]
 
@@ -66,8 +71,9 @@ def _stored_rows(
     after_version: int = 0,
     recorded: bool = False,
     span: Span | None = None,
-) -> Iterator[Iterable[Any]]:
-    """Stored event rows in append order, streamed, with ``recorded_at`` last if ``recorded``.
+) -> Iterator[Iterator[Sequence[Any]]]:
+    """Stored event rows in append order, in lists of up to ``_CHUNK``, with ``recorded_at``
+    last if ``recorded``.
 
     Without ``recorded_at`` (whose decoding costs more than the rest of the row)
     the rows come straight from the driver's cursor on SQLite and psycopg: a
@@ -91,8 +97,8 @@ def _stored_rows(
         dialect.name == "sqlite" or (dialect.name == "postgresql" and dialect.driver == "psycopg")
     )
     if not fast:
-        with connection.execute(query, execution_options={"yield_per": 5000}) as result:
-            yield result
+        with connection.execute(query, execution_options={"yield_per": _SERVER_CHUNK}) as result:
+            yield result.partitions()
         return
     compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     params: Any = compiled.params
@@ -102,75 +108,63 @@ def _stored_rows(
     if dialect.name == "sqlite":
         cursor = driver.cursor()
         try:
-            cursor.arraysize = 5000
-            yield cursor.execute(compiled.string, params)
+            cursor.execute(compiled.string, params)
+            yield iter(lambda: cursor.fetchmany(_CHUNK), [])
         finally:
             cursor.close()
     else:
         with driver.cursor(name="lifecycle_replay") as cursor:
-            cursor.itersize = 5000
             cursor.execute(compiled.string, params)
-            yield cursor
-
-
-def _counted(
-    rows: Iterable[Any], progress: Callable[[int], None], every: int = 10_000
-) -> Iterator[Any]:
-    n = 0
-    for row in rows:
-        yield row
-        n += 1
-        if n == every:
-            progress(n)
-            n = 0
-    progress(n)
-
-
-def stored_event(account: str, name: str, user: str, payload: str | bytes) -> Event:
-    """The domain event of a stored row (its payload decoded, nothing re-validated)."""
-    message = orjson.loads(payload)
-    properties = message.get("properties")
-    timestamp = message.get("timestamp")
-    return Event(
-        name,
-        message.get("event", name),
-        account,
-        user,
-        message.get("messageId") or None,
-        timestamp if timestamp.__class__ is str else None,
-        properties if properties.__class__ is dict else {},
-        message,
-    )
+            yield iter(lambda: cursor.fetchmany(_SERVER_CHUNK), [])
 
 
 def fold(
     policy: Policy,
-    rows: Iterable[Any],
+    chunks: Iterable[Sequence[Any]],
     states: dict[str, AccountState],
     as_of: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Fold stored rows (:data:`_FOLD_COLUMNS` order) into ``states``, account by account.
+    """Fold chunks of stored rows (:data:`_FOLD_COLUMNS` order) into ``states``.
 
-    The body of :func:`lifecycle.decide.evolve`, inlined: at a million events
-    every call and attribute lookup saved per event shows. With ``as_of`` the
-    rows carry ``recorded_at`` and each account stops at its first event
-    recorded after that instant.
+    Each row's payload is decoded into the domain :class:`Event` (nothing is
+    validated again) and applied like :func:`lifecycle.decide.evolve` does,
+    inlined: at a million events every call saved per event shows. With
+    ``as_of`` the rows carry ``recorded_at`` and each account stops at its
+    first event recorded after that instant. ``progress(n)`` follows each chunk.
     """
     table = policy.table
     initial = policy.initial
     closed: set[str] = set()
-    for row in rows:
-        account = row[0]
-        if as_of is not None and (account in closed or row[4] > as_of):
-            closed.add(account)
-            continue
-        state = states.get(account)
-        if state is None:
-            state = AccountState(account, initial)
-        entry = table[state.status, row[1]]
-        if isinstance(entry, Refusal):
-            _not_from(policy, state, row[1])
-        states[account] = apply(entry, state, stored_event(account, row[1], row[2], row[3]))
+    loads = orjson.loads
+    for rows in chunks:
+        for row in rows:
+            account, name = row[0], row[1]
+            if as_of is not None and (account in closed or row[4] > as_of):
+                closed.add(account)
+                continue
+            state = states.get(account)
+            if state is None:
+                state = AccountState(account, initial)
+            entry = table[state.status, name]
+            if isinstance(entry, Refusal):
+                _not_from(policy, state, name)
+            message = loads(row[3])
+            properties = message.get("properties")
+            timestamp = message.get("timestamp")
+            event = Event(
+                name,
+                message.get("event", name),
+                account,
+                row[2],
+                message.get("messageId") or None,
+                timestamp if timestamp.__class__ is str else None,
+                properties if properties.__class__ is dict else {},
+                message,
+            )
+            states[account] = apply(entry, state, event)
+        if progress is not None:
+            progress(len(rows))
 
 
 def _not_from(policy: Policy, state: AccountState, name: str) -> NoReturn:
@@ -201,8 +195,8 @@ def replay(
     recorded = as_of is not None
     with _stored_rows(
         connection, _FOLD_COLUMNS, accounts=accounts, until=until, recorded=recorded, span=span
-    ) as rows:
-        fold(policy, rows if progress is None else _counted(rows, progress), states, as_of)
+    ) as chunks:
+        fold(policy, chunks, states, as_of, progress)
     return states
 
 
@@ -327,8 +321,8 @@ def load_account(
     with _stored_rows(
         connection, _FOLD_COLUMNS, accounts=[account], until=until,
         after_version=state.version, recorded=as_of is not None,
-    ) as rows:  # fmt: skip
-        fold(policy, rows, states, as_of)
+    ) as chunks:  # fmt: skip
+        fold(policy, chunks, states, as_of)
     state = states[account]
     return state if state.version else None
 
@@ -402,10 +396,11 @@ def audit(connection: Connection, policy: Policy) -> Iterator[AuditFinding]:
     tightened rule can reject later events too.
     """
     gate = Gate(policy)
-    with _stored_rows(connection, _AUDIT_COLUMNS) as rows:
-        for row in rows:
-            verdict = gate.submit(orjson.loads(row[5]))
-            if verdict.code is not None:
-                yield AuditFinding(
-                    row[0], row[1], row[2], row[3], row[4], verdict.code, verdict.reason or ""
-                )
+    with _stored_rows(connection, _AUDIT_COLUMNS) as chunks:
+        for rows in chunks:
+            for row in rows:
+                verdict = gate.submit(orjson.loads(row[5]))
+                if verdict.code is not None:
+                    yield AuditFinding(
+                        row[0], row[1], row[2], row[3], row[4], verdict.code, verdict.reason or ""
+                    )
