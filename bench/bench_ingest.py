@@ -2,9 +2,10 @@
 
 Three comparisons, each on the same generated history:
 
-* SQLite bulk: `lifecycle ingest` (1,000 lines per transaction) against plain
-  ``sqlite3`` inserting the same rows with the same guarantees (unique messageId,
-  unique (account, version)), 1,000 rows per transaction, WAL.
+* SQLite bulk: `lifecycle ingest` (its default: about 100,000 messages per
+  transaction) against plain ``sqlite3`` inserting the same rows with the same
+  guarantees (unique messageId, unique (account, version)), 1,000 rows per
+  transaction, WAL.
 * SQLite live: ``Lifecycle.submit`` one message per transaction against plain
   ``sqlite3`` committing one row per transaction.
 * PostgreSQL bulk: `lifecycle ingest` against psycopg ``COPY`` of the same rows into a
