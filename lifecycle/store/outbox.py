@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import String, bindparam, func, literal_column, select, type_coerce, update
 from sqlalchemy.engine import Connection, Dialect
 
-from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert
+from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, placeholder
 from lifecycle.store.schema import events, outbox
 
 PENDING = "pending"
@@ -229,7 +229,7 @@ def _deliver(connection: Connection, ids: Sequence[int], at: datetime) -> None:
     """Mark rows delivered: the one write every event costs the relay, so a driver-level UPDATE."""
     dialect = connection.dialect
     quote = dialect.identifier_preparer.quote
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    marker = placeholder(dialect)
     process = _bind_processor(dialect)
     stamp = process(at) if process else at
     table, key, status = quote("outbox"), quote("id"), quote("status")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from lifecycle.state import AccountState
 from lifecycle.store.codec import state_from_json, state_json
@@ -57,28 +58,44 @@ def head_versions(connection: Connection, accounts: Sequence[str]) -> dict[str, 
 
     Asked before every submission, so asked of the driver directly.
     """
-    dialect = connection.dialect
-    quote = dialect.identifier_preparer.quote
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
     found: dict[str, int] = {}
     for part in chunks(accounts):
-        sql = (
-            f"SELECT {quote('account')}, {quote('version')} FROM {quote('account_heads')} "
-            f"WHERE {quote('account')} IN ({', '.join([marker] * len(part))})"
-        )
-        found.update(_driver_query(connection, sql, tuple(part)))
+        sql = _head_versions_sql(connection.dialect, len(part))
+        with _driver_cursor(connection, sql) as cursor:
+            cursor.execute(sql, tuple(part))
+            found.update(cursor.fetchall())
     return found
 
 
-def _driver_query(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    """Rows of a query run on the driver's own cursor, its errors wrapped as SQLAlchemy's."""
+@functools.cache
+def _head_versions_sql(dialect: Dialect, keys: int) -> str:
+    quote = dialect.identifier_preparer.quote
+    return (
+        f"SELECT {quote('account')}, {quote('version')} FROM {quote('account_heads')} "
+        f"WHERE {quote('account')} IN ({', '.join([placeholder(dialect)] * keys)})"
+    )
+
+
+def placeholder(dialect: Dialect) -> str:
+    """How the dialect's driver marks a positional parameter (``?`` or ``%s``)."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+@contextmanager
+def _driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """A cursor of the driver itself, its errors wrapped as SQLAlchemy's, closed after.
+
+    The write path's hottest statements skip SQLAlchemy's execution context
+    (which cost more than the database's work per live submission); wrapped
+    errors keep the store's handling of them the same: ``IntegrityError``
+    means a lost race or a stored messageId, any other is a ``StoreError``.
+    """
     dbapi = connection.dialect.loaded_dbapi
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
+        yield cursor
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
     finally:
         cursor.close()
 
@@ -143,21 +160,10 @@ def bulk_insert(
 def _execute_many(
     connection: Connection, statement: _Statement, rows: list[tuple[Any, ...]]
 ) -> None:
-    """``executemany`` on the driver's own cursor, its errors wrapped as SQLAlchemy's.
-
-    The live path writes a few one-row statements per event: SQLAlchemy's
-    execution context around each cost more than the database's work.
-    """
+    """``executemany`` of a driver-level statement, its rows converted first."""
     sql, convert = statement
-    params = list(map(convert, rows)) if convert else rows
-    dbapi = connection.dialect.loaded_dbapi
-    cursor = connection.connection.cursor()
-    try:
-        cursor.executemany(sql, params)
-    except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
-    finally:
-        cursor.close()
+    with _driver_cursor(connection, sql) as cursor:
+        cursor.executemany(sql, list(map(convert, rows)) if convert else rows)
 
 
 Processor = Callable[[Any], Any]
@@ -175,10 +181,9 @@ def _insert_sql(
     None when no column needs one.
     """
     quote = dialect.identifier_preparer.quote
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join([marker] * len(columns))})"
+        f"VALUES ({', '.join([placeholder(dialect)] * len(columns))})"
     )
     if upsert_on is not None:
         rest = [quote(c) for c in columns if c != upsert_on]
@@ -235,17 +240,10 @@ class _SqliteDatetime:
 def _copy(
     connection: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> None:
-    import psycopg
-
-    driver = connection.connection.driver_connection
-    assert driver is not None
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
-    except psycopg.errors.IntegrityError as exc:
-        raise IntegrityError(statement, None, exc) from exc
+    with _driver_cursor(connection, statement) as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 #: Column order of the rows given to :func:`write_heads`.

@@ -157,6 +157,15 @@ def test_failed_write_rolls_back_the_whole_batch(store: Lifecycle) -> None:
     assert store.state("acct_1") is None
 
 
+def test_failed_bulk_write_raises_store_error(store: Lifecycle) -> None:
+    """A failing driver-level bulk write (COPY on PostgreSQL) is a StoreError, rolled back."""
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE outbox"))
+    with pytest.raises(StoreError, match="outbox"):
+        store.submit_many(onboarding("acct_1"))
+    assert list(store.events()) == []
+
+
 def test_unreachable_database_raises_store_error() -> None:
     """A database that cannot be reached raises StoreError, a LifecycleError."""
     with pytest.raises(StoreError, match="cannot open"):
