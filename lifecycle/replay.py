@@ -72,8 +72,7 @@ def _stored_rows(
     recorded: bool = False,
     span: Span | None = None,
 ) -> Iterator[Iterator[Sequence[Any]]]:
-    """Stored event rows in append order, in lists of up to ``_CHUNK``, with ``recorded_at``
-    last if ``recorded``.
+    """Stored event rows in append order, in lists, with ``recorded_at`` last if ``recorded``.
 
     Without ``recorded_at`` (whose decoding costs more than the rest of the row)
     the rows come straight from the driver's cursor on SQLite and psycopg: a
@@ -247,8 +246,11 @@ def replay_partitioned(
     global _FORKED
     with engine.connect() as connection:
         spans = account_spans(connection, workers)
+        if len(spans) == 1:  # nothing to split: no fork
+            return replay(connection, policy, until=until, as_of=as_of, progress=progress)
     context = multiprocessing.get_context("fork")
     read = context.Value("q", 0)
+    add = _adding_to(read)
     reported = 0
 
     def report() -> None:
@@ -259,13 +261,12 @@ def replay_partitioned(
             reported = total
 
     def count(n: int) -> None:
-        with read.get_lock():
-            read.value += n
+        add(n)
         report()
 
     _FORKED = (engine, policy, read)
     try:
-        with context.Pool(max(1, len(spans) - 1)) as pool:
+        with context.Pool(len(spans) - 1) as pool:
             pending = pool.starmap_async(_replay_part, [(span, until, as_of) for span in spans[1:]])
             with engine.connect() as connection:
                 states = replay(
@@ -283,17 +284,24 @@ def replay_partitioned(
     return states
 
 
+def _adding_to(read: Any) -> Callable[[int], None]:
+    """A progress callback that adds to the processes' shared count of events read."""
+
+    def add(n: int) -> None:
+        with read.get_lock():
+            read.value += n
+
+    return add
+
+
 def _replay_part(span: Span, until: int | None, as_of: datetime | None) -> dict[str, AccountState]:
     assert _FORKED is not None
     engine, policy, read = _FORKED
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
-
-    def count(n: int) -> None:
-        with read.get_lock():
-            read.value += n
-
     with engine.connect() as connection:
-        return replay(connection, policy, until=until, as_of=as_of, span=span, progress=count)
+        return replay(
+            connection, policy, until=until, as_of=as_of, span=span, progress=_adding_to(read)
+        )
 
 
 def load_account(

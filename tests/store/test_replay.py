@@ -270,6 +270,18 @@ def test_account_spans_cover_every_account_once(store: Lifecycle) -> None:
         assert history.account_spans(connection, 20)[-1][1] is None  # more parts than accounts
 
 
+def test_partitioned_replay_without_heads_replays_in_one_process(store: Lifecycle) -> None:
+    """No heads to split by (one span): the whole replay runs here, and gives every account."""
+    store.submit_many(interleave([account_history(f"acct_{n}") for n in range(4)], seed=4))
+    single = list(store.replay())
+    with store.engine.begin() as connection:
+        connection.execute(delete(account_heads))
+        assert history.account_spans(connection, 2) == [(None, None)]
+    read: list[int] = []
+    assert list(store.replay(workers=2, progress=read.append)) == single
+    assert sum(read) == sum(state.version for state in single)
+
+
 def test_partitioned_replay_from_the_command_line(store: Lifecycle, db_url: str,
                                                   tmp_path: Path) -> None:  # fmt: skip
     store.submit_many(interleave([account_history(f"acct_{n}") for n in range(7)], seed=2))
