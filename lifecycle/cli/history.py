@@ -127,7 +127,7 @@ def auto_workers(events: int | None) -> int:
         return 1
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+    return min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -142,9 +142,11 @@ def run_replay(args: argparse.Namespace) -> int:
                 f"replay --verify: {found} difference{'s' if found != 1 else ''}", file=sys.stderr
             )
             return EXIT_REJECTED if found else EXIT_OK
-        total = store.count_events() if args.account is None else None
-        workers = args.workers if args.workers is not None else auto_workers(total)
         show_bar = sys.stderr.isatty() and args.account is None
+        # The count sizes the bar and picks the default number of processes.
+        needed = args.account is None and (show_bar or args.workers is None)
+        total = store.count_events() if needed else None
+        workers = args.workers if args.workers is not None else auto_workers(total)
         with events_bar(total if show_bar else None) as advance:
             states = list(
                 store.replay(

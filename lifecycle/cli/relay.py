@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lifecycle.cli.common import EXIT_OK
-from lifecycle.cli.store import add_db_argument
+from lifecycle.cli.store import add_db_argument, positive
 from lifecycle.errors import RelayError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     relay.add_argument(
         "--max-failures",
-        type=int,
+        type=positive,
         default=None,
         metavar="N",
         help=f"give up (exit 2) after N failed attempts in a row (default: {ONCE_MAX_FAILURES} "
@@ -125,8 +125,6 @@ ONCE_MAX_FAILURES = 10
 
 def _max_failures(args: argparse.Namespace) -> int | None:
     if args.max_failures is not None:
-        if args.max_failures < 1:
-            raise SystemExit("lifecycle relay: error: --max-failures must be at least 1")
         return int(args.max_failures)
     return None if args.follow else ONCE_MAX_FAILURES
 
