@@ -28,8 +28,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+
+from common import HERE, OUT, history_file
 
 # Targets: check at least this share of the floor's throughput, and at most this peak.
 TARGET_RATIO = 0.15
@@ -89,19 +90,6 @@ def lifecycle_command() -> list[str]:
     """The ``lifecycle`` console script beside this interpreter, else ``python -m lifecycle``."""
     script = Path(sys.executable).with_name("lifecycle")
     return [str(script)] if script.exists() else [sys.executable, "-m", "lifecycle"]
-
-
-def history_file(events: int, accounts: int, seed: int) -> Path:
-    """The generated history (written once, reused by later runs)."""
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"history-{events}-{accounts}-{seed}.jsonl"
-    if not path.exists():
-        subprocess.run(
-            [sys.executable, str(HERE / "generate.py"), "--events", str(events),
-             "--accounts", str(accounts), "--seed", str(seed), "--out", str(path)],
-            check=True,
-        )  # fmt: skip
-    return path
 
 
 def best(name: str, runs: list[Run], events: int) -> Result:

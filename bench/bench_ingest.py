@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -36,8 +35,9 @@ from typing import Any
 
 import orjson
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+
+from common import HERE, OUT, add_postgres_argument, history_file
 
 FLOOR_SCHEMA = """
 CREATE TABLE events (
@@ -186,22 +186,9 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--live-events", type=int, default=20_000)
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get(
-            "LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-        help="admin URL of a PostgreSQL server ('' to skip)",
-    )
+    add_postgres_argument(parser)
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
-    history = OUT / f"history-{args.events}-{args.accounts}-{args.seed}.jsonl"
-    if not history.exists():
-        subprocess.run(
-            [sys.executable, str(HERE / "generate.py"), "--events", str(args.events),
-             "--accounts", str(args.accounts), "--seed", str(args.seed), "--out", str(history)],
-            check=True,
-        )  # fmt: skip
+    history = history_file(args.events, args.accounts, args.seed)
     results: dict[str, Any] = {"events": args.events, "accounts": args.accounts}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import statistics
 import subprocess
@@ -28,24 +27,10 @@ from typing import Any
 
 import orjson
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
-from bench_ingest import postgres_database  # noqa: E402 - bench/ is not a package
-
-
-def history_file(events: int, accounts: int, seed: int) -> Path:
-    """The generated history (written once, reused by later runs)."""
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"history-{events}-{accounts}-{seed}.jsonl"
-    if not path.exists():
-        subprocess.run(
-            [sys.executable, str(HERE / "generate.py"), "--events", str(events),
-             "--accounts", str(accounts), "--seed", str(seed), "--out", str(path)],
-            check=True,
-        )  # fmt: skip
-    return path
+from bench_ingest import postgres_database
+from common import OUT, add_postgres_argument, history_file
 
 
 def ingest(path: Path, url: str) -> None:
@@ -133,13 +118,7 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get(
-            "LIFECYCLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-        help="admin URL of a PostgreSQL server ('' to skip)",
-    )
+    add_postgres_argument(parser)
     args = parser.parse_args()
     history = history_file(args.events, args.accounts, args.seed)
     results: dict[str, Any] = {"events": args.events, "accounts": args.accounts}
