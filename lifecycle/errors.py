@@ -65,3 +65,8 @@ def first_line(exc: BaseException) -> str:
     """
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def database_error(exc: BaseException) -> StoreError:
+    """The :class:`StoreError` raised for a failed database operation (its first line)."""
+    return StoreError(f"database error: {first_line(exc)}")

@@ -51,7 +51,7 @@ import orjson
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle.errors import RelayError, StoreError, first_line
+from lifecycle.errors import RelayError, StoreError, database_error, first_line
 from lifecycle.store import outbox
 from lifecycle.store.codec import now
 from lifecycle.store.engine import create_engine, database_url, for_writing
@@ -404,7 +404,7 @@ class Relay:
         try:
             self._loop(segment, report, follow, max_failures)
         except DBAPIError as exc:
-            raise StoreError(f"database error: {first_line(exc)}") from exc
+            raise database_error(exc) from exc
         finally:
             self._stop = False
         return report
@@ -532,7 +532,7 @@ class Relay:
                 if len(rows) < batch_size:
                     return total
         except DBAPIError as exc:
-            raise StoreError(f"database error: {first_line(exc)}") from exc
+            raise database_error(exc) from exc
 
     def close(self) -> None:
         """Stop a relay started with :meth:`start`, wait for it, release the pool."""
@@ -635,4 +635,4 @@ class Relay:
             with self.engine.connect() as conn:
                 yield conn
         except DBAPIError as exc:
-            raise StoreError(f"database error: {first_line(exc)}") from exc
+            raise database_error(exc) from exc

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lifecycle import replay as history
 from lifecycle.decide import Verdict
-from lifecycle.errors import ConcurrencyError, StoreError, first_line
+from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
@@ -302,7 +302,7 @@ class Lifecycle:
                     progress=progress,
                 )  # fmt: skip
             except DBAPIError as exc:
-                raise StoreError(f"database error: {first_line(exc)}") from exc
+                raise database_error(exc) from exc
         else:
             with self._reading(None) as conn:
                 states = history.replay(
@@ -395,7 +395,7 @@ class Lifecycle:
                 finally:
                     del conn.info[_OVERLAY]
         except DBAPIError as exc:
-            raise StoreError(f"database error: {first_line(exc)}") from exc
+            raise database_error(exc) from exc
         self._heads.put(overlay.states())
 
     def close(self) -> None:
@@ -450,10 +450,10 @@ class Lifecycle:
                 self._careful = True
             except OperationalError as exc:
                 if not _is_transient(exc):
-                    raise StoreError(f"database error: {first_line(exc)}") from exc
+                    raise database_error(exc) from exc
                 last = exc
             except DBAPIError as exc:
-                raise StoreError(f"database error: {first_line(exc)}") from exc
+                raise database_error(exc) from exc
         accounts = sorted({a for s in subs if (a := s.account) is not None})
         raise ConcurrencyError(", ".join(accounts[:5]) or "?", self.max_attempts) from last
 
@@ -497,7 +497,7 @@ class Lifecycle:
                 with self.engine.connect() as conn:
                     yield conn
         except DBAPIError as exc:
-            raise StoreError(f"database error: {first_line(exc)}") from exc
+            raise database_error(exc) from exc
 
 
 # -- helpers ------------------------------------------------------------------------------
