@@ -379,29 +379,11 @@ def test_exit_2_for_a_policy_that_cannot_be_loaded(tmp_path: Path) -> None:
 
 # -- --policy -----------------------------------------------------------------------------------
 
-CUSTOM_POLICY = '''\
-"""A custom policy for the command line tests."""
-
-from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Refusal
-
-SUBSCRIPTIONS = DEFAULT_POLICY.extend(
-    name="with-subscriptions",
-    events=[EventSpec("Subscription Started", {"plan_name": STRING})],
-    transitions=[{"trigger": "Subscription Started", "source": "created", "dest": "active"}],
-    refusals={
-        "Subscription Started": Refusal(
-            "subscription_not_allowed", "a subscription starts only on a new account"
-        )
-    },
-)
-'''
-
 
 @pytest.fixture
-def policy_env(tmp_path: Path) -> dict[str, str]:
-    """An environment in which `custom_policy:SUBSCRIPTIONS` can be imported."""
-    (tmp_path / "custom_policy.py").write_text(CUSTOM_POLICY, encoding="utf-8")
-    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+def policy_env() -> dict[str, str]:
+    """An environment in which `tests.policies:SUBSCRIPTIONS` can be imported."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path}
 
 
@@ -419,7 +401,7 @@ def test_check_with_a_custom_policy(tmp_path: Path, policy_env: dict[str, str]) 
         "--format",
         "jsonl",
         "--policy",
-        "custom_policy:SUBSCRIPTIONS",
+        "tests.policies:SUBSCRIPTIONS",
         env=policy_env,
     )
     assert (custom.returncode, custom.stderr) == (1, b"")
@@ -435,7 +417,7 @@ def test_check_with_a_custom_policy(tmp_path: Path, policy_env: dict[str, str]) 
 
 def test_diagram_with_a_custom_policy(policy_env: dict[str, str]) -> None:
     """`diagram --policy` draws the custom policy, new transition included."""
-    result = lifecycle("diagram", "--policy", "custom_policy:SUBSCRIPTIONS", env=policy_env)
+    result = lifecycle("diagram", "--policy", "tests.policies:SUBSCRIPTIONS", env=policy_env)
     assert result.returncode == 0
     assert "    created --> active: Subscription Started\n" in result.stdout.decode()
 

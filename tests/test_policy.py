@@ -9,7 +9,6 @@ import pytest
 
 from lifecycle import (
     DEFAULT_POLICY,
-    STRING,
     AccountState,
     EventSpec,
     Gate,
@@ -22,6 +21,7 @@ from lifecycle import (
 )
 from lifecycle.envelope import Event
 from lifecycle.policy import Change
+from tests.policies import SUBSCRIPTIONS
 
 CTX = {"groupId": "acct_1"}
 
@@ -68,18 +68,6 @@ def tiny_with(*transitions: dict[str, Any], **overrides: Any) -> Policy:
         {"trigger": "Closed", "source": "open", "dest": "closed"},
     ]
     return tiny(transitions=base + list(transitions), **overrides)
-
-
-SUBSCRIPTIONS = DEFAULT_POLICY.extend(
-    name="with-subscriptions",
-    events=[EventSpec("Subscription Started", {"plan_name": STRING})],
-    transitions=[{"trigger": "Subscription Started", "source": "created", "dest": "active"}],
-    refusals={
-        "Subscription Started": Refusal(
-            "subscription_not_allowed", "a subscription starts only on a new account"
-        )
-    },
-)
 
 
 def test_tiny_policy_is_sound() -> None:

@@ -14,7 +14,7 @@ from lifecycle.testing import (
     shortest_paths,
     transition_cases,
 )
-from tests.testing.conftest import SUBSCRIPTIONS
+from tests.policies import SUBSCRIPTIONS
 
 
 def test_every_state_is_reached_by_its_shortest_path(policy: Policy) -> None:
