@@ -46,6 +46,7 @@ from lifecycle.spec import (
     EventSpec,
 )
 from lifecycle.state import AccountState
+from lifecycle.testing._steps import Step
 from lifecycle.testing._values import full_properties
 
 #: How a final event's properties are drawn: realistic and valid, trial dates
@@ -58,15 +59,6 @@ IGNORED = "ignored"
 #: Steps a new account may need before a code can be produced, and how many
 #: users those steps are sent by.
 MAX_RECIPE_STEPS, RECIPE_USERS = 5, 2
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One legal event to send: canonical name, user and properties."""
-
-    event: str
-    user: str
-    properties: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ Pure and free of Hypothesis: usable in any test runner.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -41,6 +41,7 @@ from lifecycle.envelope import Event, parse_event
 from lifecycle.policy import Policy, Refusal, Rule
 from lifecycle.spec import DATE, EventSpec, PropertyType
 from lifecycle.state import AccountState
+from lifecycle.testing._steps import Step, plain_message
 
 #: A Segment message, as decoded JSON.
 Message = dict[str, Any]
@@ -150,7 +151,7 @@ def transition_cases(policy: Policy) -> list[TransitionCase]:
     for (state, event), entry in _ordered(policy, Rule):
         spec = policy.catalog[event]
 
-        def accepted(s: AccountState, st: str = state, sp: EventSpec = spec) -> _Step | None:
+        def accepted(s: AccountState, st: str = state, sp: EventSpec = spec) -> Step | None:
             if s.status != st:
                 return None
             return next((step for step in _candidates(sp) if _apply(policy, s, step)), None)
@@ -179,20 +180,13 @@ def refusal_cases(policy: Policy) -> list[RefusalCase]:
     out = []
     for (state, event), entry in _ordered(policy, Refusal):
         history = paths[state]
-        step = _Step(event, USERS[0], _properties(policy.catalog[event]))
+        step = Step(event, USERS[0], _properties(policy.catalog[event]))
         message = _message(step, len(history) + 1)
         out.append(RefusalCase(state, event, entry.code, history, message))
     return out
 
 
 # -- the search ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Step:
-    event: str
-    user: str
-    properties: Mapping[str, Any]
 
 
 def _ordered(policy: Policy, kind: type[T]) -> list[tuple[tuple[str, str], T]]:
@@ -208,7 +202,7 @@ class _Graph:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         start = AccountState(ACCOUNT, policy.initial)
-        self.order: list[tuple[AccountState, tuple[_Step, ...]]] = [(start, ())]
+        self.order: list[tuple[AccountState, tuple[Step, ...]]] = [(start, ())]
         seen = {_key(start)}
         todo = deque(self.order)
         while todo and len(self.order) < MAX_STATES:
@@ -226,12 +220,12 @@ class _Graph:
                         self.order.append(item)
                         todo.append(item)
 
-    def first(self, wanted: Callable[[AccountState], bool]) -> tuple[_Step, ...] | None:
+    def first(self, wanted: Callable[[AccountState], bool]) -> tuple[Step, ...] | None:
         return next((path for state, path in self.order if wanted(state)), None)
 
     def first_with(
-        self, wanted: Callable[[AccountState], _Step | None]
-    ) -> tuple[tuple[_Step, ...], _Step] | None:
+        self, wanted: Callable[[AccountState], Step | None]
+    ) -> tuple[tuple[Step, ...], Step] | None:
         for state, path in self.order:
             step = wanted(state)
             if step is not None:
@@ -248,13 +242,13 @@ def _key(state: AccountState) -> tuple[Any, ...]:
     return (state.status, tuple(sorted(state.users.items())), state.trial)
 
 
-def _candidates(spec: EventSpec) -> list[_Step]:
+def _candidates(spec: EventSpec) -> list[Step]:
     """The messages tried for an event: every spec property set, then none; each user."""
     variants = [_properties(spec), {}] if spec.properties else [{}]
-    return [_Step(spec.name, user, p) for user in USERS for p in variants]
+    return [Step(spec.name, user, p) for user in USERS for p in variants]
 
 
-def _apply(policy: Policy, state: AccountState, step: _Step) -> AccountState | None:
+def _apply(policy: Policy, state: AccountState, step: Step) -> AccountState | None:
     event = parse_event(_message(step, 0), policy.catalog)
     if not isinstance(event, Event):
         return None
@@ -262,21 +256,12 @@ def _apply(policy: Policy, state: AccountState, step: _Step) -> AccountState | N
     return after if isinstance(after, AccountState) else None
 
 
-def _messages(path: tuple[_Step, ...]) -> tuple[Message, ...]:
+def _messages(path: tuple[Step, ...]) -> tuple[Message, ...]:
     return tuple(_message(step, n) for n, step in enumerate(path, start=1))
 
 
-def _message(step: _Step, number: int) -> Message:
-    message: Message = {
-        "type": "track",
-        "event": step.event,
-        "userId": step.user,
-        "context": {"groupId": ACCOUNT},
-    }
-    if step.properties:
-        message["properties"] = dict(step.properties)
-    message["messageId"] = f"msg-{number:03d}"
-    return message
+def _message(step: Step, number: int) -> Message:
+    return plain_message(ACCOUNT, step, f"msg-{number:03d}")
 
 
 _VALUES = {

@@ -45,6 +45,7 @@ from lifecycle.spec import (
     parse_date,
 )
 from lifecycle.state import AccountState
+from lifecycle.testing._steps import Step, plain_message
 from lifecycle.testing._values import (
     DATE_LAYOUTS,
     DATETIME_LAYOUTS,
@@ -64,7 +65,6 @@ from lifecycle.testing._walk import (
     INVERTED,
     MISMATCH,
     Final,
-    Step,
     Walk,
     finals,
     one_step_plans,
@@ -314,16 +314,7 @@ class _History:
 
     def plain(self, account: str, step: Step) -> Message:
         """A legal step written plainly (used to reach a state a violation needs)."""
-        message: Message = {
-            "type": "track",
-            "event": step.event,
-            "userId": step.user,
-            "context": {"groupId": account},
-        }
-        if step.properties:
-            message["properties"] = dict(step.properties)
-        message["messageId"] = self.next_id()
-        return message
+        return plain_message(account, step, self.next_id())
 
 
 def _ends_account(policy: Policy, state: AccountState, event: str) -> bool:
