@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
-from common import HERE, OUT, history_file
+from common import HERE, OUT, add_history_arguments, history_file
 
 # Targets: check at least this share of the floor's throughput, and at most this peak.
 TARGET_RATIO = 0.15
@@ -106,9 +106,7 @@ def best(name: str, runs: list[Run], events: int) -> Result:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--accounts", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=1)
+    add_history_arguments(parser)
     parser.add_argument("--runs", type=int, default=3, help="runs of each side (best counts)")
     args = parser.parse_args()
     history = history_file(args.events, args.accounts, args.seed)

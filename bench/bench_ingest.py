@@ -37,7 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
-from common import HERE, OUT, add_postgres_argument, history_file
+from common import HERE, OUT, add_history_arguments, add_postgres_argument, history_file
 
 FLOOR_SCHEMA = """
 CREATE TABLE events (
@@ -73,27 +73,35 @@ def rows(path: Path, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
                    m.get("timestamp"), recorded, line.rstrip(b"\n").decode())  # fmt: skip
 
 
-def sqlite_floor_bulk(path: Path, db: Path) -> float:
-    """Plain sqlite3, 1,000 rows per transaction, WAL."""
-    start = time.perf_counter()
+FLOOR_INSERT = (
+    "INSERT INTO events (account, version, event, message_id, user_id, occurred_at,"
+    " recorded_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def floor_database(db: Path) -> sqlite3.Connection:
+    """A new plain sqlite3 database with the floor's table, in WAL mode (part of the timing)."""
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.executescript(FLOOR_SCHEMA)
-    insert = (
-        "INSERT INTO events (account, version, event, message_id, user_id, occurred_at,"
-        " recorded_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    )
+    return con
+
+
+def sqlite_floor_bulk(path: Path, db: Path) -> float:
+    """Plain sqlite3, 1,000 rows per transaction, WAL."""
+    start = time.perf_counter()
+    con = floor_database(db)
     batch: list[tuple[Any, ...]] = []
     for row in rows(path):
         batch.append(row)
         if len(batch) == 1000:
             con.execute("BEGIN")
-            con.executemany(insert, batch)
+            con.executemany(FLOOR_INSERT, batch)
             con.execute("COMMIT")
             batch.clear()
     if batch:
         con.execute("BEGIN")
-        con.executemany(insert, batch)
+        con.executemany(FLOOR_INSERT, batch)
         con.execute("COMMIT")
     con.close()
     return time.perf_counter() - start
@@ -102,16 +110,10 @@ def sqlite_floor_bulk(path: Path, db: Path) -> float:
 def sqlite_floor_live(path: Path, db: Path, limit: int) -> float:
     """Plain sqlite3, one row per transaction, WAL."""
     start = time.perf_counter()
-    con = sqlite3.connect(db, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript(FLOOR_SCHEMA)
-    insert = (
-        "INSERT INTO events (account, version, event, message_id, user_id, occurred_at,"
-        " recorded_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    )
+    con = floor_database(db)
     for row in rows(path, limit):
         con.execute("BEGIN")
-        con.execute(insert, row)
+        con.execute(FLOOR_INSERT, row)
         con.execute("COMMIT")
     con.close()
     return time.perf_counter() - start
@@ -182,9 +184,7 @@ def postgres_floor(path: Path, url: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--accounts", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=1)
+    add_history_arguments(parser)
     parser.add_argument("--live-events", type=int, default=20_000)
     add_postgres_argument(parser)
     args = parser.parse_args()

@@ -30,7 +30,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
 from bench_ingest import postgres_database
-from common import OUT, add_postgres_argument, history_file
+from common import OUT, add_history_arguments, add_postgres_argument, history_file
 
 
 def ingest(path: Path, url: str) -> None:
@@ -114,9 +114,7 @@ def snapshot_load(tmp: Path, events: int, runs: int) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--accounts", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=1)
+    add_history_arguments(parser)
     parser.add_argument("--runs", type=int, default=3)
     add_postgres_argument(parser)
     args = parser.parse_args()

@@ -29,6 +29,13 @@ def history_file(events: int, accounts: int, seed: int) -> Path:
     return path
 
 
+def add_history_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--events``, ``--accounts``, ``--seed``: which generated history to run on."""
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+
+
 def add_postgres_argument(parser: argparse.ArgumentParser) -> None:
     """``--postgres URL``: the admin URL of the server to benchmark on ('' to skip)."""
     parser.add_argument(
