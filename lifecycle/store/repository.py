@@ -9,7 +9,8 @@ sent in chunks so that no statement exceeds a backend's parameter limit.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -123,13 +124,22 @@ def known_digests(connection: Connection, digests: Sequence[str]) -> set[str]:
     return {digest for (digest,) in _pairs(connection, _KNOWN_DIGESTS, digests)}
 
 
-def append_events(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert accepted events (tuples in :data:`EVENT_COLUMNS` order).
+def append_events(connection: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Insert accepted events (tuples in :data:`EVENT_COLUMNS` order) as ``rows`` yields them.
 
-    The unique indexes refuse a lost race or a stored messageId with an
-    ``IntegrityError``.
+    On PostgreSQL they go into a ``COPY`` while the caller is still producing
+    them, so the server indexes one event while the next is judged; elsewhere
+    they are collected and inserted at once. The unique indexes refuse a lost
+    race or a stored messageId with an ``IntegrityError``.
     """
-    bulk_insert(connection, events, EVENT_COLUMNS, rows)
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    if _copies(connection.dialect):
+        _copy(connection, events.name, EVENT_COLUMNS, itertools.chain((first,), rows))
+        return
+    bulk_insert(connection, events, EVENT_COLUMNS, [first, *rows])
 
 
 #: Column order of the rows given to :func:`append_events`.
@@ -150,11 +160,15 @@ def bulk_insert(
     """
     if not rows:
         return
-    dialect = connection.dialect
-    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+    if _copies(connection.dialect):
         _copy(connection, table.name, columns, rows)
         return
-    _execute_many(connection, _insert_sql(dialect, table, columns), rows)
+    _execute_many(connection, _insert_sql(connection.dialect, table, columns), rows)
+
+
+def _copies(dialect: Dialect) -> bool:
+    """Whether rows go in with ``COPY``: PostgreSQL through psycopg."""
+    return dialect.name == "postgresql" and dialect.driver == "psycopg"
 
 
 def _execute_many(
@@ -238,7 +252,7 @@ class _SqliteDatetime:
 
 
 def _copy(
-    connection: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    connection: Connection, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
 ) -> None:
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
     with _driver_cursor(connection, statement) as cursor, cursor.copy(statement) as copy:

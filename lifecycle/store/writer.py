@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -124,23 +124,32 @@ def write(
 
     event_rows: list[tuple[Any, ...]] = []
     verdicts: list[Verdict] = []
-    for sub in subs:
-        if isinstance(sub.item, Malformed):
-            verdicts.append(malformed(sub.item.reason))
-            continue
-        verdict, new = judge(policy, sub.item, load, seen.__contains__)
-        if new is not None:
-            assert verdict.event is not None
-            states[new.account] = new
-            payload = payload_text(sub.item, sub.raw if sub.whole_line else None)
-            event_rows.append(event_row(verdict.event, new.version, payload, recorded))
-            if verdict.message_id is not None:
-                seen.add(verdict.message_id)
-        verdicts.append(verdict)
+
+    def judged() -> Iterator[tuple[Any, ...]]:
+        """Judge every submission in order, yielding each accepted event's row.
+
+        A generator so that the store can write a row while the next one is
+        judged; a failure here aborts the write and the transaction with it.
+        """
+        for sub in subs:
+            if isinstance(sub.item, Malformed):
+                verdicts.append(malformed(sub.item.reason))
+                continue
+            verdict, new = judge(policy, sub.item, load, seen.__contains__)
+            verdicts.append(verdict)
+            if new is not None:
+                assert verdict.event is not None
+                states[new.account] = new
+                payload = payload_text(sub.item, sub.raw if sub.whole_line else None)
+                row = event_row(verdict.event, new.version, payload, recorded)
+                event_rows.append(row)
+                if verdict.message_id is not None:
+                    seen.add(verdict.message_id)
+                yield row
+
+    repository.append_events(conn, judged())
     if not careful:
         _recheck_rejections(conn, verdicts, seen)
-
-    repository.append_events(conn, event_rows)
     if forward:
         # The Segment outbox: one pending row per appended event, in this same transaction.
         outbox.enqueue(conn, event_rows)

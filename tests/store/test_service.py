@@ -10,8 +10,11 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from lifecycle import ConcurrencyError, Gate, StoreError
+from lifecycle import DEFAULT_POLICY, ConcurrencyError, EventSpec, Gate, Refusal, StoreError
+from lifecycle.envelope import Event
+from lifecycle.policy import Change
 from lifecycle.service import Lifecycle
+from lifecycle.state import AccountState
 from tests.store.helpers import msg, onboarding
 
 
@@ -164,6 +167,41 @@ def test_failed_bulk_write_raises_store_error(store: Lifecycle) -> None:
     with pytest.raises(StoreError, match="outbox"):
         store.submit_many(onboarding("acct_1"))
     assert list(store.events()) == []
+
+
+class _PolicyBug(Exception):
+    """Raised by a policy effect: stands for any failure while a submission is judged."""
+
+
+def _explode(state: AccountState, event: Event) -> Change:
+    raise _PolicyBug(f"cannot apply {event.name}")
+
+
+#: A policy whose "Audit Failed" event raises inside its effect, after other events of the
+#: same submission were judged (and, on PostgreSQL, already streamed into the COPY).
+_BUGGY = DEFAULT_POLICY.extend(
+    name="buggy",
+    events=[EventSpec("Audit Failed", {})],
+    transitions=[
+        {"trigger": "Audit Failed", "source": "trial", "dest": "trial", "after": ["explode"]}
+    ],
+    effects={"explode": _explode},
+    refusals={"Audit Failed": Refusal("no_audit", "audits run during a trial")},
+)
+
+
+def test_a_failure_while_judging_propagates_and_stores_nothing(db_url: str) -> None:
+    """An exception raised mid-batch is the caller's to see; the batch is not half-written."""
+    with Lifecycle(db_url, policy=_BUGGY, create_schema=True) as store:
+        batch = onboarding("acct_1") + [msg("Audit Failed", "u1", "acct_1")] + onboarding("acct_2")
+        with pytest.raises(_PolicyBug, match="Audit Failed"):
+            store.submit_many(batch)
+        assert list(store.events()) == []
+        assert list(store.rejections()) == []
+        # The connection is usable again: the same accounts start cleanly.
+        verdicts = store.submit_many(onboarding("acct_1") + onboarding("acct_2"))
+        assert [v.verdict for v in verdicts] == ["accepted"] * 8
+        assert [e.version for e in store.events()] == [1, 2, 3, 4] * 2
 
 
 def test_unreachable_database_raises_store_error() -> None:
