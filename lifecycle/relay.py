@@ -26,7 +26,8 @@ rows pending and the relay waits — exponential backoff with jitter, or
 ``Retry-After`` when the answer carries one. A request Segment refuses for
 good (another 4xx) is split in halves until the refused message stands alone;
 that one is *parked* with the answer, and the rest go on. A message larger
-than Segment's 32 KB limit is parked without being sent. 401, 403, 404 (and
+than Segment's 32 KB limit, or with a ``messageId`` over its 100 characters, is
+parked without being sent. 401, 403, 404 (and
 405, 407, redirects) mean the write key or the host is wrong: the relay stops
 with :class:`RelayError` and parks nothing.
 """
@@ -66,6 +67,8 @@ DEFAULT_HOST = "https://api.segment.io"
 WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
 #: Segment refuses a message larger than this (as the client library measures it: JSON bytes).
 MAX_MESSAGE_BYTES = 32 << 10
+#: Segment keeps at most this many characters of a ``messageId``; a longer one is not sent.
+MAX_MESSAGE_ID_CHARS = 100
 #: A request body stays under Segment's 500 KB, with the client library's margin for the envelope.
 MAX_REQUEST_BYTES = 475_000
 #: Segment answers 200 to a larger batch and drops the excess.
@@ -234,6 +237,13 @@ def _prepare(row: Pending) -> _Item | str:
     ``sentAt`` is the one that describes this send.
     """
     row_id, message_id, created_at, payload = row
+    if len(message_id) > MAX_MESSAGE_ID_CHARS:
+        # Segment would answer 200 and still not take it as this id: de-duplication
+        # could no longer hold, so the event waits for a person instead.
+        return (
+            f"the messageId is {len(message_id)} characters, over Segment's"
+            f" {MAX_MESSAGE_ID_CHARS}-character limit"
+        )
     try:
         message = orjson.loads(payload)
     except orjson.JSONDecodeError:

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import pytest
 
 from lifecycle import RelayError
-from lifecycle.relay import MAX_MESSAGE_BYTES, Backoff, _retry_after
+from lifecycle.relay import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, Backoff, _retry_after
 from lifecycle.service import Lifecycle
 from lifecycle.store.outbox import shard_of
 from tests.relay.fake_segment import FakeSegment, free_port
@@ -108,6 +108,23 @@ def test_oversized_message_is_parked_unsent(db_url: str, segment: FakeSegment) -
     assert "over Segment's 32768-byte limit" in parked.reason
     arrived = [m["messageId"] for m in segment.first_arrivals()]
     assert arrived == [m["messageId"] for i, m in enumerate(messages) if i != 2]
+
+
+def test_overlong_message_id_is_parked_unsent(db_url: str, segment: FakeSegment) -> None:
+    """Segment keeps 100 characters of a messageId: a longer one is parked, not mangled."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        messages = onboarding("acct_ids")
+        messages[1]["messageId"] = "m" * (MAX_MESSAGE_ID_CHARS + 1)
+        messages[2]["messageId"] = "n" * MAX_MESSAGE_ID_CHARS
+        assert {v.verdict for v in store.submit_many(messages)} == {"accepted"}
+    with relay_for(db_url, segment) as relay:
+        report = relay.run()
+        (parked,) = relay.parked()
+    assert report.parked == 1
+    assert parked.message_id == messages[1]["messageId"]
+    assert "101 characters, over Segment's 100-character limit" in parked.reason
+    arrived = [m["messageId"] for m in segment.first_arrivals()]
+    assert arrived == [m["messageId"] for i, m in enumerate(messages) if i != 1]
 
 
 def test_requests_stay_within_segment_limits(db_url: str, segment: FakeSegment) -> None:
