@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -69,6 +69,8 @@ WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
 MAX_MESSAGE_BYTES = 32 << 10
 #: Segment keeps at most this many characters of a ``messageId``; a longer one is not sent.
 MAX_MESSAGE_ID_CHARS = 100
+#: How long :meth:`Relay.prune` keeps delivered rows by default: a week to look into them.
+KEEP_DELIVERED = timedelta(days=7)
 #: A request body stays under Segment's 500 KB, with the client library's margin for the envelope.
 MAX_REQUEST_BYTES = 475_000
 #: Segment answers 200 to a larger batch and drops the excess.
@@ -543,6 +545,28 @@ class Relay:
                     return total
         except DBAPIError as exc:
             raise database_error(exc) from exc
+
+    def prune(self, *, older_than: timedelta = KEEP_DELIVERED, batch_size: int = 500) -> int:
+        """Delete outbox rows delivered more than ``older_than`` ago; returns how many.
+
+        The outbox would otherwise grow by a row per event for good. For each
+        account the rows go from its first one up to the first that is pending,
+        parked or delivered more recently, and the store records that version:
+        :meth:`backfill` leaves the account's events up to it alone, including
+        any that were never queued. :meth:`status` counts them as ``pruned``.
+        Run one prune at a time; relays and writers may run meanwhile.
+        """
+        before = now() - older_than
+        total = 0
+        try:
+            with self._reading() as conn:
+                runs = outbox.prunable(conn, before)
+            for start in range(0, len(runs), batch_size):
+                with self._write_engine.begin() as conn:
+                    total += outbox.prune(conn, runs[start : start + batch_size], before, now())
+        except DBAPIError as exc:
+            raise database_error(exc) from exc
+        return total
 
     def close(self) -> None:
         """Stop a relay started with :meth:`start`, wait for it, release the pool."""

@@ -1,7 +1,7 @@
 """``lifecycle relay``: forward accepted events to Segment, and read the outbox.
 
-``lifecycle relay`` delivers; ``relay status``, ``relay parked`` and
-``relay backfill`` read or fill the outbox. The store and the Segment client
+``lifecycle relay`` delivers; ``relay status``, ``relay parked``, ``relay backfill``
+and ``relay prune`` read, fill or trim the outbox. The store and the Segment client
 library are imported when a relay command runs, not when the CLI starts.
 """
 
@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,7 +30,7 @@ HOST_ENV = "LIFECYCLE_SEGMENT_HOST"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register ``relay`` and its ``status``, ``parked`` and ``backfill`` commands."""
+    """Register ``relay`` and its ``status``, ``parked``, ``backfill`` and ``prune`` commands."""
     relay = commands.add_parser(
         "relay",
         help="forward accepted events to Segment (outbox relay)",
@@ -106,7 +107,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "backfill", help="enqueue stored events that have no outbox row (older stores)"
     )
     backfill.set_defaults(run=run_backfill)
-    for command in (status, parked, backfill):
+    prune = sub.add_parser(
+        "prune",
+        help="delete outbox rows delivered long ago",
+        description=(
+            "Delete the outbox rows of events delivered more than --older-than ago, per "
+            "account up to its first pending or parked row; `relay status` counts them as "
+            "pruned, and `relay backfill` no longer offers those events."
+        ),
+    )
+    prune.add_argument(
+        "--older-than",
+        type=duration,
+        default=KEEP_DELIVERED_TEXT,
+        metavar="AGE",
+        help=f"delivered longer ago than this: 90s, 30m, 12h, 7d (default: {KEEP_DELIVERED_TEXT})",
+    )
+    prune.set_defaults(run=run_prune)
+    for command in (status, parked, backfill, prune):
         # SUPPRESS: `relay --db URL status` keeps the URL given before the command.
         command.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="database URL")
 
@@ -178,6 +196,7 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"pending    {status['pending']}")
     print(f"delivered  {status['delivered']}")
     print(f"parked     {status['parked']}")
+    print(f"pruned     {status['pruned']}")
     print(f"oldest pending age  {'-' if age is None else f'{age:.1f} s'}")
     return EXIT_OK
 
@@ -202,6 +221,33 @@ def run_backfill(args: argparse.Namespace) -> int:
         count = relay.backfill()
     print(f"queued {count} events")
     return EXIT_OK
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Delete delivered outbox rows older than ``--older-than``."""
+    with open_relay(args) as relay:
+        count = relay.prune(older_than=args.older_than)
+    print(f"pruned {count} delivered events")
+    return EXIT_OK
+
+
+#: ``relay prune``'s default age, as the command line spells it (the library's default).
+KEEP_DELIVERED_TEXT = "7d"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``12h``, ``7d`` (or plain seconds) as a timedelta."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        age = timedelta(seconds=float(number) * _UNITS[unit])
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"expected an age like 90s, 30m, 12h or 7d, got {text!r}"
+        ) from None
+    if age < timedelta(0):
+        raise argparse.ArgumentTypeError(f"{text!r}: an age cannot be negative")
+    return age
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -26,11 +26,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, literal_column, select, type_coerce, update
+from sqlalchemy import (
+    String,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Connection, Dialect
 
 from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, placeholder
-from lifecycle.store.schema import events, outbox
+from lifecycle.store.schema import events, outbox, outbox_pruned
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -288,6 +300,8 @@ class OutboxStatus:
     delivered: int
     parked: int
     oldest_pending: datetime | None
+    #: Delivered rows deleted by :func:`prune` (no longer counted as ``delivered``).
+    pruned: int = 0
 
     def oldest_pending_age(self, now: datetime) -> float | None:
         """Seconds since the oldest pending event was stored (None when nothing is pending)."""
@@ -302,6 +316,7 @@ class OutboxStatus:
             "pending": self.pending,
             "delivered": self.delivered,
             "parked": self.parked,
+            "pruned": self.pruned,
             "oldest_pending": (
                 self.oldest_pending.isoformat() + "Z" if self.oldest_pending is not None else None
             ),
@@ -311,14 +326,16 @@ class OutboxStatus:
 
 _COUNTS = select(outbox.c.status, func.count()).group_by(outbox.c.status)
 _OLDEST = select(outbox.c.created_at).where(_IS_PENDING).order_by(outbox.c.id).limit(1)
+_PRUNED = select(func.coalesce(func.sum(outbox_pruned.c.events), 0))
 
 
 def status(connection: Connection) -> OutboxStatus:
-    """How many rows are pending, delivered and parked; the oldest pending row's time."""
+    """How many rows are pending, delivered, parked and pruned; the oldest pending row's time."""
     counts = {s: n for s, n in connection.execute(_COUNTS)}
     oldest = connection.execute(_OLDEST).scalar()
+    pruned = int(connection.execute(_PRUNED).scalar_one())
     return OutboxStatus(
-        counts.get(PENDING, 0), counts.get(DELIVERED, 0), counts.get(PARKED, 0), oldest
+        counts.get(PENDING, 0), counts.get(DELIVERED, 0), counts.get(PARKED, 0), oldest, pruned
     )
 
 
@@ -371,17 +388,101 @@ def parked(connection: Connection) -> Iterator[ParkedEvent]:
 
 
 def unqueued(connection: Connection, limit: int) -> list[tuple[Any, ...]]:
-    """Up to ``limit`` stored events without an outbox row, in append order, as event rows."""
+    """Up to ``limit`` stored events without an outbox row, in append order, as event rows.
+
+    Events up to an account's pruned version are settled, not unqueued: their
+    rows were deleted by :func:`prune`.
+    """
     query = (
         select(*(events.c[c] for c in EVENT_COLUMNS))
         .select_from(
             events.outerjoin(
                 outbox,
                 (outbox.c.account == events.c.account) & (outbox.c.version == events.c.version),
-            )
+            ).outerjoin(outbox_pruned, outbox_pruned.c.account == events.c.account)
         )
-        .where(outbox.c.id.is_(None))
+        .where(
+            outbox.c.id.is_(None),
+            events.c.version > func.coalesce(outbox_pruned.c.version, 0),
+        )
         .order_by(events.c.position)
         .limit(limit)
     )
     return [tuple(row) for row in connection.execute(query)]
+
+
+# -- pruning delivered rows ---------------------------------------------------------------
+
+#: Per account: its lowest and highest outbox versions, and the lowest one that is not
+#: a row delivered before ``before`` (NULL when every row is).
+_SETTLED = select(
+    outbox.c.account,
+    func.min(outbox.c.version),
+    func.max(outbox.c.version),
+    func.min(
+        case(
+            (
+                or_(outbox.c.status != DELIVERED, outbox.c.delivered_at >= bindparam("before")),
+                outbox.c.version,
+            )
+        )
+    ),
+).group_by(outbox.c.account)
+_DELETE_SETTLED = delete(outbox).where(
+    outbox.c.account == bindparam("key"),
+    outbox.c.version <= bindparam("up_to"),
+    outbox.c.status == DELIVERED,
+    outbox.c.delivered_at < bindparam("before"),
+)
+_PRUNED_SO_FAR = select(outbox_pruned.c.account, outbox_pruned.c.events).where(
+    outbox_pruned.c.account.in_(bindparam("keys", expanding=True))
+)
+_RECORD_PRUNED = insert(outbox_pruned)
+_UPDATE_PRUNED = (
+    update(outbox_pruned)
+    .where(outbox_pruned.c.account == bindparam("key"))
+    .values(version=bindparam("up_to"), events=bindparam("total"), pruned_at=bindparam("at"))
+)
+
+
+def prunable(connection: Connection, before: datetime) -> list[tuple[str, int]]:
+    """``(account, up_to)`` for each account whose first outbox rows were delivered before
+    ``before``: the run ends at the last of them (a pending or parked row stops it).
+
+    Only a run from the account's first row can go: what is pruned is recorded as one
+    version per account, so that :func:`unqueued` can tell a pruned event from one that
+    was never queued.
+    """
+    found = []
+    for account, low, high, unsettled in connection.execute(_SETTLED, {"before": before}):
+        up_to = high if unsettled is None else unsettled - 1
+        if up_to >= low:
+            found.append((account, up_to))
+    return found
+
+
+def prune(
+    connection: Connection, runs: Sequence[tuple[str, int]], before: datetime, at: datetime
+) -> int:
+    """Delete the delivered rows of each ``(account, up_to)`` run and record how far.
+
+    Delivered is final (no row leaves it), so runs found by :func:`prunable` in an
+    earlier transaction still hold; the delete checks it all the same. Returns how
+    many rows were deleted.
+    """
+    if not runs:
+        return 0
+    so_far = dict(connection.execute(_PRUNED_SO_FAR, {"keys": [a for a, _ in runs]}).all())
+    deleted = 0
+    for account, up_to in runs:
+        params = {"key": account, "up_to": up_to, "before": before}
+        count = connection.execute(_DELETE_SETTLED, params).rowcount
+        deleted += count
+        if account in so_far:
+            total = so_far[account] + count
+            values = {"key": account, "up_to": up_to, "total": total, "at": at}
+            connection.execute(_UPDATE_PRUNED, values)
+        else:
+            row = {"account": account, "version": up_to, "events": count, "pruned_at": at}
+            connection.execute(_RECORD_PRUNED, row)
+    return deleted

@@ -138,3 +138,14 @@ outbox = Table(
     # delivered then removes an index entry instead of moving it.
     Index(None, "status", "id", sqlite_where=_PENDING_ROWS, postgresql_where=_PENDING_ROWS),
 )
+
+outbox_pruned = Table(
+    "outbox_pruned",
+    metadata,
+    # Per account: every event up to ``version`` is settled (delivered, or never to be
+    # queued), and its outbox rows were deleted; ``events`` counts the rows deleted.
+    Column("account", String(255), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("pruned_at", Instant, nullable=False),
+)
