@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -116,38 +116,9 @@ def write(
     seen = repository.accepted_ids(conn, _message_ids(subs)) if careful else set()
     found_stored = bool(seen or rebuilt)
     before = {a: s.version for a, s in states.items() if a not in rebuilt}
-    initial = policy.initial
-
-    def load(account: str) -> AccountState:
-        state = states.get(account)
-        return state if state is not None else AccountState(account, initial)
-
-    event_rows: list[tuple[Any, ...]] = []
-    verdicts: list[Verdict] = []
-
-    def judged() -> Iterator[tuple[Any, ...]]:
-        """Judge every submission in order, yielding each accepted event's row.
-
-        A generator so that the store can write a row while the next one is
-        judged; a failure here aborts the write and the transaction with it.
-        """
-        for sub in subs:
-            if isinstance(sub.item, Malformed):
-                verdicts.append(malformed(sub.item.reason))
-                continue
-            verdict, new = judge(policy, sub.item, load, seen.__contains__)
-            verdicts.append(verdict)
-            if new is not None:
-                assert verdict.event is not None
-                states[new.account] = new
-                payload = payload_text(sub.item, sub.raw if sub.whole_line else None)
-                row = event_row(verdict.event, new.version, payload, recorded)
-                event_rows.append(row)
-                if verdict.message_id is not None:
-                    seen.add(verdict.message_id)
-                yield row
-
-    repository.append_events(conn, judged())
+    judging = _Judging(policy, states, seen, recorded)
+    repository.append_events(conn, judging.rows(subs))
+    verdicts, event_rows = judging.verdicts, judging.event_rows
     if not careful:
         _recheck_rejections(conn, verdicts, seen)
     if forward:
@@ -165,6 +136,47 @@ def write(
     if quarantine:
         _quarantine(conn, subs, verdicts, recorded)
     return Outcome(verdicts, moved, found_stored)
+
+
+@dataclass(slots=True)
+class _Judging:
+    """One submission being judged: the states it moves, its verdicts and its event rows."""
+
+    policy: Policy
+    states: dict[str, AccountState]
+    seen: set[str]
+    recorded: datetime
+    verdicts: list[Verdict] = field(default_factory=list)
+    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def rows(self, subs: Sequence[Submission]) -> Iterator[tuple[Any, ...]]:
+        """Judge ``subs`` in order, yielding each accepted event's row as it is decided.
+
+        A generator so that the store can write one row while the next is judged;
+        a failure here aborts the write, and the transaction with it.
+        """
+        policy, states, seen, verdicts = self.policy, self.states, self.seen, self.verdicts
+        initial = policy.initial
+
+        def load(account: str) -> AccountState:
+            state = states.get(account)
+            return state if state is not None else AccountState(account, initial)
+
+        for sub in subs:
+            if isinstance(sub.item, Malformed):
+                verdicts.append(malformed(sub.item.reason))
+                continue
+            verdict, new = judge(policy, sub.item, load, seen.__contains__)
+            verdicts.append(verdict)
+            if new is not None:
+                assert verdict.event is not None
+                states[new.account] = new
+                payload = payload_text(sub.item, sub.raw if sub.whole_line else None)
+                row = event_row(verdict.event, new.version, payload, self.recorded)
+                self.event_rows.append(row)
+                if verdict.message_id is not None:
+                    seen.add(verdict.message_id)
+                yield row
 
 
 def _load_states(
