@@ -546,7 +546,13 @@ class Relay:
         except DBAPIError as exc:
             raise database_error(exc) from exc
 
-    def prune(self, *, older_than: timedelta = KEEP_DELIVERED, batch_size: int = 500) -> int:
+    def prune(
+        self,
+        *,
+        older_than: timedelta = KEEP_DELIVERED,
+        batch_size: int = 500,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Delete outbox rows delivered more than ``older_than`` ago; returns how many.
 
         The outbox would otherwise grow by a row per event for good. For each
@@ -554,7 +560,9 @@ class Relay:
         parked or delivered more recently, and the store records that version:
         :meth:`backfill` leaves the account's events up to it alone, including
         any that were never queued. :meth:`status` counts them as ``pruned``.
-        Run one prune at a time; relays and writers may run meanwhile.
+        Run one prune at a time; relays and writers may run meanwhile. Each
+        transaction covers ``batch_size`` accounts; ``progress(done, total)`` is
+        called after each with the number of accounts done and to do.
         """
         before = now() - older_than
         total = 0
@@ -562,8 +570,11 @@ class Relay:
             with self._reading() as conn:
                 runs = outbox.prunable(conn, before)
             for start in range(0, len(runs), batch_size):
+                batch = runs[start : start + batch_size]
                 with self._write_engine.begin() as conn:
-                    total += outbox.prune(conn, runs[start : start + batch_size], before, now())
+                    total += outbox.prune(conn, batch, before, now())
+                if progress is not None:
+                    progress(start + len(batch), len(runs))
         except DBAPIError as exc:
             raise database_error(exc) from exc
         return total

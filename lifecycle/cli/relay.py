@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -225,10 +227,28 @@ def run_backfill(args: argparse.Namespace) -> int:
 
 def run_prune(args: argparse.Namespace) -> int:
     """Delete delivered outbox rows older than ``--older-than``."""
-    with open_relay(args) as relay:
-        count = relay.prune(older_than=args.older_than)
+    with open_relay(args) as relay, _accounts_bar() as advance:
+        count = relay.prune(older_than=args.older_than, progress=advance)
     print(f"pruned {count} delivered events")
     return EXIT_OK
+
+
+@contextmanager
+def _accounts_bar() -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar over accounts on stderr when it is a terminal (else no callback)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(unit="account", file=sys.stderr, leave=False) as bar:
+
+        def advance(done: int, total: int) -> None:
+            # Once per transaction of accounts: cheap enough to redraw every time.
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        yield advance
 
 
 #: ``relay prune``'s default age, as the command line spells it (the library's default).

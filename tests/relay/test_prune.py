@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+from lifecycle.cli.relay import _accounts_bar
 from lifecycle.service import Lifecycle
 from tests.relay.fake_segment import FakeSegment
 from tests.relay.helpers import relay_for
@@ -64,6 +69,17 @@ def test_backfill_queues_what_came_after_the_pruned_version(
     assert arrived[4:] == [m["messageId"] for m in later]
 
 
+def test_prune_reports_progress_per_batch_of_accounts(db_url: str, segment: FakeSegment) -> None:
+    """Each batch of accounts is its own transaction, reported as (done, total)."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many([m for n in range(3) for m in onboarding(f"acct_{n}")])
+    calls: list[tuple[int, int]] = []
+    with relay_for(db_url, segment) as relay:
+        relay.run()
+        pruned = relay.prune(older_than=NOW, batch_size=2, progress=lambda *c: calls.append(c))
+    assert (pruned, calls) == (12, [(2, 3), (3, 3)])
+
+
 def test_prune_command(tmp_path: Path, segment: FakeSegment) -> None:
     """`relay prune` reports what it deleted, `relay status` counts it; a bad age exits 2."""
     url = f"sqlite:///{tmp_path / 'prune.db'}"
@@ -81,3 +97,21 @@ def test_prune_command(tmp_path: Path, segment: FakeSegment) -> None:
     for bad in ("soon", "-1d", "nand"):
         refused = run("relay", "prune", "--db", url, "--older-than", bad)
         assert refused.returncode == 2 and "--older-than" in refused.stderr, bad
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_prune_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the bar counts accounts toward the total; elsewhere there is none."""
+    with _accounts_bar() as advance:
+        assert advance is None
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with _accounts_bar() as advance:
+        assert advance is not None
+        advance(2, 3)
+        advance(3, 3)
+    assert "3/3" in terminal.getvalue()
