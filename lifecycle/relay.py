@@ -535,16 +535,13 @@ class Relay:
         queued after its events already in the outbox.
         """
         total = 0
-        try:
-            while True:
-                with self._write_engine.begin() as conn:
-                    rows = outbox.unqueued(conn, batch_size)
-                    outbox.enqueue(conn, rows)
-                total += len(rows)
-                if len(rows) < batch_size:
-                    return total
-        except DBAPIError as exc:
-            raise database_error(exc) from exc
+        while True:
+            with self._writing() as conn:
+                rows = outbox.unqueued(conn, batch_size)
+                outbox.enqueue(conn, rows)
+            total += len(rows)
+            if len(rows) < batch_size:
+                return total
 
     def prune(
         self,
@@ -565,18 +562,15 @@ class Relay:
         called after each with the number of accounts done and to do.
         """
         before = now() - older_than
+        with self._reading() as conn:
+            runs = outbox.prunable(conn, before)
         total = 0
-        try:
-            with self._reading() as conn:
-                runs = outbox.prunable(conn, before)
-            for start in range(0, len(runs), batch_size):
-                batch = runs[start : start + batch_size]
-                with self._write_engine.begin() as conn:
-                    total += outbox.prune(conn, batch, before, now())
-                if progress is not None:
-                    progress(start + len(batch), len(runs))
-        except DBAPIError as exc:
-            raise database_error(exc) from exc
+        for start in range(0, len(runs), batch_size):
+            batch = runs[start : start + batch_size]
+            with self._writing() as conn:
+                total += outbox.prune(conn, batch, before, now())
+            if progress is not None:
+                progress(start + len(batch), len(runs))
         return total
 
     def close(self) -> None:
@@ -678,6 +672,15 @@ class Relay:
         """A read connection whose database errors become :class:`StoreError`."""
         try:
             with self.engine.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            raise database_error(exc) from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction, committed on exit, whose database errors become StoreError."""
+        try:
+            with self._write_engine.begin() as conn:
                 yield conn
         except DBAPIError as exc:
             raise database_error(exc) from exc

@@ -127,19 +127,10 @@ def known_digests(connection: Connection, digests: Sequence[str]) -> set[str]:
 def append_events(connection: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert accepted events (tuples in :data:`EVENT_COLUMNS` order) as ``rows`` yields them.
 
-    On PostgreSQL they go into a ``COPY`` while the caller is still producing
-    them, so the server indexes one event while the next is judged; elsewhere
-    they are collected and inserted at once. The unique indexes refuse a lost
-    race or a stored messageId with an ``IntegrityError``.
+    The unique indexes refuse a lost race or a stored messageId with an
+    ``IntegrityError``.
     """
-    rows = iter(rows)
-    first = next(rows, None)
-    if first is None:
-        return
-    if _copies(connection.dialect):
-        _copy(connection, events.name, EVENT_COLUMNS, itertools.chain((first,), rows))
-        return
-    bulk_insert(connection, events, EVENT_COLUMNS, [first, *rows])
+    bulk_insert(connection, events, EVENT_COLUMNS, rows)
 
 
 #: Column order of the rows given to :func:`append_events`.
@@ -149,26 +140,26 @@ EVENT_COLUMNS = (
 
 
 def bulk_insert(
-    connection: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    connection: Connection, table: Table, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
 ) -> None:
     """Insert many rows (tuples in ``columns`` order) at the driver level.
 
     This is the bulk of every write, so it skips SQLAlchemy's per-row parameter
-    handling: PostgreSQL gets ``COPY``, other backends one driver-level
-    ``executemany`` of a statement built once per dialect. A unique index that
-    refuses a row raises SQLAlchemy's ``IntegrityError`` either way.
+    handling: PostgreSQL gets ``COPY``, fed while the caller is still producing
+    ``rows`` (the server stores one row while the next is made); other backends
+    one driver-level ``executemany`` of a statement built once per dialect. A
+    unique index that refuses a row raises SQLAlchemy's ``IntegrityError`` either way.
     """
-    if not rows:
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
         return
-    if _copies(connection.dialect):
+    rows = itertools.chain((first,), rows)
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
         _copy(connection, table.name, columns, rows)
         return
-    _execute_many(connection, _insert_sql(connection.dialect, table, columns), rows)
-
-
-def _copies(dialect: Dialect) -> bool:
-    """Whether rows go in with ``COPY``: PostgreSQL through psycopg."""
-    return dialect.name == "postgresql" and dialect.driver == "psycopg"
+    _execute_many(connection, _insert_sql(dialect, table, columns), list(rows))
 
 
 def _execute_many(
