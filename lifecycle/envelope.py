@@ -9,7 +9,8 @@ reads state. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from lifecycle._frozen import fast_init
@@ -34,7 +35,10 @@ class Event:
     ``name`` is the canonical spec name (``User Signed In`` becomes
     ``Signed In``); ``sent_name`` is the name as it was sent. ``message`` is the
     original decoded message, kept so that what is stored and forwarded is what
-    was sent; treat it as read-only.
+    was sent; treat it as read-only. ``occurred`` is ``timestamp`` as the
+    envelope parsed it (aware), so that storing the event does not parse it
+    again; None when there is no timestamp or the event was built elsewhere. It is
+    derived from ``timestamp``, so it takes no part in equality.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Event:
     timestamp: str | None
     properties: Mapping[str, Any]
     message: Mapping[str, Any]
+    occurred: datetime | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +139,9 @@ def parse_event(
             f"{sent} by {user}: context.groupId must be a non-empty string",
         )
     timestamp = message.get("timestamp")
+    occurred = None
     if timestamp is not None and (
-        not isinstance(timestamp, str) or parse_datetime(timestamp) is None
+        not isinstance(timestamp, str) or (occurred := parse_datetime(timestamp)) is None
     ):
         return EnvelopeError(
             INVALID_TIMESTAMP,
@@ -170,6 +176,7 @@ def parse_event(
         timestamp,
         properties,
         message,
+        occurred,
     )
 
 

@@ -31,7 +31,7 @@ def occurred_at(event: Event) -> datetime | None:
     """The event's own ``timestamp`` as naive UTC, or None when it carried none."""
     if event.timestamp is None:
         return None
-    parsed = parse_datetime(event.timestamp)
+    parsed = event.occurred or parse_datetime(event.timestamp)
     return utc_naive(parsed) if parsed is not None else None
 
 

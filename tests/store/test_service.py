@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import orjson
 import pytest
@@ -38,6 +39,23 @@ def test_accepted_events_are_appended_in_order(store: Lifecycle) -> None:
     ]  # fmt: skip
     assert [orjson.loads(e.payload) for e in stored] == history
     assert [e.position for e in stored] == sorted(e.position for e in stored)
+
+
+def test_occurred_at_is_the_event_timestamp_in_utc(store: Lifecycle) -> None:
+    """``occurred_at`` holds the message's own timestamp as naive UTC, offsets and
+    microseconds included; None when the message had no timestamp."""
+    stamps = ["2024-03-01T10:00:00Z", "2024-03-01T12:30:15.123456+02:30", None, "2024-03-02T08:00"]
+    history = onboarding("acct_1")
+    for message, stamp in zip(history, stamps, strict=True):
+        if stamp is not None:
+            message["timestamp"] = stamp
+    assert [v.verdict for v in store.submit_many(history)] == ["accepted"] * 4
+    assert [e.occurred_at for e in store.events()] == [
+        datetime(2024, 3, 1, 10, 0, 0),
+        datetime(2024, 3, 1, 10, 0, 15, 123456),
+        None,
+        datetime(2024, 3, 2, 8, 0, 0),
+    ]
 
 
 def test_state_matches_the_in_memory_gate(store: Lifecycle) -> None:
