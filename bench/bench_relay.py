@@ -328,15 +328,18 @@ def main() -> int:
         before = counter.value
         client_seconds = client_api(prepared, host, args.batch_size)
         check(before, "Client.track")
-        reset_outbox(url)
-        started = time.perf_counter()
-        cli = subprocess.run(
-            [sys.executable, "-m", "lifecycle", "relay", "--once", "--db", url,
-             "--host", host, "--write-key", WRITE_KEY, "--batch-size", str(args.batch_size)],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        cli_seconds = time.perf_counter() - started
-        assert cli.returncode == 0, cli.stderr
+        cli_seconds = {}
+        for workers in sorted({1, args.shards}):
+            reset_outbox(url)
+            started = time.perf_counter()
+            cli = subprocess.run(
+                [sys.executable, "-m", "lifecycle", "relay", "--once", "--db", url,
+                 "--host", host, "--write-key", WRITE_KEY, "--batch-size", str(args.batch_size),
+                 "--workers", str(workers)],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            cli_seconds[workers] = time.perf_counter() - started
+            assert cli.returncode == 0, cli.stderr
     server.terminate()
 
     memory = rate(times["memory"])
@@ -357,7 +360,8 @@ def main() -> int:
         "sharded_ratio": round(sharded / memory, 3) if sharded else None,
         "client_track_events_per_s": round(client),
         "relay_vs_client_track": round(single / client, 3),
-        "cli_once_seconds": round(cli_seconds, 2),
+        "cli_once_seconds": round(cli_seconds[1], 2),
+        "cli_once_workers_seconds": {n: round(t, 2) for n, t in cli_seconds.items()},
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
@@ -369,7 +373,9 @@ def main() -> int:
     rows.append(("Client.track + flush", client, f"(the relay is {single / client:.1f}x)"))
     for label, value, note in rows:
         print(f"{label:<38}{value:>10,.0f} events/s  {note}")
-    print(f"`lifecycle relay --once` as a process took {cli_seconds:.1f}s")
+    for workers, seconds in cli_seconds.items():
+        flag = f" --workers {workers}" if workers > 1 else ""
+        print(f"`lifecycle relay --once{flag}` as a process took {seconds:.1f}s")
     (OUT / "relay.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

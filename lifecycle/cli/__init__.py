@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
 from lifecycle import __version__
 from lifecycle.cli import check, diagram, generate, history, relay, store
-from lifecycle.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
-from lifecycle.errors import LifecycleError, first_line
+from lifecycle.cli.common import EXIT_ERROR, exit_code
 
 COMMANDS = (check, store, history, relay, diagram, generate)
 
@@ -73,21 +71,5 @@ def _streaming_gc() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        with _streaming_gc():
-            code: int = args.run(args)
-    except LifecycleError as exc:
-        print(f"lifecycle: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("lifecycle: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        sys.stderr.close()
-        return EXIT_ERROR
-    except Exception as exc:
-        if not type(exc).__module__.startswith(("sqlalchemy", "alembic")):
-            raise
-        print(f"lifecycle: database error: {first_line(exc)}", file=sys.stderr)
-        return EXIT_ERROR
-    return code
+    with _streaming_gc():
+        return exit_code(lambda: int(args.run(args)))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from tqdm import tqdm
 
 from lifecycle.cli.report import JsonlReport, Report, TextReport
-from lifecycle.errors import InputError
+from lifecycle.errors import InputError, LifecycleError, first_line
 from lifecycle.policy import Policy
 from lifecycle.reader import input_size
 from lifecycle.rules import DEFAULT_POLICY
@@ -20,6 +20,29 @@ EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+def exit_code(run: Callable[[], int]) -> int:
+    """Run a command; turn the errors a user can act on into a message and an exit code.
+
+    Anything else (a bug) propagates with its traceback.
+    """
+    try:
+        return run()
+    except LifecycleError as exc:
+        print(f"lifecycle: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lifecycle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        sys.stderr.close()
+        return EXIT_ERROR
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("sqlalchemy", "alembic")):
+            raise
+        print(f"lifecycle: database error: {first_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def load_policy(spec: str | None) -> Policy:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from lifecycle.cli.common import EXIT_OK
+from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, exit_code
 from lifecycle.cli.store import add_db_argument, positive
 from lifecycle.errors import RelayError
 
@@ -69,6 +70,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=(0, 1),
         metavar="I/N",
         help="deliver only the accounts of shard I of N (run N relays, one per shard)",
+    )
+    relay.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="run N relay processes, one per shard, to use N cores (not with --shard)",
     )
     relay.add_argument(
         "--timeout", type=float, default=15.0, metavar="S", help="connect and read timeout"
@@ -151,14 +159,29 @@ def _max_failures(args: argparse.Namespace) -> int | None:
 
 def run_relay(args: argparse.Namespace) -> int:
     """Deliver pending events (``--once``) or keep delivering (``--follow``)."""
-    from lifecycle.relay import Backoff
-
     if not 1 <= args.batch_size <= 2500:
-        raise SystemExit("lifecycle relay: error: --batch-size must be between 1 and 2500")
+        _usage_error("--batch-size must be between 1 and 2500")
+    if args.workers > 1 and args.shard != (0, 1):
+        _usage_error("--workers and --shard cannot be combined")
     write_key = args.write_key or os.environ.get(WRITE_KEY_ENV)
     if not write_key:
         raise RelayError(f"no Segment write key: pass --write-key or set ${WRITE_KEY_ENV}")
     _configure_logging(args.verbose)
+    if args.workers > 1:
+        return _run_workers(args, write_key)
+    _print_counts(_deliver(args, write_key))
+    return EXIT_OK
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"lifecycle relay: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_ERROR)
+
+
+def _deliver(args: argparse.Namespace, write_key: str) -> dict[str, int]:
+    """Run one relay (``args.shard``) until done or stopped; its report's counts."""
+    from lifecycle.relay import Backoff
+
     relay = open_relay(
         args,
         write_key=write_key,
@@ -180,9 +203,72 @@ def run_relay(args: argparse.Namespace) -> int:
             report = relay.run(follow=args.follow, max_failures=_max_failures(args))
         finally:
             _restore(previous)
-    counts = report.to_dict()
+    return report.to_dict()
+
+
+def _print_counts(counts: dict[str, int]) -> None:
     print(", ".join(f"{name} {value}" for name, value in counts.items()))
+
+
+def _run_workers(args: argparse.Namespace, write_key: str) -> int:
+    """``--workers N``: N forked relays, shard i of N each; their summed counts, worst exit.
+
+    An account belongs to one shard, so its order is kept. The workers run in a
+    process group of their own and this process passes SIGINT/SIGTERM on, once
+    per signal it gets: each worker then stops after its batch in flight, as a
+    single relay does (a second signal ends them at once).
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise RelayError("--workers needs a system that can fork: run one relay per --shard")
+    context = multiprocessing.get_context("fork")
+    counts = context.SimpleQueue()
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(args, write_key, (i, args.workers), counts),
+            name=f"lifecycle-relay-{i}",
+        )
+        for i in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    previous = _forward_signals(workers)
+    try:
+        for worker in workers:
+            worker.join()
+    finally:
+        _restore(previous)
+    reports = [counts.get() for worker in workers if worker.exitcode == EXIT_OK]
+    _print_counts({name: sum(r[name] for r in reports) for name in reports[0]} if reports else {})
+    # A worker ended by a signal counts as a shell reports it: 128 + the signal's number.
+    return max(code if code >= 0 else 128 - code for code in (w.exitcode or 0 for w in workers))
+
+
+def _worker(args: argparse.Namespace, write_key: str, shard: tuple[int, int], counts: Any) -> None:
+    """One ``--workers`` relay: deliver shard ``shard``; exit with the code a relay would."""
+    os.setpgrp()  # signals come from the parent, once, not from the terminal as well
+    args.shard = shard
+    sys.exit(exit_code(lambda: _report(counts, _deliver(args, write_key))))
+
+
+def _report(counts: Any, result: dict[str, int]) -> int:
+    counts.put(result)
     return EXIT_OK
+
+
+def _forward_signals(workers: list[Any]) -> dict[int, Any]:
+    """Pass each SIGINT/SIGTERM this process gets on to the workers still running."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous: dict[int, Any] = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum: int, _frame: Any) -> None:
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    for s in signals:
+        signal.signal(s, handler)
+    return previous
 
 
 def run_status(args: argparse.Namespace) -> int:

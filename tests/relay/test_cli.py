@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle.service import Lifecycle
+from lifecycle.store.outbox import shard_of
 from tests.relay.fake_segment import FakeSegment
 from tests.relay.helpers import assert_delivered, relay_for, submit_history
 
@@ -158,6 +159,48 @@ def test_shard_processes_and_gzip(tmp_path: Path, segment: FakeSegment) -> None:
     delivered = [int(out.split(",")[0].split()[1]) for out, _ in outputs]
     assert all(delivered) and sum(delivered) == len(stored.accepted)
     assert_delivered(segment, stored, duplicates=False)
+
+
+def test_workers_run_a_relay_per_shard_from_one_command(db_url: str, segment: FakeSegment) -> None:
+    """`--workers 2`: every event once, in per-account order, each request from one shard,
+    both shards at work, and one line with the summed counts."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=8)
+    command = relay_command(db_url, segment, "--once", "--workers", "2", "--batch-size", "10")
+    done = subprocess.run(command, env=environment(segment), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    total = len(stored.accepted)
+    assert done.stdout.startswith(f"delivered {total}, parked 0, requests "), done.stdout
+    assert_delivered(segment, stored, duplicates=False)
+    shards = [{shard_of(m["context"]["groupId"]) % 2 for m in r.messages} for r in segment.requests]
+    assert all(len(s) == 1 for s in shards)
+    assert set().union(*shards) == {0, 1}
+
+
+def test_workers_stop_on_sigterm_and_report_errors(tmp_path: Path, segment: FakeSegment) -> None:
+    """SIGTERM to `--workers` reaches every worker (exit 0 after their batches); a refused
+    key exits 2 as one relay does; `--workers` with `--shard` is a usage error."""
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    with Lifecycle(url) as store:
+        stored = submit_history(store, accounts=4)
+    wrong = run(
+        "relay", "--db", url, "--host", segment.url, "--write-key", "wrong", "--workers", "2"
+    )
+    assert wrong.returncode == 2 and "401" in wrong.stderr
+    follower = subprocess.Popen(
+        relay_command(url, segment, "--follow", "--workers", "2"),
+        env=environment(segment), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    segment.wait_for(len(stored.accepted))
+    follower.send_signal(signal.SIGTERM)
+    out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert out.startswith(f"delivered {len(stored.accepted)}, parked 0,"), out
+
+    both = run("relay", "--db", url, "--workers", "2", "--shard", "0/2", env=environment(segment))
+    assert both.returncode == 2 and "cannot be combined" in both.stderr
+    too_big = run("relay", "--db", url, "--batch-size", "2501", env=environment(segment))
+    assert too_big.returncode == 2 and "--batch-size" in too_big.stderr
 
 
 def test_once_gives_up_after_max_failures(db_url: str, segment: FakeSegment) -> None:
