@@ -39,15 +39,35 @@ class SchemaError(StoreError):
 
 
 class ConcurrencyError(StoreError):
-    """Another writer kept appending to the same account; retries were exhausted."""
+    """Another writer kept appending to the same account; retries were exhausted.
 
-    def __init__(self, account: str, attempts: int) -> None:
-        super().__init__(
-            f"account {account!r}: another writer appended concurrently {attempts} times in a row; "
-            "giving up (retry the submission later)"
-        )
+    With ``deadlock``, the submission ran in a transaction that holds other
+    accounts (``Lifecycle.transaction()`` or the application's own) and that
+    transaction and another writer's waited for each other: retrying inside it
+    cannot help, so the whole transaction must be rolled back and run again
+    (MariaDB has already rolled it back).
+    """
+
+    def __init__(self, account: str, attempts: int, deadlock: bool = False) -> None:
+        if deadlock:
+            message = (
+                f"account {account!r}: this transaction and another writer's waited for each "
+                "other (a deadlock); roll it back and run it again"
+            )
+        else:
+            message = (
+                f"account {account!r}: another writer appended concurrently {attempts} times "
+                "in a row; giving up (retry the submission later)"
+            )
+        super().__init__(message)
         self.account = account
         self.attempts = attempts
+        self.deadlock = deadlock
+
+    def __reduce__(self) -> tuple[type[ConcurrencyError], tuple[str, int, bool]]:
+        # Rebuilt from its own arguments, so that it crosses process boundaries
+        # (a multiprocessing pool cannot otherwise return it and waits forever).
+        return (type(self), (self.account, self.attempts, self.deadlock))
 
 
 class RelayError(LifecycleError):

@@ -34,7 +34,7 @@ from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
 from lifecycle.store import repository
-from lifecycle.store.codec import state_from_json, utc_naive
+from lifecycle.store.codec import head_row, now, state_from_json, utc_naive
 from lifecycle.store.engine import create_engine, database_url, for_writing
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
@@ -243,6 +243,11 @@ class Lifecycle:
 
     def state(self, account: str, *, connection: Connection | None = None) -> AccountState | None:
         """The current state of ``account``, or None if no event of it was stored."""
+        overlay: _Overlay | None = None
+        if connection is not None:
+            overlay = connection.info.get(_OVERLAY)
+        if overlay is not None and account in overlay.written:
+            return overlay.written[account]
         with self._reading(connection) as conn:
             heads = repository.head_states(conn, [account])
             if account in heads:
@@ -385,6 +390,12 @@ class Lifecycle:
         known to be committed at the end, so later submissions keep reading them
         from memory. Fewer, larger commits are what makes a bulk import fast on
         SQLite: every commit writes back each index page the batch touched.
+
+        The accounts' head rows are written once, when the block ends, rather
+        than by every submission that moves them: an import's account is moved
+        by many of its chunks, and on PostgreSQL each head write is a new row
+        version. Until then the states in memory are the truth for this
+        transaction (``state(account, connection=...)`` reads them too).
         """
         overlay = _Overlay(self._heads)
         try:
@@ -392,6 +403,7 @@ class Lifecycle:
                 conn.info[_OVERLAY] = overlay
                 try:
                     yield conn
+                    overlay.write_heads(conn)
                 finally:
                     del conn.info[_OVERLAY]
         except DBAPIError as exc:
@@ -425,7 +437,7 @@ class Lifecycle:
         """
         careful = self._careful
         last: Exception | None = None
-        for _attempt in range(self.max_attempts):
+        for attempt in range(self.max_attempts):
             try:
                 if connection is None:
                     with self._write_engine.begin() as conn:
@@ -438,7 +450,7 @@ class Lifecycle:
                             connection, subs, careful, quarantine, after, overlay or self._heads
                         )
                     if overlay is not None:
-                        overlay.put(outcome.states)
+                        overlay.record(outcome)
                     else:
                         self._heads.discard(s.account for s in outcome.states)
                 self._careful = careful and outcome.found_stored
@@ -449,13 +461,16 @@ class Lifecycle:
                 careful, last = True, exc
                 self._careful = True
             except OperationalError as exc:
+                if connection is not None and _deadlocked(exc):
+                    # The other transaction waits for rows this one wrote before the
+                    # savepoint: retrying in it would only wait for the other again.
+                    raise ConcurrencyError(_accounts(subs), attempt + 1, deadlock=True) from exc
                 if not _is_transient(exc):
                     raise database_error(exc) from exc
                 last = exc
             except DBAPIError as exc:
                 raise database_error(exc) from exc
-        accounts = sorted({a for s in subs if (a := s.account) is not None})
-        raise ConcurrencyError(", ".join(accounts[:5]) or "?", self.max_attempts) from last
+        raise ConcurrencyError(_accounts(subs), self.max_attempts) from last
 
     def _write(
         self,
@@ -475,6 +490,7 @@ class Lifecycle:
             snapshot_every=self.snapshot_every,
             quarantine=quarantine,
             forward=self.outbox,
+            deferred=heads.written if isinstance(heads, _Overlay) else None,
         )
         if after is not None:
             after(conn, outcome.verdicts)
@@ -504,18 +520,41 @@ class Lifecycle:
 
 #: Where a connection from :meth:`Lifecycle.transaction` keeps its :class:`_Overlay`.
 _OVERLAY = "lifecycle_overlay"
+#: Head rows per statement at the end of a transaction (bounds the rows built at once).
+_HEADS_PER_STATEMENT = 20_000
 
 
 class _Overlay(HeadCache):
     """The states written in one :meth:`Lifecycle.transaction`, over the shared cache.
 
     They reach the shared cache only once the transaction commits: another
-    thread must never see a state that may yet be rolled back.
+    thread must never see a state that may yet be rolled back. Their head rows
+    are written once, by :meth:`write_heads` at the end of the transaction.
     """
 
     def __init__(self, shared: HeadCache) -> None:
         super().__init__(size=1 << 62)
         self._shared = shared
+        self._recorded: dict[str, datetime] = {}
+
+    @property
+    def written(self) -> Mapping[str, AccountState]:
+        """The states this transaction moved, by account (their heads not yet written)."""
+        return self._states
+
+    def record(self, outcome: Outcome) -> None:
+        """Take a committed savepoint's new states, and when they were recorded."""
+        self.put(outcome.states)
+        if outcome.recorded is not None:
+            for state in outcome.states:
+                self._recorded[state.account] = outcome.recorded
+
+    def write_heads(self, connection: Connection) -> None:
+        """Write the head row of every account this transaction moved."""
+        stamp = now()
+        rows = [head_row(s, self._recorded.get(a, stamp)) for a, s in self._states.items()]
+        for start in range(0, len(rows), _HEADS_PER_STATEMENT):
+            repository.write_heads(connection, rows[start : start + _HEADS_PER_STATEMENT])
 
     def get(self, accounts: Iterable[str]) -> dict[str, AccountState]:
         """Written here first, else committed."""
@@ -541,6 +580,20 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is None:
         return moment
     return utc_naive(moment)
+
+
+def _accounts(subs: list[Submission]) -> str:
+    """The first few accounts of a submission, for an error message."""
+    accounts = sorted({a for s in subs if (a := s.account) is not None})
+    return ", ".join(accounts[:5]) or "?"
+
+
+def _deadlocked(exc: OperationalError) -> bool:
+    """A deadlock (on MariaDB, also the savepoint that its rollback of everything took)."""
+    if getattr(exc.orig, "sqlstate", None) == "40P01":
+        return True
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in (1213, 1305)
 
 
 def _is_transient(exc: OperationalError) -> bool:

@@ -57,6 +57,10 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         kwargs.setdefault("pool_recycle", 3600)
+        # InnoDB's default, REPEATABLE READ, keeps a transaction's first snapshot: a
+        # submission that lost a race inside Lifecycle.transaction() would re-read the
+        # same stale heads on every retry. PostgreSQL's default is READ COMMITTED too.
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     engine = sqlalchemy.create_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":

@@ -96,6 +96,8 @@ class Outcome:
     verdicts: list[Verdict]
     states: list[AccountState]
     found_stored: bool = False
+    #: When the submission was recorded (the events' ``recorded_at``).
+    recorded: datetime | None = None
 
 
 def write(
@@ -108,11 +110,22 @@ def write(
     snapshot_every: int | None = None,
     quarantine: bool = True,
     forward: bool = False,
+    deferred: Mapping[str, AccountState] | None = None,
 ) -> Outcome:
-    """Judge ``subs`` in order against what is stored, and write the result on ``conn``."""
+    """Judge ``subs`` in order against what is stored, and write the result on ``conn``.
+
+    ``deferred``: the states this transaction already moved, whose head rows the
+    caller writes once, before it commits (see ``Lifecycle.transaction``). They
+    are authoritative: no other writer can append to those accounts until this
+    transaction ends, since its events hold their next versions. With it, the
+    heads this submission moves are not written either.
+    """
     recorded = now()
     accounts = list(dict.fromkeys(a for s in subs if (a := s.account) is not None))
-    states, rebuilt = _load_states(conn, policy, cache, accounts, careful)
+    known = {a: s for a in accounts if (s := (deferred or {}).get(a)) is not None}
+    unknown = [a for a in accounts if a not in known]
+    states, rebuilt = _load_states(conn, policy, cache, unknown, careful)
+    states.update(known)
     seen = repository.accepted_ids(conn, _message_ids(subs)) if careful else set()
     found_stored = bool(seen or rebuilt)
     before = {a: s.version for a, s in states.items() if a not in rebuilt}
@@ -125,7 +138,8 @@ def write(
         # The Segment outbox: one pending row per appended event, in this same transaction.
         outbox.enqueue(conn, event_rows)
     moved = [s for a, s in states.items() if before.get(a) != s.version]
-    repository.write_heads(conn, [head_row(s, recorded) for s in moved])
+    if deferred is None:
+        repository.write_heads(conn, [head_row(s, recorded) for s in moved])
     if snapshot_every:
         due = [
             s
@@ -135,7 +149,7 @@ def write(
         repository.write_snapshots(conn, policy.fingerprint, due, recorded)
     if quarantine:
         _quarantine(conn, subs, verdicts, recorded)
-    return Outcome(verdicts, moved, found_stored)
+    return Outcome(verdicts, moved, found_stored, recorded)
 
 
 @dataclass(slots=True)

@@ -141,6 +141,96 @@ def test_store_transaction_commits_several_submissions_together(store: Lifecycle
     assert store.submit(msg("Signed In", "u1", "acct_1")).accepted  # the committed state
 
 
+def test_store_transaction_writes_each_head_once_at_the_end(store: Lifecycle) -> None:
+    """Heads are written when the block ends, as the gate's states; inside it, the
+    states in memory are served on its connection."""
+    history = (
+        onboarding("acct_1") + onboarding("acct_2", "u2") + [msg("Signed Out", "u1", "acct_1")]
+    )
+    with store.transaction() as connection:
+        for message in history:
+            store.submit(message, connection=connection)
+        heads = connection.execute(text("SELECT count(*) FROM account_heads")).scalar_one()
+        assert heads == 0
+        assert store.state("acct_1", connection=connection).version == 5  # type: ignore[union-attr]
+    gate = Gate()
+    gate.submit_many(history)
+    assert [store.state(a) for a in ("acct_1", "acct_2")] == [
+        gate.state("acct_1"),
+        gate.state("acct_2"),
+    ]
+    with store.engine.connect() as connection:
+        stamps = dict(
+            connection.execute(text("SELECT account, updated_at FROM account_heads")).all()
+        )
+    last = {e.account: e.recorded_at for e in store.events()}
+    assert {a: _naive(t) for a, t in stamps.items()} == {a: _naive(t) for a, t in last.items()}
+
+
+def test_a_writer_racing_a_store_transaction_waits_for_it(db_url: str) -> None:
+    """A writer appending to an account that an open store transaction moved waits for
+    it, then is judged on the state it committed (heads included), with no version lost."""
+    store = Lifecycle(db_url, create_schema=True)
+    other = Lifecycle(db_url)
+    store.submit_many(onboarding("acct_1"))
+    verdicts: list[str | None] = []
+    racer = threading.Thread(
+        target=lambda: verdicts.append(other.submit(msg("Signed Out", "u1", "acct_1")).code)
+    )
+    with store.transaction() as connection:
+        assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive(), "the racing writer did not wait for the transaction"
+    racer.join(60)
+    assert verdicts == ["not_signed_in"]
+    assert [e.version for e in store.events("acct_1")] == [1, 2, 3, 4, 5]
+    assert store.state("acct_1") == other.state("acct_1")
+    assert store.submit(msg("Signed In", "u1", "acct_1")).accepted
+    store.close()
+    other.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
+def test_crossing_store_transactions_end_one_with_a_deadlock_error(db_url: str) -> None:
+    """Two store transactions that each wait for an account the other moved: one gets
+    ``ConcurrencyError(deadlock=True)`` at once and stores nothing; the other commits."""
+    store = Lifecycle(db_url, create_schema=True)
+    store.submit_many(onboarding("acct_x") + onboarding("acct_y", "u2"))
+    both_moved = threading.Barrier(2)
+    errors: list[ConcurrencyError] = []
+
+    def writer(first: str, user_1: str, then: str, user_2: str) -> None:
+        try:
+            with store.transaction() as connection:
+                store.submit(msg("Signed Out", user_1, first), connection=connection)
+                both_moved.wait(10)
+                store.submit(msg("Signed Out", user_2, then), connection=connection)
+        except ConcurrencyError as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=("acct_x", "u1", "acct_y", "u2")),
+        threading.Thread(target=writer, args=("acct_y", "u2", "acct_x", "u1")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [e.deadlock for e in errors] == [True]
+    assert "deadlock" in str(errors[0])
+    # The winner's two events are stored, the loser's none: one Signed Out per account.
+    stored = [(e.account, e.event) for e in store.events() if e.version == 5]
+    assert sorted(stored) == [("acct_x", "Signed Out"), ("acct_y", "Signed Out")]
+    assert [store.state(a).version for a in ("acct_x", "acct_y")] == [5, 5]  # type: ignore[union-attr]
+    store.close()
+
+
+def _naive(moment: datetime | str) -> datetime:
+    """A stored instant as a naive datetime (SQLite returns text for raw queries)."""
+    return moment if isinstance(moment, datetime) else datetime.fromisoformat(moment)
+
+
 def test_store_transaction_rolls_back_whole_and_forgets_its_states(store: Lifecycle) -> None:
     """An exception in the block stores nothing, and no state of it is served afterwards."""
     with pytest.raises(RuntimeError), store.transaction() as connection:
