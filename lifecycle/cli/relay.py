@@ -220,6 +220,8 @@ def _run_workers(args: argparse.Namespace, write_key: str) -> int:
     """
     if "fork" not in multiprocessing.get_all_start_methods():
         raise RelayError("--workers needs a system that can fork: run one relay per --shard")
+    with open_relay(args):  # the schema checked (or, for a new SQLite file, created) once
+        pass
     context = multiprocessing.get_context("fork")
     counts = context.SimpleQueue()
     workers = [
@@ -246,9 +248,31 @@ def _run_workers(args: argparse.Namespace, write_key: str) -> int:
 
 def _worker(args: argparse.Namespace, write_key: str, shard: tuple[int, int], counts: Any) -> None:
     """One ``--workers`` relay: deliver shard ``shard``; exit with the code a relay would."""
+    parent = os.getppid()
     os.setpgrp()  # signals come from the parent, once, not from the terminal as well
+    _stop_with(parent)
     args.shard = shard
     sys.exit(exit_code(lambda: _report(counts, _deliver(args, write_key))))
+
+
+def _stop_with(parent: int) -> None:
+    """On Linux, get SIGTERM when ``parent`` dies, so a killed command leaves no worker behind.
+
+    SIGTERM stops the relay after its batch in flight, as it would from the parent.
+    Elsewhere a worker outlives a killed command until its shard is done.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 def _report(counts: Any, result: dict[str, int]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy
@@ -76,7 +77,7 @@ def configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # lifecycle emits BEGIN itself
         cursor = dbapi_connection.cursor()
         for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            _execute_pragma(cursor, pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -92,6 +93,23 @@ def configure_sqlite(engine: Engine) -> None:
 
 
 _WRITE_OPTION = "lifecycle_write"
+
+
+def _execute_pragma(cursor: Any, pragma: str, attempts: int = 100) -> None:
+    """Run ``pragma``, waiting out another connection that holds the file for a moment.
+
+    Turning a new file to WAL needs it to itself, and SQLite answers "database is
+    locked" at once rather than through the busy timeout: several processes
+    opening a new database together would otherwise fail.
+    """
+    for attempt in range(attempts):
+        try:
+            cursor.execute(pragma)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def for_writing(engine: Engine) -> Engine:

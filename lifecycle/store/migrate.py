@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.errors import SchemaError
+from lifecycle.store.engine import for_writing
 from lifecycle.store.schema import metadata
 
 
@@ -42,8 +43,14 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database up to ``revision``, in one transaction."""
-    with engine.begin() as connection:
+    """Migrate the database up to ``revision``, in one transaction.
+
+    A write transaction from its start (``BEGIN IMMEDIATE`` on SQLite): several
+    processes opening a new SQLite file at once then take turns, and those after
+    the first find the schema at the head, instead of failing as "database is
+    locked" when their reads turn into writes at the same time.
+    """
+    with for_writing(engine).begin() as connection:
         command.upgrade(alembic_config(connection), revision)
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -201,6 +202,50 @@ def test_workers_stop_on_sigterm_and_report_errors(tmp_path: Path, segment: Fake
     assert both.returncode == 2 and "cannot be combined" in both.stderr
     too_big = run("relay", "--db", url, "--batch-size", "2501", env=environment(segment))
     assert too_big.returncode == 2 and "--batch-size" in too_big.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_workers_stop_when_their_command_is_killed(tmp_path: Path, segment: FakeSegment) -> None:
+    """SIGKILL to a `--follow --workers 2` command: its workers stop too, none left behind."""
+    url = f"sqlite:///{tmp_path / 'orphans.db'}"
+    command = subprocess.Popen(
+        relay_command(url, segment, "--follow", "--workers", "2", "--verbose"),
+        env=environment(segment), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert command.stderr is not None
+    for _ in range(2):  # each worker logs once it runs
+        assert "relaying to" in command.stderr.readline()
+    workers = _children(command.pid)
+    assert len(workers) == 2
+    command.kill()
+    command.wait(timeout=10)
+    command.stderr.close()
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)], "a worker outlived its command"
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_once_gives_up_after_max_failures(db_url: str, segment: FakeSegment) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -115,3 +117,37 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path) -> None:
     )  # fmt: skip
     assert upgrade.returncode == 0, upgrade.stderr
     assert tables(f"sqlite:///{work / 'fresh.db'}") >= TABLES
+
+
+def _open_at_once(url: str, barrier: Any, results: Any) -> None:
+    """Worker: open a store on ``url`` as soon as every worker is ready; report the outcome."""
+    engine = create_engine(url)
+    barrier.wait(30)
+    try:
+        migrate.ensure_schema(engine, create=True)
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which shows it
+        results.put(f"{type(exc).__name__}: {exc}")
+    finally:
+        engine.dispose()
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Several processes creating the schema of one new SQLite file at the same moment
+    take turns: every one of them opens it, and the schema is at the head once."""
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
+        barrier, results = context.Barrier(4), context.SimpleQueue()
+        workers = [
+            context.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [results.get() for _ in workers] == ["ok"] * 4
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            assert migrate.current_revision(connection) == migrate.head_revision()
+        engine.dispose()
