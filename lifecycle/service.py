@@ -34,7 +34,7 @@ from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
 from lifecycle.store import repository
-from lifecycle.store.codec import head_row, now, state_from_json, utc_naive
+from lifecycle.store.codec import head_row, state_from_json, utc_naive
 from lifecycle.store.engine import create_engine, database_url, for_writing
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
@@ -545,14 +545,12 @@ class _Overlay(HeadCache):
     def record(self, outcome: Outcome) -> None:
         """Take a committed savepoint's new states, and when they were recorded."""
         self.put(outcome.states)
-        if outcome.recorded is not None:
-            for state in outcome.states:
-                self._recorded[state.account] = outcome.recorded
+        for state in outcome.states:
+            self._recorded[state.account] = outcome.recorded
 
     def write_heads(self, connection: Connection) -> None:
         """Write the head row of every account this transaction moved."""
-        stamp = now()
-        rows = [head_row(s, self._recorded.get(a, stamp)) for a, s in self._states.items()]
+        rows = [head_row(s, self._recorded[a]) for a, s in self._states.items()]
         for start in range(0, len(rows), _HEADS_PER_STATEMENT):
             repository.write_heads(connection, rows[start : start + _HEADS_PER_STATEMENT])
 
@@ -588,21 +586,26 @@ def _accounts(subs: list[Submission]) -> str:
     return ", ".join(accounts[:5]) or "?"
 
 
+#: MariaDB error numbers: lock wait timeout, deadlock, and the savepoint a deadlock's
+#: rollback of the whole transaction took with it.
+_LOCK_WAIT_TIMEOUT, _DEADLOCK, _NO_SAVEPOINT = 1205, 1213, 1305
+
+
+def _error_codes(exc: OperationalError) -> tuple[str | None, Any]:
+    """The driver error's SQLSTATE (PostgreSQL) and first argument (MariaDB's number)."""
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    return getattr(exc.orig, "sqlstate", None), args[0] if args else None
+
+
 def _deadlocked(exc: OperationalError) -> bool:
     """A deadlock (on MariaDB, also the savepoint that its rollback of everything took)."""
-    if getattr(exc.orig, "sqlstate", None) == "40P01":
-        return True
-    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in (1213, 1305)
+    sqlstate, number = _error_codes(exc)
+    return sqlstate == "40P01" or number in (_DEADLOCK, _NO_SAVEPOINT)
 
 
 def _is_transient(exc: OperationalError) -> bool:
     """Deadlocks, serialization failures and busy databases are worth a retry."""
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate in ("40001", "40P01"):
+    sqlstate, number = _error_codes(exc)
+    if sqlstate in ("40001", "40P01") or number in (_LOCK_WAIT_TIMEOUT, _DEADLOCK):
         return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in (1205, 1213):  # MariaDB: lock wait timeout, deadlock
-        return True
-    return "database is locked" in str(orig)
+    return "database is locked" in str(exc.orig)

@@ -95,9 +95,9 @@ class Outcome:
 
     verdicts: list[Verdict]
     states: list[AccountState]
-    found_stored: bool = False
     #: When the submission was recorded (the events' ``recorded_at``).
-    recorded: datetime | None = None
+    recorded: datetime
+    found_stored: bool = False
 
 
 def write(
@@ -122,7 +122,8 @@ def write(
     """
     recorded = now()
     accounts = list(dict.fromkeys(a for s in subs if (a := s.account) is not None))
-    known = {a: s for a in accounts if (s := (deferred or {}).get(a)) is not None}
+    moved_here = deferred or {}
+    known = {a: s for a in accounts if (s := moved_here.get(a)) is not None}
     unknown = [a for a in accounts if a not in known]
     states, rebuilt = _load_states(conn, policy, cache, unknown, careful)
     states.update(known)
@@ -149,7 +150,7 @@ def write(
         repository.write_snapshots(conn, policy.fingerprint, due, recorded)
     if quarantine:
         _quarantine(conn, subs, verdicts, recorded)
-    return Outcome(verdicts, moved, found_stored, recorded)
+    return Outcome(verdicts, moved, recorded, found_stored)
 
 
 @dataclass(slots=True)

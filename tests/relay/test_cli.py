@@ -228,24 +228,22 @@ def test_workers_stop_when_their_command_is_killed(tmp_path: Path, segment: Fake
 
 def _children(parent: int) -> list[int]:
     """The processes whose parent is ``parent`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            found.append(int(stat.parent.name))
-    return found
+    pids = (int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat"))
+    return [pid for pid in pids if (fields := _stat(pid)) and int(fields[1]) == parent]
 
 
 def _alive(pid: int) -> bool:
     """Running, not a zombie waiting to be reaped."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, ...), if it exists."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    return state != "Z"
+        return None
 
 
 def test_once_gives_up_after_max_failures(db_url: str, segment: FakeSegment) -> None:
