@@ -13,12 +13,14 @@ HTTP server with ``segment-analytics-python``, in batches of the same size:
   then ``flush``), for scale.
 
 The server runs in its own process, reads each body and answers 200 at once (it
-counts messages, to check that every side sent everything). The timed sides
+counts messages, to check that every side sent everything); ``--latency-ms`` makes
+it wait that long before answering, as a server across a network does. The timed sides
 alternate for ``--rounds`` rounds; the best round of each is compared. Results
 are printed and written to ``bench/out/relay.json``.
 
     python bench/bench_relay.py
     python bench/bench_relay.py --events 20000 --rounds 3 --shards 4
+    python bench/bench_relay.py --latency-ms 20
 """
 
 from __future__ import annotations
@@ -59,22 +61,27 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     counter: Any = None
+    latency = 0.0
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        # Counted before answering: once the client has its answer, the count is final.
+        with self.counter.get_lock():
+            self.counter.value += body.count(b'"messageId"')
+        if self.latency:
+            time.sleep(self.latency)
         self.wfile.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             b'Content-Length: 16\r\n\r\n{"success":true}'
         )
-        with self.counter.get_lock():
-            self.counter.value += body.count(b'"messageId"')
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-def _serve(port: int, counter: Any) -> None:
+def _serve(port: int, counter: Any, latency: float) -> None:
     _Handler.counter = counter
+    _Handler.latency = latency
     server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     server.daemon_threads = True
     server.serve_forever()
@@ -274,6 +281,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--shards", type=int, default=2, help="also run this many relays (1: no)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="the server waits this long per request"
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
 
@@ -281,7 +291,9 @@ def main() -> int:
 
     counter = multiprocessing.Value("q", 0)
     port = free_port()
-    server = multiprocessing.Process(target=_serve, args=(port, counter), daemon=True)
+    server = multiprocessing.Process(
+        target=_serve, args=(port, counter, args.latency_ms / 1000), daemon=True
+    )
     server.start()
     host = f"http://127.0.0.1:{port}"
 
@@ -349,6 +361,7 @@ def main() -> int:
     result = {
         "events": len(prepared),
         "batch_size": args.batch_size,
+        "latency_ms": args.latency_ms,
         "message_bytes": round(size),
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
@@ -376,7 +389,8 @@ def main() -> int:
     for workers, seconds in cli_seconds.items():
         flag = f" --workers {workers}" if workers > 1 else ""
         print(f"`lifecycle relay --once{flag}` as a process took {seconds:.1f}s")
-    (OUT / "relay.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = f"relay-{args.latency_ms:g}ms.json" if args.latency_ms else "relay.json"
+    (OUT / name).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
