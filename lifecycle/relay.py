@@ -557,7 +557,7 @@ class Relay:
         parked or delivered more recently, and the store records that version:
         :meth:`backfill` leaves the account's events up to it alone, including
         any that were never queued. :meth:`status` counts them as ``pruned``.
-        Run one prune at a time; relays and writers may run meanwhile. Each
+        Relays, writers and other prunes may run meanwhile. Each
         transaction covers ``batch_size`` accounts; ``progress(done, total)`` is
         called after each with the number of accounts done and to do.
         """

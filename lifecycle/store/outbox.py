@@ -32,14 +32,15 @@ from sqlalchemy import (
     case,
     delete,
     func,
-    insert,
     literal_column,
     or_,
     select,
     type_coerce,
     update,
 )
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.dml import Insert
 
 from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, placeholder
 from lifecycle.store.schema import events, outbox, outbox_pruned
@@ -415,34 +416,64 @@ def unqueued(connection: Connection, limit: int) -> list[tuple[Any, ...]]:
 
 #: Per account: its lowest and highest outbox versions, and the lowest one that is not
 #: a row delivered before ``before`` (NULL when every row is).
-_SETTLED = select(
-    outbox.c.account,
-    func.min(outbox.c.version),
-    func.max(outbox.c.version),
-    func.min(
-        case(
-            (
-                or_(outbox.c.status != DELIVERED, outbox.c.delivered_at >= bindparam("before")),
-                outbox.c.version,
+_SETTLED = (
+    select(
+        outbox.c.account,
+        func.min(outbox.c.version),
+        func.max(outbox.c.version),
+        func.min(
+            case(
+                (
+                    or_(outbox.c.status != DELIVERED, outbox.c.delivered_at >= bindparam("before")),
+                    outbox.c.version,
+                )
             )
-        )
-    ),
-).group_by(outbox.c.account)
+        ),
+    )
+    .group_by(outbox.c.account)
+    .order_by(outbox.c.account)
+)
 _DELETE_SETTLED = delete(outbox).where(
     outbox.c.account == bindparam("key"),
     outbox.c.version <= bindparam("up_to"),
     outbox.c.status == DELIVERED,
     outbox.c.delivered_at < bindparam("before"),
 )
-_PRUNED_SO_FAR = select(outbox_pruned.c.account, outbox_pruned.c.events).where(
-    outbox_pruned.c.account.in_(bindparam("keys", expanding=True))
-)
-_RECORD_PRUNED = insert(outbox_pruned)
-_UPDATE_PRUNED = (
-    update(outbox_pruned)
-    .where(outbox_pruned.c.account == bindparam("key"))
-    .values(version=bindparam("up_to"), events=bindparam("total"), pruned_at=bindparam("at"))
-)
+
+
+@functools.cache
+def _record_pruned(dialect_name: str) -> Insert:
+    """Add a prune to an account's record in one upsert: counts add up, the version only rises.
+
+    Prunes may run at once. Read-then-write would let one overwrite the other's
+    count, or insert the same account twice; and a prune that found its runs
+    earlier would lower the version a later one recorded, after which backfill
+    would queue deleted, delivered events again.
+    """
+    row: dict[str, Any] = {
+        "account": bindparam("key"),
+        "version": bindparam("up_to"),
+        "events": bindparam("count"),
+        "pruned_at": bindparam("at"),
+    }
+    if dialect_name in ("mysql", "mariadb"):
+        my = mysql.insert(outbox_pruned).values(row)
+        return my.on_duplicate_key_update(_merged(my.inserted))
+    if dialect_name == "sqlite":
+        lite = sqlite.insert(outbox_pruned).values(row)
+        return lite.on_conflict_do_update(index_elements=["account"], set_=_merged(lite.excluded))
+    pg = postgresql.insert(outbox_pruned).values(row)
+    return pg.on_conflict_do_update(index_elements=["account"], set_=_merged(pg.excluded))
+
+
+def _merged(new: Any) -> dict[str, Any]:
+    """The stored record with a new prune (``new``: the row that conflicted) added to it."""
+    old = outbox_pruned.c
+    return {
+        "events": old.events + new.events,
+        "version": case((new.version > old.version, new.version), else_=old.version),
+        "pruned_at": new.pruned_at,
+    }
 
 
 def prunable(connection: Connection, before: datetime) -> list[tuple[str, int]]:
@@ -467,22 +498,15 @@ def prune(
     """Delete the delivered rows of each ``(account, up_to)`` run and record how far.
 
     Delivered is final (no row leaves it), so runs found by :func:`prunable` in an
-    earlier transaction still hold; the delete checks it all the same. Returns how
-    many rows were deleted.
+    earlier transaction still hold; the delete checks it all the same. Another prune
+    may run at once: a row goes once, and the record only adds counts and raises
+    versions. Returns how many rows were deleted.
     """
-    if not runs:
-        return 0
-    so_far = dict(connection.execute(_PRUNED_SO_FAR, {"keys": [a for a, _ in runs]}).all())
+    record = _record_pruned(connection.dialect.name)
     deleted = 0
     for account, up_to in runs:
         params = {"key": account, "up_to": up_to, "before": before}
         count = connection.execute(_DELETE_SETTLED, params).rowcount
         deleted += count
-        if account in so_far:
-            total = so_far[account] + count
-            values = {"key": account, "up_to": up_to, "total": total, "at": at}
-            connection.execute(_UPDATE_PRUNED, values)
-        else:
-            row = {"account": account, "version": up_to, "events": count, "pruned_at": at}
-            connection.execute(_RECORD_PRUNED, row)
+        connection.execute(record, {"key": account, "up_to": up_to, "count": count, "at": at})
     return deleted

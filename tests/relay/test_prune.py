@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from lifecycle.cli.relay import _accounts_bar
 from lifecycle.service import Lifecycle
+from lifecycle.store import outbox
+from lifecycle.store.codec import now
+from lifecycle.store.engine import create_engine, for_writing
+from lifecycle.store.schema import outbox_pruned
 from tests.relay.fake_segment import FakeSegment
 from tests.relay.helpers import relay_for
 from tests.relay.test_cli import run
@@ -67,6 +74,75 @@ def test_backfill_queues_what_came_after_the_pruned_version(
         assert relay.status().delivered == 5
     arrived = [m["messageId"] for m in segment.first_arrivals()]
     assert arrived[4:] == [m["messageId"] for m in later]
+
+
+def _pruned_record(url: str) -> dict[str, tuple[int, int]]:
+    """``outbox_pruned`` as ``{account: (version, events)}``."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(outbox_pruned.c.account, outbox_pruned.c.version,
+                                       outbox_pruned.c.events))  # fmt: skip
+            return {account: (version, events) for account, version, events in rows}
+    finally:
+        engine.dispose()
+
+
+def test_a_prune_that_looked_earlier_never_lowers_the_record(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """Runs found before another prune ran still add up, and never lower its version.
+
+    A lowered version would make backfill queue deleted, delivered events again.
+    """
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit_many(onboarding("acct_f"))
+        relay.run()
+        with relay.engine.connect() as conn:
+            early = outbox.prunable(conn, now())
+        store.submit_many([msg("Signed Out", "u1", "acct_f"), msg("Signed In", "u1", "acct_f")])
+        relay.run()
+        with relay.engine.connect() as conn:
+            late = outbox.prunable(conn, now())
+        assert (early, late) == ([("acct_f", 4)], [("acct_f", 6)])
+        writer = for_writing(relay.engine)
+        for runs in (late, early):  # the prune that looked first records last
+            with writer.begin() as conn:
+                outbox.prune(conn, runs, now(), now())
+        assert _pruned_record(db_url) == {"acct_f": (6, 6)}
+        assert relay.status().pruned == 6
+        assert relay.backfill() == 0, "deleted, delivered events queued again"
+
+
+def test_prunes_at_once_add_up(db_url: str, segment: FakeSegment) -> None:
+    """Two prunes of the same accounts at the same moment: one deletes, both record, no error.
+
+    The second waits for the first's rows (or, on SQLite, for the write lock), then
+    finds them gone; it must neither insert the account's record a second time nor
+    overwrite the count with its own.
+    """
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit_many([m for n in range(3) for m in onboarding(f"acct_{n}")])
+        relay.run()
+        with relay.engine.connect() as conn:
+            runs = outbox.prunable(conn, now())
+        writer = for_writing(relay.engine)
+        deleted: list[int] = []
+
+        def second() -> None:
+            with writer.begin() as conn:
+                deleted.append(outbox.prune(conn, runs, now(), now()))
+
+        with writer.begin() as conn:
+            deleted.append(outbox.prune(conn, runs, now(), now()))
+            other = threading.Thread(target=second)
+            other.start()
+            time.sleep(0.5)  # the second prune is waiting for this one
+            assert other.is_alive()
+        other.join(30)
+        assert not other.is_alive()
+    assert deleted == [12, 0]
+    assert _pruned_record(db_url) == {f"acct_{n}": (4, 4) for n in range(3)}
 
 
 def test_prune_reports_progress_per_batch_of_accounts(db_url: str, segment: FakeSegment) -> None:
