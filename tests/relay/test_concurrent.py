@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from lifecycle.relay import Relay
 from lifecycle.service import Lifecycle
 from lifecycle.store.schema import outbox
 from tests.relay.fake_segment import FakeSegment
@@ -21,6 +23,7 @@ from tests.store.helpers import account_history, interleave, onboarding
 
 WRITERS = 3
 RELAYS = 2
+PRUNERS = 2
 ACCOUNTS = 6
 
 
@@ -33,14 +36,25 @@ def write_all(url: str, messages: list[dict[str, Any]], batch: int) -> None:
     store.close()
 
 
+def prune_until(url: str, stop: Any, pruned: Any) -> None:
+    """Pruner process: delete every delivered row, again and again, until ``stop`` is set."""
+    with Relay(url) as relay:
+        while not stop.is_set():
+            count = relay.prune(older_than=timedelta(0), batch_size=2)
+            with pruned.get_lock():
+                pruned.value += count
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
 def test_concurrent_writers_and_relays(db_url: str, segment: FakeSegment) -> None:
     """Writers racing on the same accounts while two relays deliver: each event once, in order.
 
     Writers commit out of id order (a lower id may commit after a higher one),
-    relays lock disjoint accounts; afterwards every accepted event arrived exactly
-    once, no rejected one did, and each account's events arrived in version order.
+    relays lock disjoint accounts, and two pruners delete delivered rows all the
+    while; afterwards every accepted event arrived exactly once, no rejected one
+    did, each account's events arrived in version order, every pruned row was
+    counted once, and backfill finds nothing to queue again.
     """
     Lifecycle(db_url, create_schema=True).close()
     histories = [account_history(f"acct_{n}", users=3, sessions=3) for n in range(ACCOUNTS)]
@@ -61,20 +75,32 @@ def test_concurrent_writers_and_relays(db_url: str, segment: FakeSegment) -> Non
         )
         for _ in range(RELAYS)
     ]
+    context = multiprocessing.get_context("spawn")
+    stop, pruned = context.Event(), context.Value("q", 0)
+    pruners = [
+        context.Process(target=prune_until, args=(db_url, stop, pruned)) for _ in range(PRUNERS)
+    ]
+    for pruner in pruners:
+        pruner.start()
     try:
-        context = multiprocessing.get_context("spawn")
         with context.Pool(WRITERS) as pool:
             pool.starmap(write_all, [(db_url, s, 1 + n % 3) for n, s in enumerate(streams)])
         with relay_for(db_url, segment) as reader:
             deadline = time.monotonic() + 60
             while reader.status().pending and time.monotonic() < deadline:
                 time.sleep(0.05)
+            stop.set()
+            for pruner in pruners:
+                pruner.join(30)
             status = reader.status()
+            assert reader.backfill() == 0, "pruned events were queued again"
     finally:
+        stop.set()
         outputs = []
         for relay in relays:
             relay.send_signal(signal.SIGTERM)
             outputs.append(relay.communicate(timeout=30))
+    assert [p.exitcode for p in pruners] == [0] * PRUNERS
     assert [r.returncode for r in relays] == [0] * RELAYS, [err for _, err in outputs]
 
     stored = Stored()
@@ -85,7 +111,8 @@ def test_concurrent_writers_and_relays(db_url: str, segment: FakeSegment) -> Non
     submitted = {m["messageId"] for s in streams for m in s}
     stored.rejected = submitted - set(stored.accepted)
     assert stored.rejected, "the streams should hold rejected messages"
-    assert status.pending == 0 and status.delivered == len(stored.accepted)
+    assert status.pending == 0 and status.delivered + status.pruned == len(stored.accepted)
+    assert status.pruned == pruned.value > 0, "the pruners should have pruned, each row once"
     assert_delivered(segment, stored, duplicates=False)
     delivered = [int(out.split(",")[0].split()[1]) for out, _ in outputs]
     assert sum(delivered) == len(stored.accepted)
