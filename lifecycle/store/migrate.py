@@ -6,6 +6,8 @@ installed wheel as well as from a checkout.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
 
@@ -14,6 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.errors import SchemaError
@@ -43,21 +46,77 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database up to ``revision``, in one transaction.
+    """Migrate the database up to ``revision``, in one transaction, one migration at a time.
 
-    A write transaction from its start (``BEGIN IMMEDIATE`` on SQLite): several
-    processes opening a new SQLite file at once then take turns, and those after
-    the first find the schema at the head, instead of failing as "database is
-    locked" when their reads turn into writes at the same time.
+    Several processes that upgrade one database at once (every replica of a
+    service on start, or processes opening a new SQLite file together) take
+    turns, and those after the first find the schema at the head, instead of
+    failing on tables that exist or as "database is locked" on SQLite.
     """
-    with for_writing(engine).begin() as connection:
+    with _migrating(engine) as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to ``revision`` (``base`` removes every table)."""
-    with engine.begin() as connection:
+    with _migrating(engine) as connection:
         command.downgrade(alembic_config(connection), revision)
+
+
+#: PostgreSQL advisory lock key held while migrating ("lcmg" in ASCII).
+_PG_LOCK = 0x6C636D67
+#: Seconds a migration waits for another one before it gives up (MariaDB's lock needs one).
+_LOCK_WAIT = 600
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that holds the database's migration lock until it has committed.
+
+    SQLite's write transaction (``BEGIN IMMEDIATE``) is itself the lock. On
+    PostgreSQL and MariaDB a session lock is taken first and released after the
+    commit, so that the next migration reads the revision this one wrote (MariaDB
+    commits each DDL statement, so without the lock a second migration could also
+    leave tables behind that no revision records).
+    """
+    with for_writing(engine).connect() as connection:
+        unlock = _lock(connection)
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            if unlock is not None:
+                _release(connection, *unlock)
+
+
+def _release(connection: Connection, statement: TextClause, params: dict[str, Any]) -> None:
+    """Release the migration lock; a connection that broke has lost it already."""
+    if connection.invalidated or connection.closed:
+        return
+    connection.execute(statement, params)
+    connection.commit()
+
+
+def _lock(connection: Connection) -> tuple[TextClause, dict[str, Any]] | None:
+    """Take the migration lock on ``connection``; the statement that releases it, if any."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK})
+        connection.commit()
+        return text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK}
+    if dialect in ("mysql", "mariadb"):
+        # Lock names are server-wide: the database's name keeps stores apart.
+        name = f"lifecycle.migrate.{connection.engine.url.database}"[:64]
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": _LOCK_WAIT}
+        ).scalar()
+        connection.commit()
+        if got != 1:
+            raise SchemaError(
+                f"another migration of this database has run for {_LOCK_WAIT} s: try again later"
+            )
+        return text("SELECT RELEASE_LOCK(:name)"), {"name": name}
+    return None
 
 
 def differences(engine: Engine) -> list[Any]:

@@ -151,3 +151,24 @@ def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path)
         with engine.connect() as connection:
             assert migrate.current_revision(connection) == migrate.head_revision()
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
+def test_processes_upgrading_a_new_server_database_at_once_all_succeed(db_url: str) -> None:
+    """Every replica of a service running `db upgrade` on start: one migrates, the others
+    wait for it and find the schema at the head, instead of failing on tables that exist."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.SimpleQueue()
+    workers = [
+        context.Process(target=_open_at_once, args=(db_url, barrier, results)) for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [results.get() for _ in workers] == ["ok"] * 4
+    engine = create_engine(db_url)
+    with engine.connect() as connection:
+        assert migrate.current_revision(connection) == migrate.head_revision()
+    engine.dispose()
+    assert tables(db_url) >= TABLES
