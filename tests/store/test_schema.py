@@ -172,3 +172,24 @@ def test_processes_upgrading_a_new_server_database_at_once_all_succeed(db_url: s
         assert migrate.current_revision(connection) == migrate.head_revision()
     engine.dispose()
     assert tables(db_url) >= TABLES
+
+
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+def test_a_migration_that_waits_too_long_for_another_gives_up(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB's lock takes a time limit: past it, a clear SchemaError and nothing migrated."""
+    monkeypatch.setattr(migrate, "_LOCK_WAIT", 1)
+    engine = create_engine(db_url)
+    name = f"lifecycle.migrate.{engine.url.database}"
+    try:
+        with engine.connect() as holder:
+            assert holder.execute(sqlalchemy.text(f"SELECT GET_LOCK('{name}', 0)")).scalar() == 1
+            with pytest.raises(SchemaError, match="another migration"):
+                migrate.upgrade(engine)
+            holder.execute(sqlalchemy.text(f"SELECT RELEASE_LOCK('{name}')"))
+        assert tables(db_url) == set()
+        migrate.upgrade(engine)
+        assert tables(db_url) >= TABLES
+    finally:
+        engine.dispose()
