@@ -50,7 +50,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lifecycle.errors import RelayError, StoreError, database_error, first_line
 from lifecycle.store import outbox
@@ -532,13 +532,24 @@ class Relay:
         For events stored before the outbox existed (schema revisions before 0003)
         or by a :class:`~lifecycle.Lifecycle` created with ``outbox=False``. Run it
         before the relay first delivers: an account's backfilled events are
-        queued after its events already in the outbox.
+        queued after its events already in the outbox. Several backfills may run
+        at once: a batch that another one queued first is looked up again.
         """
         total = 0
+        stuck: tuple[Any, ...] | None = None
         while True:
-            with self._writing() as conn:
-                rows = outbox.unqueued(conn, batch_size)
-                outbox.enqueue(conn, rows)
+            rows: list[tuple[Any, ...]] = []
+            try:
+                with self._writing() as conn:
+                    rows = outbox.unqueued(conn, batch_size)
+                    outbox.enqueue(conn, rows)
+            except StoreError as exc:
+                # Another backfill queued some of these rows first: look again, unless
+                # the batch starts where the last refused one did (then it is no race).
+                if not isinstance(exc.__cause__, IntegrityError) or not rows or rows[0] == stuck:
+                    raise
+                stuck = rows[0]
+                continue
             total += len(rows)
             if len(rows) < batch_size:
                 return total

@@ -141,3 +141,44 @@ def test_a_late_commit_of_a_lower_id_is_not_skipped(db_url: str, segment: FakeSe
     assert max(ids["acct_slow"]) < min(ids["acct_fast"]), "T1 should hold the lower ids"
     arrived = [m["context"]["groupId"] for m in segment.first_arrivals()]
     assert arrived == ["acct_fast"] * 4 + ["acct_slow"] * 4
+
+
+def backfill_at_once(url: str, batch_size: int, barrier: Any, results: Any) -> None:
+    """Backfill process: start with the others, report how many events it queued."""
+    with Relay(url) as relay:
+        barrier.wait(30)
+        try:
+            results.put(relay.backfill(batch_size=batch_size))
+        except Exception as exc:  # reported to the test, which shows it
+            results.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
+@pytest.mark.parametrize("batch_size", [5000, 7])
+def test_backfills_at_once_queue_each_event_once_in_order(db_url: str, batch_size: int) -> None:
+    """Three backfills started together: each event queued once, in version order per account.
+
+    A backfill whose batch another one committed first looks again instead of failing.
+    """
+    Lifecycle(db_url, create_schema=True).close()
+    with Lifecycle(db_url, outbox=False) as quiet:
+        quiet.submit_many([m for n in range(40) for m in onboarding(f"acct_{n}")])
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.SimpleQueue()
+    workers = [
+        context.Process(target=backfill_at_once, args=(db_url, batch_size, barrier, results))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    counts = [results.get() for _ in workers]
+    assert all(isinstance(c, int) for c in counts), counts
+    assert sum(counts) == 160
+    with Lifecycle(db_url) as store, store.engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.account, outbox.c.version).order_by(outbox.c.id))
+        queued: dict[str, list[int]] = {}
+        for account, version in rows:
+            queued.setdefault(account, []).append(version)
+    assert queued == {f"acct_{n}": [1, 2, 3, 4] for n in range(40)}
