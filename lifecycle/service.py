@@ -38,7 +38,7 @@ from lifecycle.store.codec import head_row, state_from_json, utc_naive
 from lifecycle.store.engine import create_engine, database_url, for_writing
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
-from lifecycle.store.schema import account_heads, events, quarantine
+from lifecycle.store.schema import account_heads, bulk_lock, events, quarantine
 from lifecycle.store.writer import API, HeadCache, NeedsCare, Outcome, Submission, write
 
 
@@ -380,7 +380,7 @@ class Lifecycle:
         return report
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, alone: bool = False) -> Iterator[Connection]:
         """One write transaction of this store's own for several submissions.
 
         Pass the connection it yields as ``connection=`` to the ``submit``
@@ -396,10 +396,21 @@ class Lifecycle:
         by many of its chunks, and on PostgreSQL each head write is a new row
         version. Until then the states in memory are the truth for this
         transaction (``state(account, connection=...)`` reads them too).
+
+        Two store transactions that append to the same accounts at once hold each
+        other's next versions until they commit, so one of them keeps losing and
+        ends with :class:`ConcurrencyError`. Run that one again with ``alone=True``:
+        on PostgreSQL and MariaDB it then waits until no other store transaction
+        runs and keeps the others waiting until it ends (an exclusive lock on the
+        ``bulk_lock`` row, which every store transaction holds in share mode).
+        Writers outside store transactions do not take that lock. On SQLite
+        transactions already take turns.
         """
         overlay = _Overlay(self._heads)
         try:
             with self._write_engine.begin() as conn:
+                if conn.dialect.name != "sqlite":
+                    conn.execute(_TURN.with_for_update(read=not alone))
                 conn.info[_OVERLAY] = overlay
                 try:
                     yield conn
@@ -578,6 +589,10 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is None:
         return moment
     return utc_naive(moment)
+
+
+#: The row store transactions lock: in share mode, or exclusively to run alone.
+_TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
 
 
 def _accounts(subs: list[Submission]) -> str:

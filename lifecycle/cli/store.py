@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterator
-from itertools import islice
-from typing import TYPE_CHECKING
+from itertools import chain, islice
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 
@@ -24,7 +24,7 @@ from lifecycle.cli.common import (
     progress,
 )
 from lifecycle.decide import Verdict
-from lifecycle.reader import InputItem, read_lines
+from lifecycle.reader import InputItem, InputLine, read_lines
 from lifecycle.sorting import sorted_by_timestamp
 
 if TYPE_CHECKING:
@@ -161,21 +161,23 @@ def run_ingest(args: argparse.Namespace) -> int:
         if args.sort_by:
             items = sorted_by_timestamp(lines)
 
-            def sorted_chunks(conn: Connection) -> Iterator[Judged]:
-                while batch := list(islice(items, chunk)):
-                    verdicts = store.submit_items(batch, connection=conn)
-                    yield [(it, v) for it, v in zip(batch, verdicts, strict=True)]
+            def judge_items(batch: list[InputItem], conn: Connection) -> Judged:
+                verdicts = store.submit_items(batch, connection=conn)
+                return list(zip(batch, verdicts, strict=True))
 
-            _in_transactions(store, sorted_chunks, args.batch_size, report)
+            batches = iter(lambda: list(islice(items, chunk)), [])
+            _in_transactions(store, batches, judge_items, args.batch_size, report)
         else:
 
-            def line_chunks(conn: Connection) -> Iterator[Judged]:
+            def read() -> Iterator[list[InputLine]]:
                 while batch := list(islice(lines, chunk)):
-                    judged = store.submit_lines(batch, connection=conn)
                     bar.advance(sum(len(line.raw) for line in batch))
-                    yield judged
+                    yield batch
 
-            _in_transactions(store, line_chunks, args.batch_size, report)
+            def judge_lines(batch: list[InputLine], conn: Connection) -> Judged:
+                return store.submit_lines(batch, connection=conn)
+
+            _in_transactions(store, read(), judge_lines, args.batch_size, report)
     report.finish("lifecycle ingest")
     return EXIT_REJECTED if report.rejected else EXIT_OK
 
@@ -183,31 +185,65 @@ def run_ingest(args: argparse.Namespace) -> int:
 #: Messages with their verdicts, as one submission returns them.
 Judged = list[tuple[InputItem, Verdict]]
 
+T = TypeVar("T")
+
+#: Store transactions in a row that may lose while running alone (to writers outside them).
+ALONE_ATTEMPTS = 3
+
 
 def _in_transactions(
     store: Lifecycle,
-    chunks: Callable[[Connection], Iterator[Judged]],
+    batches: Iterator[list[T]],
+    judge: Callable[[list[T], Connection], Judged],
     size: int,
     report: Report,
 ) -> None:
-    """Submit ``chunks`` in transactions of about ``size`` messages each.
+    """Judge ``batches`` in store transactions of about ``size`` messages each.
 
     Verdicts are reported once their transaction has committed, so that what a
     killed ingest printed is stored. They are kept until then without their
     decoded event, so holding a transaction's worth costs little memory.
+
+    A transaction that loses to another writer (:class:`ConcurrencyError`: say,
+    another ingest of the same accounts on a server database) is run again,
+    alone, from the batches it had taken; so is every one after it, so that two
+    ingests take turns instead of losing to each other again.
     """
+    from lifecycle.errors import ConcurrencyError
+
+    # SQLite's writers take turns already: nothing to keep for running a transaction again.
+    replayable = store.engine.dialect.name != "sqlite"
+    alone, lost, again = False, 0, list[list[T]]()
     while True:
         held: list[tuple[str, int, int, Verdict]] = []
-        taken = 0
-        with store.transaction() as conn:
-            for judged in chunks(conn):
-                held.extend((it.file, it.line, it.index, _bare(v)) for it, v in judged)
-                taken += len(judged)
-                if taken >= size:
-                    break
+        taken: list[list[T]] = []
+        count = 0
+        try:
+            with store.transaction(alone=alone) as conn:
+                for batch in chain(again, batches):
+                    if replayable:
+                        taken.append(batch)
+                    judged = judge(batch, conn)
+                    held.extend((it.file, it.line, it.index, _bare(v)) for it, v in judged)
+                    count += len(batch)
+                    if count >= size:
+                        break
+        except ConcurrencyError:
+            lost = lost + 1 if alone else 1
+            if not replayable or lost > ALONE_ATTEMPTS:
+                raise
+            if not alone:
+                print(
+                    "lifecycle: another writer is storing the same accounts; "
+                    "this ingest now takes turns with it",
+                    file=sys.stderr,
+                )
+            alone, again = True, taken
+            continue
+        lost, again = 0, []
         for entry in held:
             report.add(*entry)
-        if taken < size:
+        if count < size:
             return
 
 

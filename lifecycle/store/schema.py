@@ -20,6 +20,9 @@ are what the migrations must agree with, which a test checks on every backend.
   ``delivered`` (Segment answered 200) or ``parked`` (Segment refused it for
   good). ``id`` orders the rows; for one account it follows ``version``.
   ``shard`` is a stable hash of the account, for relays that split the work.
+* ``outbox_pruned``: per account, how far ``relay prune`` deleted delivered rows.
+* ``bulk_lock``: one row. Every store transaction on a server database locks it in
+  share mode, and one that runs alone (after losing a race) locks it exclusively.
 """
 
 from __future__ import annotations
@@ -148,4 +151,11 @@ outbox_pruned = Table(
     Column("version", Integer, nullable=False),
     Column("events", BigInteger, nullable=False),
     Column("pruned_at", Instant, nullable=False),
+)
+
+bulk_lock = Table(
+    "bulk_lock",
+    metadata,
+    # One row (id 1), created by the migration: what matters is who holds its lock.
+    Column("id", Integer, primary_key=True, autoincrement=False),
 )
