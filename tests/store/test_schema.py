@@ -132,45 +132,36 @@ def _open_at_once(url: str, barrier: Any, results: Any) -> None:
         engine.dispose()
 
 
-def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
-    """Several processes creating the schema of one new SQLite file at the same moment
-    take turns: every one of them opens it, and the schema is at the head once."""
-    context = multiprocessing.get_context("spawn")
-    for attempt in range(3):
-        url = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
-        barrier, results = context.Barrier(4), context.SimpleQueue()
-        workers = [
-            context.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(4)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        assert [results.get() for _ in workers] == ["ok"] * 4
-        engine = create_engine(url)
-        with engine.connect() as connection:
-            assert migrate.current_revision(connection) == migrate.head_revision()
-        engine.dispose()
-
-
-@pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
-def test_processes_upgrading_a_new_server_database_at_once_all_succeed(db_url: str) -> None:
-    """Every replica of a service running `db upgrade` on start: one migrates, the others
-    wait for it and find the schema at the head, instead of failing on tables that exist."""
+def _open_in_four_processes_at_once(url: str) -> None:
+    """Four processes open a store on ``url`` at the same moment: all succeed, schema at head."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(4), context.SimpleQueue()
     workers = [
-        context.Process(target=_open_at_once, args=(db_url, barrier, results)) for _ in range(4)
+        context.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(4)
     ]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
     assert [results.get() for _ in workers] == ["ok"] * 4
-    engine = create_engine(db_url)
+    engine = create_engine(url)
     with engine.connect() as connection:
         assert migrate.current_revision(connection) == migrate.head_revision()
     engine.dispose()
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Several processes creating the schema of one new SQLite file at the same moment
+    take turns: every one of them opens it, and the schema is at the head once."""
+    for attempt in range(3):
+        _open_in_four_processes_at_once(f"sqlite:///{tmp_path / f'new-{attempt}.db'}")
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
+def test_processes_upgrading_a_new_server_database_at_once_all_succeed(db_url: str) -> None:
+    """Every replica of a service running `db upgrade` on start: one migrates, the others
+    wait for it and find the schema at the head, instead of failing on tables that exist."""
+    _open_in_four_processes_at_once(db_url)
     assert tables(db_url) >= TABLES
 
 
