@@ -207,7 +207,8 @@ def _in_transactions(
     A transaction that loses to another writer (:class:`ConcurrencyError`: say,
     another ingest of the same accounts on a server database) is run again,
     alone, from the batches it had taken; so is every one after it, so that two
-    ingests take turns instead of losing to each other again.
+    ingests take turns instead of losing to each other again. On a server
+    database a transaction's batches are therefore kept until it commits.
     """
     from lifecycle.errors import ConcurrencyError
 
