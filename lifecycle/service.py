@@ -333,11 +333,16 @@ class Lifecycle:
         """Compare a full replay with what the live path reads: account heads and snapshots.
 
         Yields one :class:`~lifecycle.replay.Difference` per account and source that
-        disagree; nothing when the caches are exact.
+        disagree; nothing when the caches are exact. Everything is read in one
+        snapshot of the database, so writers may go on meanwhile: what they commit
+        after it began is not compared.
         """
-        with self._reading(None) as conn:
+        with self._snapshot() as conn:
             replayed = history.replay(conn, self.policy)
-            heads = {s.account: s for s in self.accounts()}
+            heads = {
+                state.account: state
+                for state in map(state_from_json, conn.execute(_HEAD_STATES).scalars())
+            }
             for account in sorted(replayed.keys() | heads.keys()):
                 truth = replayed.get(account)
                 fields = history.differences(heads.get(account), truth)
@@ -516,6 +521,23 @@ class Lifecycle:
             yield from result
 
     @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read transaction that sees one snapshot of the database from its first read.
+
+        REPEATABLE READ on PostgreSQL and MariaDB (whose connections otherwise read
+        what is committed at each statement); on SQLite a read transaction already
+        keeps its snapshot.
+        """
+        try:
+            with self.engine.connect() as conn:
+                if conn.dialect.name != "sqlite":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            raise database_error(exc) from exc
+
+    @contextmanager
     def _reading(self, connection: Connection | None) -> Iterator[Connection]:
         try:
             if connection is not None:
@@ -591,6 +613,8 @@ def _utc(moment: datetime | None) -> datetime | None:
     return utc_naive(moment)
 
 
+#: Every account head's stored state.
+_HEAD_STATES = select(account_heads.c.state)
 #: The row store transactions lock: in share mode, or exclusively to run alone.
 _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
 

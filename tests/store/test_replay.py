@@ -116,6 +116,30 @@ def test_until_and_as_of_give_prefixes(store: Lifecycle) -> None:
     assert list(store.replay(as_of=datetime(2000, 1, 1))) == []
 
 
+def test_verify_reads_one_snapshot_while_writers_go_on(
+    store: Lifecycle, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What another writer commits while verify runs is not compared: no false differences.
+
+    Here it commits between the replay and the reading of the heads and snapshots.
+    """
+    store.submit_many(account_history("acct_1"))
+    replay = history.replay
+
+    def replay_then_write(*args: Any, **kwargs: Any) -> Any:
+        states = replay(*args, **kwargs)
+        with Lifecycle(db_url) as writer:
+            moved = writer.submit_many(account_history("acct_2"))
+            assert {v.verdict for v in moved} == {"accepted"}
+        return states
+
+    monkeypatch.setattr(history, "replay", replay_then_write)
+    assert list(store.verify()) == []
+    monkeypatch.undo()
+    assert list(store.verify()) == []
+    assert store.state("acct_2") is not None
+
+
 def test_verify_reports_a_corrupted_head(store: Lifecycle, db_url: str, tmp_path: Path) -> None:
     """`replay --verify` exits 1 and names the account and field when a head is wrong."""
     store.submit_many(account_history("acct_1") + account_history("acct_2"))
