@@ -256,7 +256,7 @@ class Lifecycle:
 
     def accounts(self, *, status: str | None = None) -> Iterator[AccountState]:
         """Every stored account's current state (optionally only those in ``status``)."""
-        query = select(account_heads.c.state).order_by(account_heads.c.account)
+        query = _HEAD_STATES.order_by(account_heads.c.account)
         if status is not None:
             query = query.where(account_heads.c.status == status)
         for (state,) in self._stream(query):
@@ -528,14 +528,11 @@ class Lifecycle:
         what is committed at each statement); on SQLite a read transaction already
         keeps its snapshot.
         """
-        try:
-            with self.engine.connect() as conn:
-                if conn.dialect.name != "sqlite":
-                    conn.execution_options(isolation_level="REPEATABLE READ")
-                with conn.begin():
-                    yield conn
-        except DBAPIError as exc:
-            raise database_error(exc) from exc
+        with self._reading(None) as conn:
+            if conn.dialect.name != "sqlite":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def _reading(self, connection: Connection | None) -> Iterator[Connection]:

@@ -226,7 +226,7 @@ def _in_transactions(
                         taken.append(batch)
                     judged = judge(batch, conn)
                     held.extend((it.file, it.line, it.index, _bare(v)) for it, v in judged)
-                    count += len(batch)
+                    count += len(judged)
                     if count >= size:
                         break
         except ConcurrencyError:
