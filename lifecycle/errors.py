@@ -17,6 +17,8 @@ policy or the environment, never with the data being judged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class LifecycleError(Exception):
     """Root of every exception lifecycle raises on purpose."""
@@ -39,7 +41,11 @@ class SchemaError(StoreError):
 
 
 class ConcurrencyError(StoreError):
-    """Another writer kept appending to the same account; retries were exhausted.
+    """Another writer kept appending to the same accounts; retries were exhausted.
+
+    ``accounts`` holds every account the failed submission touched, sorted, so that
+    an application can tell which ones to submit again; ``account`` is the first of
+    them. The message names the first few.
 
     With ``deadlock``, the submission ran in a transaction that holds other
     accounts (``Lifecycle.transaction()`` or the application's own) and that
@@ -48,26 +54,42 @@ class ConcurrencyError(StoreError):
     (MariaDB has already rolled it back).
     """
 
-    def __init__(self, account: str, attempts: int, deadlock: bool = False) -> None:
+    #: How many accounts the message names before it says how many more there are.
+    NAMED = 5
+
+    def __init__(
+        self, accounts: str | Iterable[str], attempts: int, deadlock: bool = False
+    ) -> None:
+        self.accounts = (accounts,) if isinstance(accounts, str) else tuple(sorted(set(accounts)))
+        self.account = self.accounts[0] if self.accounts else "?"
+        self.attempts = attempts
+        self.deadlock = deadlock
+        who = _naming(self.accounts, self.NAMED)
         if deadlock:
             message = (
-                f"account {account!r}: this transaction and another writer's waited for each "
+                f"{who}: this transaction and another writer's waited for each "
                 "other (a deadlock); roll it back and run it again"
             )
         else:
             message = (
-                f"account {account!r}: another writer appended concurrently {attempts} times "
+                f"{who}: another writer appended concurrently {attempts} times "
                 "in a row; giving up (retry the submission later)"
             )
         super().__init__(message)
-        self.account = account
-        self.attempts = attempts
-        self.deadlock = deadlock
 
-    def __reduce__(self) -> tuple[type[ConcurrencyError], tuple[str, int, bool]]:
+    def __reduce__(self) -> tuple[type[ConcurrencyError], tuple[tuple[str, ...], int, bool]]:
         # Rebuilt from its own arguments, so that it crosses process boundaries
         # (a multiprocessing pool cannot otherwise return it and waits forever).
-        return (type(self), (self.account, self.attempts, self.deadlock))
+        return (type(self), (self.accounts, self.attempts, self.deadlock))
+
+
+def _naming(accounts: tuple[str, ...], named: int) -> str:
+    """``account 'a'``, ``accounts 'a', 'b'`` or ``accounts 'a', ... and 3 more``."""
+    if len(accounts) <= 1:
+        return f"account {accounts[0] if accounts else '?'!r}"
+    shown = ", ".join(repr(a) for a in accounts[:named])
+    more = len(accounts) - named
+    return f"accounts {shown}" + (f" and {more} more" if more > 0 else "")
 
 
 class RelayError(LifecycleError):

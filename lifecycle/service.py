@@ -616,10 +616,9 @@ _HEAD_STATES = select(account_heads.c.state)
 _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
 
 
-def _accounts(subs: list[Submission]) -> str:
-    """The first few accounts of a submission, for an error message."""
-    accounts = sorted({a for s in subs if (a := s.account) is not None})
-    return ", ".join(accounts[:5]) or "?"
+def _accounts(subs: list[Submission]) -> set[str]:
+    """The accounts a submission touched, for a ``ConcurrencyError``."""
+    return {a for s in subs if (a := s.account) is not None}
 
 
 #: MariaDB error numbers: lock wait timeout, deadlock, and the savepoint a deadlock's

@@ -14,7 +14,7 @@ EXAMPLES = [
     errors.InputError("--policy 'x': expected module:attribute"),
     errors.StoreError("cannot open the event store"),
     errors.SchemaError("the schema is at 0002, expected 0004"),
-    ConcurrencyError("acct_1, acct_2", 8),
+    ConcurrencyError(["acct_2", "acct_1"], 8),
     ConcurrencyError("acct_1", 1, deadlock=True),
     errors.RelayError("no Segment write key"),
 ]
@@ -46,3 +46,18 @@ def test_concurrency_error_keeps_its_account_and_attempts() -> None:
     assert "acct_1" in str(copy) and "8 times" in str(copy)
     lost = pickle.loads(pickle.dumps(ConcurrencyError("acct_1", 1, deadlock=True)))
     assert lost.deadlock and "deadlock" in str(lost)
+
+
+def test_concurrency_error_keeps_every_account_and_names_the_first_few() -> None:
+    """A batch's error lists all its accounts for the caller and only a few in the message."""
+    accounts = [f"acct_{n:02}" for n in range(12, 0, -1)] + ["acct_01"]
+    error = pickle.loads(pickle.dumps(ConcurrencyError(accounts, 3)))
+    assert error.accounts == tuple(f"acct_{n:02}" for n in range(1, 13))
+    assert error.account == "acct_01"
+    assert str(error).startswith(
+        "accounts 'acct_01', 'acct_02', 'acct_03', 'acct_04', 'acct_05' and 7 more: "
+    )
+    two = ConcurrencyError(["b", "a"], 1, deadlock=True)
+    assert str(two).startswith("accounts 'a', 'b': ") and two.account == "a"
+    assert str(ConcurrencyError("a, b", 8)).startswith("account 'a, b': ")
+    assert str(ConcurrencyError([], 8)).startswith("account '?': ")

@@ -219,6 +219,9 @@ def test_crossing_store_transactions_end_one_with_a_deadlock_error(db_url: str) 
         thread.join(60)
     assert [e.deadlock for e in errors] == [True]
     assert "deadlock" in str(errors[0])
+    # The loser's submission was its second, on the account the winner had moved first.
+    assert errors[0].accounts in {("acct_x",), ("acct_y",)}
+    assert str(errors[0]).startswith(f"account {errors[0].account!r}: ")
     # The winner's two events are stored, the loser's none: one Signed Out per account.
     stored = [(e.account, e.event) for e in store.events() if e.version == 5]
     assert sorted(stored) == [("acct_x", "Signed Out"), ("acct_y", "Signed Out")]
