@@ -22,6 +22,9 @@ from lifecycle.messages import Item, Malformed, decode_line
 
 STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
+#: What Windows tools write before UTF-8 text. JSON forbids it, so only the start of
+#: a file may hold one; it is skipped there and nowhere else.
+_BOM = b"\xef\xbb\xbf"
 
 
 @fast_init
@@ -67,12 +70,16 @@ def is_document(path: str) -> bool:
 
 def as_batch(document: bytes) -> bytes:
     """A whole-file document as one batch line (an array of messages becomes a batch)."""
-    stripped = document.strip()
+    stripped = document.removeprefix(_BOM).strip()
     return b'{"batch":' + stripped + b"}" if stripped.startswith(b"[") else stripped
 
 
 def read_lines(paths: Sequence[str]) -> Iterator[InputLine]:
     """Every non-blank line of every file, in order. Blank lines are skipped.
+
+    A UTF-8 byte order mark at the very start of a file is dropped: otherwise one
+    exported from a Windows tool would lose its first message (often an account's
+    ``Account Created``) and, with it, every later event of that account.
 
     A ``.json`` file is one JSON document — a Segment batch object ``{"batch":
     [...]}`` or an array of messages, pretty-printed or not — read whole and
@@ -91,7 +98,9 @@ def read_lines(paths: Sequence[str]) -> Iterator[InputLine]:
                     continue
                 for raw in handle:
                     number += 1
-                    if not raw.isspace():  # blank? (unlike strip(), copies nothing)
+                    if number == 1:
+                        raw = raw.removeprefix(_BOM)
+                    if raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
                         yield InputLine(path, number, raw)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise InputError(f"cannot read {path} after line {number}: {exc}") from exc

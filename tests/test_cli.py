@@ -187,6 +187,25 @@ def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
     assert [(r["line"], r["verdict"]) for r in records] == [(2, "accepted"), (5, "accepted")]
 
 
+def test_a_byte_order_mark_is_skipped_at_the_start_of_a_file_only(tmp_path: Path) -> None:
+    """A UTF-8 BOM (as Windows tools write) before the first line costs no message; one
+    anywhere else is still malformed JSON. The same holds in each file and for .json."""
+    bom = b"\xef\xbb\xbf"
+    first = tmp_path / "a.jsonl"
+    first.write_bytes(bom + line("Account Created") + b"\r\n" + bom + line("Signed Up") + b"\r\n")
+    second = tmp_path / "b.jsonl"
+    second.write_bytes(bom + b"\n" + line("Signed Up") + b"\n")
+    document = tmp_path / "c.json"
+    document.write_bytes(bom + b"[" + line("Signed In", "u2") + b"]")
+    result = lifecycle("check", first, second, document, "--format", "jsonl")
+    assert [(r["line"], r["verdict"], r.get("code")) for r in verdicts(result)] == [
+        (1, "accepted", None),
+        (2, "rejected", "malformed_json"),
+        (2, "accepted", None),
+        (1, "rejected", "user_unknown"),
+    ]
+
+
 def test_state_carries_across_files(tmp_path: Path) -> None:
     """Files are judged in the order given through one state; line numbers restart per file."""
     first = write(tmp_path / "a.jsonl", line("Account Created"), line("Signed Up"))
