@@ -2,8 +2,8 @@
 
 Steps 2 and 3 of the check order live here: is the message a lifecycle event at
 all (else it is *ignored*), and is its envelope sound (``missing_user``,
-``missing_group_id``, ``invalid_timestamp``, ``invalid_property``). Nothing here
-reads state. Pure: no I/O.
+``missing_group_id``, ``key_too_long``, ``invalid_timestamp``, ``invalid_property``).
+Nothing here reads state. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from lifecycle.spec import (
     DATE,
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
+    KEY_TOO_LONG,
+    MAX_KEY_CHARS,
     MISSING_GROUP_ID,
     MISSING_USER,
     EventSpec,
@@ -138,6 +140,15 @@ def parse_event(
             "context.groupId",
             f"{sent} by {user}: context.groupId must be a non-empty string",
         )
+    message_id = message_id_of(message)
+    if (too_long := _too_long_key(message, user, account, message_id)) is not None:
+        return EnvelopeError(
+            KEY_TOO_LONG,
+            too_long,
+            f"{sent} for {_clipped(account)} by {_clipped(user)}: {too_long} is "
+            f"{len(_key_value(too_long, user, account, message_id))} characters, "
+            f"more than the {MAX_KEY_CHARS} a key may have",
+        )
     timestamp = message.get("timestamp")
     occurred = None
     if timestamp is not None and (
@@ -172,12 +183,36 @@ def parse_event(
         sent,
         account,
         user,
-        message_id_of(message),
+        message_id,
         timestamp,
         properties,
         message,
         occurred,
     )
+
+
+def _too_long_key(
+    message: Mapping[str, Any], user: str, account: str, message_id: str | None
+) -> str | None:
+    """The field of the first key longer than :data:`MAX_KEY_CHARS`, or None."""
+    if len(user) > MAX_KEY_CHARS:
+        return "userId" if message.get("userId") == user else "anonymousId"
+    if len(account) > MAX_KEY_CHARS:
+        return "context.groupId"
+    if message_id is not None and len(message_id) > MAX_KEY_CHARS:
+        return "messageId"
+    return None
+
+
+def _key_value(field: str, user: str, account: str, message_id: str | None) -> str:
+    if field == "context.groupId":
+        return account
+    return (message_id or "") if field == "messageId" else user
+
+
+def _clipped(key: str) -> str:
+    """A key short enough for a reason: its first 40 characters, then an ellipsis."""
+    return key if len(key) <= 40 else key[:40] + "…"
 
 
 def _has_type(value: object, kind: PropertyType) -> bool:

@@ -103,6 +103,7 @@ SPEC_EVENTS: tuple[EventSpec, ...] = (
 MALFORMED_JSON = "malformed_json"
 MISSING_USER = "missing_user"
 MISSING_GROUP_ID = "missing_group_id"
+KEY_TOO_LONG = "key_too_long"
 INVALID_TIMESTAMP = "invalid_timestamp"
 INVALID_PROPERTY = "invalid_property"
 ACCOUNT_UNKNOWN = "account_unknown"
@@ -118,11 +119,12 @@ USER_NOT_MEMBER = "user_not_member"
 USER_ALREADY_SIGNED_UP = "user_already_signed_up"
 NOT_SIGNED_IN = "not_signed_in"
 
-#: The 17 rejection codes of the default policy, in check order.
+#: The 18 rejection codes of the default policy, in check order.
 REJECTION_CODES: tuple[str, ...] = (
     MALFORMED_JSON,
     MISSING_USER,
     MISSING_GROUP_ID,
+    KEY_TOO_LONG,
     INVALID_TIMESTAMP,
     INVALID_PROPERTY,
     ACCOUNT_UNKNOWN,
@@ -140,7 +142,11 @@ REJECTION_CODES: tuple[str, ...] = (
 )
 
 #: Codes decided before any state is read (parsing and the envelope).
-ENVELOPE_CODES: tuple[str, ...] = REJECTION_CODES[:5]
+ENVELOPE_CODES: tuple[str, ...] = REJECTION_CODES[:6]
+
+#: The most characters a key (the user, ``context.groupId``, ``messageId``) may have:
+#: the event store indexes them, and an index needs a bound on every backend.
+MAX_KEY_CHARS = 255
 
 
 def parse_datetime(value: str) -> datetime | None:

@@ -79,6 +79,13 @@ CODE_CASES: list[tuple[str, tuple[dict[str, Any], ...], dict[str, Any], str]] = 
         "Signed In by u1: context.groupId must be a non-empty string",
     ),
     (
+        "key_too_long",
+        CREATED,
+        track("Signed In", account="acct_" + "9" * 251),
+        "Signed In for acct_99999999999999999999999999999999999… by u1: context.groupId is 256 "
+        "characters, more than the 255 a key may have",
+    ),
+    (
         "invalid_timestamp",
         MEMBER,
         {**track("Signed In"), "timestamp": "yesterday"},
@@ -172,10 +179,10 @@ CODE_CASES: list[tuple[str, tuple[dict[str, Any], ...], dict[str, Any], str]] = 
 
 
 def test_every_code_has_a_case() -> None:
-    """The per-code cases below, plus malformed_json, cover exactly the 17 public codes."""
+    """The per-code cases below, plus malformed_json, cover exactly the 18 public codes."""
     covered = ["malformed_json"] + [code for code, *_ in CODE_CASES]
     assert sorted(covered) == sorted(REJECTION_CODES)
-    assert len(REJECTION_CODES) == 17
+    assert len(REJECTION_CODES) == 18
 
 
 def test_malformed_json() -> None:
@@ -220,6 +227,53 @@ def test_missing_group_id_wins_over_invalid_timestamp() -> None:
     """With no account and a bad timestamp, the code is missing_group_id."""
     message = {**track("Signed In", account=None), "timestamp": "soon"}
     assert Gate().submit(message).code == "missing_group_id"
+
+
+def test_missing_group_id_wins_over_key_too_long() -> None:
+    """A user key too long and no account: the code is missing_group_id."""
+    assert Gate().submit(track("Signed In", user="u" * 300, account=None)).code == (
+        "missing_group_id"
+    )
+
+
+def test_key_too_long_wins_over_invalid_timestamp() -> None:
+    """A messageId too long and a bad timestamp: the code is key_too_long."""
+    message = {**track("Signed In", mid="m" * 256), "timestamp": "soon"}
+    verdict = Gate().submit(message)
+    assert (verdict.code, verdict.field) == ("key_too_long", "messageId")
+
+
+def _at_most_255(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _at_most_255(v) for k, v in value.items()}
+    return value[:255] if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize(
+    ("keys", "field"),
+    [
+        ({"userId": "ü" * 256}, "userId"),
+        ({"userId": "", "anonymousId": "a" * 256}, "anonymousId"),
+        ({"userId": "u1", "anonymousId": "a" * 256}, None),  # the anonymousId is not the key
+        ({"context": {"groupId": "acct_" + "1" * 251}}, "context.groupId"),
+        ({"messageId": "m" * 256}, "messageId"),
+        ({"messageId": 7 * 10**300}, None),  # not a string: no messageId at all
+    ],
+)
+def test_key_too_long_checks_the_keys_lifecycle_uses(
+    keys: dict[str, Any], field: str | None
+) -> None:
+    """Each key (the user, the account, the messageId) may have 255 characters, not 256."""
+    gate = gate_after(track("Account Created"), track("Signed Up"))
+    verdict = gate.submit({**track("Signed In"), **keys})
+    if field is None:
+        assert verdict.accepted, verdict
+    else:
+        assert (verdict.code, verdict.field) == ("key_too_long", field)
+        assert f"{field} is 256 characters, more than the 255 a key may have" in str(verdict.reason)
+    longest = {k: _at_most_255(v) for k, v in keys.items()}
+    # 255 characters pass this check (the verdict is then the account's or user's rules').
+    assert gate.submit({**track("Signed In"), **longest}).code != "key_too_long"
 
 
 def test_invalid_timestamp_wins_over_invalid_property() -> None:

@@ -27,7 +27,7 @@ from lifecycle.envelope import group_id_of, message_id_of
 from lifecycle.messages import Malformed
 from lifecycle.policy import Policy
 from lifecycle.replay import load_account
-from lifecycle.spec import ACCOUNT_UNKNOWN
+from lifecycle.spec import ACCOUNT_UNKNOWN, MAX_KEY_CHARS
 from lifecycle.state import AccountState
 from lifecycle.store import outbox, repository
 from lifecycle.store.codec import event_row, head_row, now, payload_text
@@ -260,6 +260,19 @@ def _quarantine(
     repository.quarantine_rows(conn, rows)
 
 
+#: The quarantine's ``source`` column holds this many characters.
+MAX_SOURCE_CHARS = 1024
+
+
+def _key_or_none(key: str | None) -> str | None:
+    return key if key is None or len(key) <= MAX_KEY_CHARS else None
+
+
+def _fitting(source: str, limit: int) -> str:
+    """A source name that fits its column: a path too long keeps its end (the file name)."""
+    return source if len(source) <= limit else "…" + source[-(limit - 1) :]
+
+
 def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> dict[str, Any]:
     raw = sub.raw.rstrip(b"\r\n") if sub.whole_line or isinstance(sub.item, Malformed) else sub.raw
     digest = None
@@ -268,13 +281,14 @@ def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> di
         digest = hashlib.sha256(key).hexdigest()
     return {
         "received_at": recorded,
-        "source": sub.source,
+        "source": _fitting(sub.source, MAX_SOURCE_CHARS),
         "line": sub.line,
         "batch_index": sub.index,
         "code": verdict.code,
         "reason": verdict.reason,
-        "account": verdict.account,
-        "message_id": verdict.message_id,
+        # A key too long for its column (rejected as ``key_too_long``) stays in ``raw`` only.
+        "account": _key_or_none(verdict.account),
+        "message_id": _key_or_none(verdict.message_id),
         "event": verdict.event_name,
         "raw": raw,
         "digest": digest,

@@ -36,7 +36,9 @@ from lifecycle.spec import (
     ENVELOPE_CODES,
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
+    KEY_TOO_LONG,
     MALFORMED_JSON,
+    MAX_KEY_CHARS,
     MISSING_GROUP_ID,
     MISSING_USER,
     REJECTION_CODES,
@@ -566,6 +568,8 @@ def _broken_message(draw: st.DrawFn, history: _History, code: str) -> Message:
     if code == MISSING_GROUP_ID:
         context = _pick(draw, _BAD_CONTEXTS)
         return _replace(message, "context", {} if context is _DROP else {"context": context})
+    if code == KEY_TOO_LONG:
+        return _with_long_key(draw, message)
     if code == INVALID_TIMESTAMP:
         message["timestamp"] = _pick(draw, _BAD_TIMESTAMPS)
         return message
@@ -575,6 +579,28 @@ def _broken_message(draw: st.DrawFn, history: _History, code: str) -> Message:
     properties = dict(message.get("properties") or {})
     properties[name] = bad
     message["properties"] = properties
+    return message
+
+
+def _with_long_key(draw: st.DrawFn, message: Message) -> Message:
+    """``message`` with its user key, ``context.groupId`` or ``messageId`` made too long."""
+    field = _pick(draw, ("user", "context.groupId", "messageId"))
+    extra = draw(st.sampled_from((1, 2, 45, 745)))
+    if field == "messageId":
+        key = str(message.get("messageId") or "msg")
+        message["messageId"] = key + "m" * (MAX_KEY_CHARS + extra - len(key))
+    elif field == "context.groupId":
+        key = message["context"]["groupId"]
+        long = key + "g" * max(MAX_KEY_CHARS + extra - len(key), 1)
+        message["context"] = {**message["context"], "groupId": long}
+    else:
+        # The key in use: ``userId`` when it is a non-empty string, else ``anonymousId``.
+        name = (
+            "userId"
+            if isinstance(message.get("userId"), str) and message["userId"]
+            else "anonymousId"
+        )
+        message[name] = message[name] + "ü" * max(MAX_KEY_CHARS + extra - len(message[name]), 1)
     return message
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from lifecycle import DEFAULT_POLICY, ConcurrencyError, EventSpec, Gate, Refusal, StoreError
 from lifecycle.envelope import Event
 from lifecycle.policy import Change
+from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.state import AccountState
 from tests.store.helpers import msg, onboarding
@@ -99,6 +100,44 @@ def test_rejections_are_quarantined_with_their_raw_bytes(store: Lifecycle) -> No
     assert rows[1].event == "Signed In" and rows[1].source == "api"
     assert next(iter(store.rejections(code="account_unknown"))).message_id == "orphan"
     assert list(store.events()) == []
+
+
+def test_keys_too_long_for_their_columns_are_quarantined_not_a_database_error(
+    store: Lifecycle,
+) -> None:
+    """A user, account or messageId over 255 characters is rejected as key_too_long, in a
+    batch whose other messages are stored; its quarantine row keeps it in ``raw`` only
+    (PostgreSQL and MariaDB would refuse it in the 255-character key columns), and a
+    source path too long for its column keeps its end."""
+    account = "acct_" + "x" * 300
+    batch = [
+        msg("Account Created", "u1", account, mid="m" * 300),
+        *onboarding("acct_1"),
+        msg("Signed In", "u" * 256, "acct_1"),
+        msg("Signed In", "u1", "acct_1", mid="n" * 256),
+    ]
+    source = "/imports/" + "deep/" * 300 + "history.jsonl"
+    lines = [InputLine(source, n, orjson.dumps(m) + b"\n") for n, m in enumerate(batch, 1)]
+    verdicts = [v for _, v in store.submit_lines(lines)]
+    assert [(v.code, v.field) for v in verdicts] == [
+        ("key_too_long", "context.groupId"),
+        *[(None, None)] * 4,
+        ("key_too_long", "userId"),
+        ("key_too_long", "messageId"),
+    ]
+    assert [e.account for e in store.events()] == ["acct_1"] * 4
+    rows = list(store.rejections(code="key_too_long"))
+    assert [(r.line, r.account, r.message_id) for r in rows] == [
+        (1, None, None),
+        (6, "acct_1", batch[5]["messageId"]),
+        (7, "acct_1", None),
+    ]
+    assert [orjson.loads(r.raw) for r in rows] == [batch[0], batch[5], batch[6]]
+    assert {len(r.source) for r in rows} == {1024}
+    assert all(r.source.startswith("…") and r.source.endswith("/deep/history.jsonl") for r in rows)
+    # The same lines again quarantine nothing twice: the digest is of the whole source.
+    store.submit_lines(lines)
+    assert len(list(store.rejections())) == 3
 
 
 def test_a_rejected_message_id_may_be_sent_again(store: Lifecycle) -> None:
