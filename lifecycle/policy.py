@@ -133,6 +133,7 @@ class Policy:
         )
         self._table = _compile(self)
         _check_graph(self)
+        _check_lengths(self)
         self.fingerprint = _fingerprint(self)
 
     # -- reading the compiled table -------------------------------------------------
@@ -402,6 +403,29 @@ def _refusal(policy: Policy, state: str, event: str, creating: set[str]) -> Refu
             "and has no refusal (add refusals={event: Refusal(code, expected)})"
         )
     return refusal
+
+
+#: The longest state name, event name and rejection code the event store can hold
+#: (``account_heads.status``, ``events.event``, ``quarantine.code``).
+MAX_STATE_CHARS, MAX_EVENT_CHARS, MAX_CODE_CHARS = 64, 255, 64
+
+
+def _check_lengths(policy: Policy) -> None:
+    """Names that would not fit their store columns fail here, not at the first write."""
+    where = f"policy {policy.name!r}"
+    limits = [
+        ("state", policy.states, MAX_STATE_CHARS),
+        ("event name", [n for spec in policy.events for n in (spec.name, *spec.aliases)],
+         MAX_EVENT_CHARS),
+        ("rejection code", policy.codes, MAX_CODE_CHARS),
+    ]  # fmt: skip
+    for what, names, limit in limits:
+        for name in names:
+            if len(name) > limit:
+                raise PolicyError(
+                    f"{where}: {what} {name[:40]!r}... is {len(name)} characters; "
+                    f"the event store holds at most {limit}"
+                )
 
 
 def _check_graph(policy: Policy) -> None:

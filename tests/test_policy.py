@@ -207,6 +207,45 @@ def test_state_event_pair_defined_twice() -> None:
     )
 
 
+def _closing_into(state: str) -> dict[str, Any]:
+    """:func:`tiny`'s keywords with its final state renamed ``state``."""
+    closed = {"trigger": "Closed", "source": "open", "dest": state}
+    transitions = [*map(dict, tiny().transitions[:2]), closed]
+    return {"states": ["none", "open", state], "final": [state], "transitions": transitions}
+
+
+LONG_ALIAS = [EventSpec("Opened", aliases=("O" * 256,)), EventSpec("Pinged"), EventSpec("Closed")]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            _closing_into("c" * 65),
+            "state 'cccccccccccccccccccccccccccccccccccccccc'... is 65 characters; "
+            "the event store holds at most 64",
+        ),
+        (
+            {"guards": [Guard("always", "n" * 65, _always)]},
+            "rejection code 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'... is 65 characters; "
+            "the event store holds at most 64",
+        ),
+        (
+            {"events": LONG_ALIAS},
+            "event name 'OOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO'... is 256 characters; "
+            "the event store holds at most 255",
+        ),
+    ],
+    ids=["state", "code", "event"],
+)
+def test_names_too_long_for_the_store(overrides: dict[str, Any], message: str) -> None:
+    """A state, event name or code the store could not hold fails when the policy is built."""
+    with pytest.raises(PolicyError) as caught:
+        tiny(**overrides)
+    assert str(caught.value) == f"policy 'tiny': {message}"
+    assert tiny(**_closing_into("c" * 64)).final == ("c" * 64,)
+
+
 def test_policy_error_is_a_lifecycle_error() -> None:
     """PolicyError is caught by the library's root exception."""
     with pytest.raises(LifecycleError):
