@@ -16,9 +16,11 @@ from typing import Any
 from lifecycle._frozen import fast_init
 from lifecycle.spec import (
     DATE,
+    EARLIEST_TIMESTAMP,
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
     KEY_TOO_LONG,
+    LATEST_TIMESTAMP,
     MAX_KEY_CHARS,
     MISSING_GROUP_ID,
     MISSING_USER,
@@ -158,6 +160,13 @@ def parse_event(
             INVALID_TIMESTAMP,
             "timestamp",
             f"{sent} for {account} by {user}: timestamp {timestamp!r} is not an ISO-8601 date-time",
+        )
+    if occurred is not None and not EARLIEST_TIMESTAMP <= occurred <= LATEST_TIMESTAMP:
+        return EnvelopeError(
+            INVALID_TIMESTAMP,
+            "timestamp",
+            f"{sent} for {account} by {user}: timestamp {timestamp!r} is outside the years "
+            "1000 to 9999 (UTC)",
         )
     properties = message.get("properties")
     if properties is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,6 +32,7 @@ from lifecycle.errors import ConcurrencyError, StoreError, database_error, first
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
+from lifecycle.spec import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from lifecycle.state import AccountState
 from lifecycle.store import repository
 from lifecycle.store.codec import head_row, state_from_json, utc_naive
@@ -604,10 +605,16 @@ def _retry_submission(row: QuarantinedMessage) -> Submission:
 
 
 def _utc(moment: datetime | None) -> datetime | None:
-    """An instant as the naive UTC datetime the store compares with (naive means UTC)."""
-    if moment is None or moment.tzinfo is None:
-        return moment
-    return utc_naive(moment)
+    """An instant as the naive UTC datetime the store compares with (naive means UTC).
+
+    It is brought within the years every backend stores (the store records nothing
+    outside them, so that changes no answer) and cannot overflow converting to UTC.
+    """
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return utc_naive(min(max(moment, EARLIEST_TIMESTAMP), LATEST_TIMESTAMP))
 
 
 #: Every account head's stored state.

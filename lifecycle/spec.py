@@ -149,6 +149,12 @@ ENVELOPE_CODES: tuple[str, ...] = REJECTION_CODES[:6]
 MAX_KEY_CHARS = 255
 
 
+#: The instants an envelope ``timestamp`` may name: those every backend stores (MariaDB's
+#: DATETIME holds the years 1000 to 9999) and that convert to UTC without overflowing.
+EARLIEST_TIMESTAMP = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def parse_datetime(value: str) -> datetime | None:
     """Parse an ISO-8601 date-time into an aware datetime, or None if it is not one.
 

@@ -206,6 +206,22 @@ def test_a_byte_order_mark_is_skipped_at_the_start_of_a_file_only(tmp_path: Path
     ]
 
 
+def test_sorting_by_timestamp_keeps_an_impossible_instant_where_it_stands(tmp_path: Path) -> None:
+    """A timestamp that does not exist in UTC is judged invalid_timestamp, not a crash."""
+    path = write(
+        tmp_path / "export.jsonl",
+        line("Signed Up", timestamp="2024-01-02T00:00:00Z"),
+        line("Signed In", timestamp="0001-01-01T00:00:00+01:00"),
+        line("Account Created", timestamp="2024-01-01T00:00:00Z"),
+    )
+    result = lifecycle("check", path, "--sort-by", "timestamp", "--format", "jsonl")
+    assert [(r["line"], r.get("code")) for r in verdicts(result)] == [
+        (3, None),
+        (2, "invalid_timestamp"),
+        (1, None),
+    ]
+
+
 def test_state_carries_across_files(tmp_path: Path) -> None:
     """Files are judged in the order given through one state; line numbers restart per file."""
     first = write(tmp_path / "a.jsonl", line("Account Created"), line("Signed Up"))

@@ -473,6 +473,31 @@ def test_invalid_timestamps(timestamp: object) -> None:
     assert (verdict.code, verdict.field) == ("invalid_timestamp", "timestamp")
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC: cannot even be converted
+        "9999-12-31T23:59:59-05:00",  # after year 9999 in UTC
+        "0999-12-31T23:59:59.999999Z",
+        "1000-01-01T00:30:00+01:00",
+    ],
+)
+def test_timestamps_outside_the_storable_years(timestamp: str) -> None:
+    """An instant outside the years 1000 to 9999 (UTC) is invalid_timestamp, saying so."""
+    verdict = gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp})
+    assert (verdict.code, verdict.field, verdict.reason) == (
+        "invalid_timestamp",
+        "timestamp",
+        f"Signed Up for acct_1 by u1: timestamp {timestamp!r} is outside the years "
+        "1000 to 9999 (UTC)",
+    )
+
+
+@pytest.mark.parametrize("timestamp", ["1000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"])
+def test_timestamps_at_the_ends_of_the_storable_years(timestamp: str) -> None:
+    assert gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp}).accepted
+
+
 def test_properties_must_be_an_object() -> None:
     """A properties value that is not an object is invalid_property."""
     verdict = gate_after(*CREATED).submit({**track("Signed Up"), "properties": ["x"]})

@@ -548,6 +548,8 @@ _BAD_TIMESTAMPS: tuple[object, ...] = (
     "2024-01-05",  # a date, not a date-time
     "10:30:00",
     "05/01/2024 10:30",
+    "0001-01-01T00:00:00+01:00",  # does not exist in UTC
+    "0999-12-31T23:59:59Z",  # before the years the store holds
     1704447000,
     True,
 )

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,22 @@ def test_until_and_as_of_give_prefixes(store: Lifecycle) -> None:
     assert store.load("acct_1", until=positions[5]) == gate.state("acct_1")
     assert store.load("acct_1", as_of=between) == gate.state("acct_1")
     assert list(store.replay(as_of=datetime(2000, 1, 1))) == []
+    # Instants beyond what the store holds, even ones that overflow in UTC, still answer.
+    assert list(store.replay(as_of=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))))) == []
+    late = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+    assert list(store.replay(as_of=late)) == list(store.replay())
+    assert store.load("acct_1", as_of=late) == store.state("acct_1")
+
+
+def test_timestamps_at_the_ends_of_the_storable_years_round_trip(store: Lifecycle) -> None:
+    """The earliest and latest accepted timestamps are stored as the same instants."""
+    first = {**msg("Account Created", "u1", "acct_1"), "timestamp": "1000-01-01T00:00:00Z"}
+    last = {**msg("Signed Up", "u1", "acct_1"), "timestamp": "9999-12-31T23:59:59.999999Z"}
+    assert [v.verdict for v in store.submit_many([first, last])] == ["accepted"] * 2
+    assert [e.occurred_at for e in store.events()] == [
+        datetime(1000, 1, 1),
+        datetime(9999, 12, 31, 23, 59, 59, 999999),
+    ]
 
 
 def test_verify_reads_one_snapshot_while_writers_go_on(
