@@ -2,7 +2,7 @@
 
 Steps 2 and 3 of the check order live here: is the message a lifecycle event at
 all (else it is *ignored*), and is its envelope sound (``missing_user``,
-``missing_group_id``, ``key_too_long``, ``invalid_timestamp``, ``invalid_property``).
+``missing_group_id``, ``invalid_key``, ``invalid_timestamp``, ``invalid_property``).
 Nothing here reads state. Pure: no I/O.
 """
 
@@ -17,9 +17,9 @@ from lifecycle._frozen import fast_init
 from lifecycle.spec import (
     DATE,
     EARLIEST_TIMESTAMP,
+    INVALID_KEY,
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
-    KEY_TOO_LONG,
     LATEST_TIMESTAMP,
     MAX_KEY_CHARS,
     MISSING_GROUP_ID,
@@ -143,13 +143,17 @@ def parse_event(
             f"{sent} by {user}: context.groupId must be a non-empty string",
         )
     message_id = message_id_of(message)
-    if (too_long := _too_long_key(message, user, account, message_id)) is not None:
+    # Inline for speed (every message passes here): the slow path says which key and why.
+    if (
+        len(user) > MAX_KEY_CHARS
+        or len(account) > MAX_KEY_CHARS
+        or "\0" in user
+        or "\0" in account
+        or (message_id is not None and (len(message_id) > MAX_KEY_CHARS or "\0" in message_id))
+    ) and (bad := _invalid_key(message, user, account, message_id)) is not None:
+        field, why = bad
         return EnvelopeError(
-            KEY_TOO_LONG,
-            too_long,
-            f"{sent} for {_clipped(account)} by {_clipped(user)}: {too_long} is "
-            f"{len(_key_value(too_long, user, account, message_id))} characters, "
-            f"more than the {MAX_KEY_CHARS} a key may have",
+            INVALID_KEY, field, f"{sent} for {_shown(account)} by {_shown(user)}: {field} {why}"
         )
     timestamp = message.get("timestamp")
     occurred = None
@@ -200,27 +204,38 @@ def parse_event(
     )
 
 
-def _too_long_key(
+def is_storable_key(key: str) -> bool:
+    """True when the event store can index ``key``: see :func:`_invalid_key`.
+
+    The store looks keys up before the messages are judged; one that would fail
+    (``invalid_key``) must not reach a query, where PostgreSQL refuses a NUL.
+    """
+    return len(key) <= MAX_KEY_CHARS and "\0" not in key
+
+
+def _invalid_key(
     message: Mapping[str, Any], user: str, account: str, message_id: str | None
-) -> str | None:
-    """The field of the first key longer than :data:`MAX_KEY_CHARS`, or None."""
-    if len(user) > MAX_KEY_CHARS:
-        return "userId" if message.get("userId") == user else "anonymousId"
-    if len(account) > MAX_KEY_CHARS:
-        return "context.groupId"
-    if message_id is not None and len(message_id) > MAX_KEY_CHARS:
-        return "messageId"
+) -> tuple[str, str] | None:
+    """The field of the first key the event store cannot index, and why; or None.
+
+    A key may have at most :data:`MAX_KEY_CHARS` characters and no NUL character
+    (PostgreSQL's text cannot hold one).
+    """
+    user_field = "userId" if message.get("userId") == user else "anonymousId"
+    keys = ((user_field, user), ("context.groupId", account), ("messageId", message_id))
+    for name, key in keys:
+        if key is None:
+            continue
+        if len(key) > MAX_KEY_CHARS:
+            return name, f"is {len(key)} characters, more than the {MAX_KEY_CHARS} a key may have"
+        if "\0" in key:
+            return name, "contains a NUL character (U+0000), which a key may not"
     return None
 
 
-def _key_value(field: str, user: str, account: str, message_id: str | None) -> str:
-    if field == "context.groupId":
-        return account
-    return (message_id or "") if field == "messageId" else user
-
-
-def _clipped(key: str) -> str:
-    """A key short enough for a reason: its first 40 characters, then an ellipsis."""
+def _shown(key: str) -> str:
+    """A key as a reason shows it: NUL written out, and a long one cut to 40 characters."""
+    key = key.replace("\0", "\\u0000")
     return key if len(key) <= 40 else key[:40] + "…"
 
 

@@ -43,10 +43,10 @@ from lifecycle.spec import (
     ACCOUNT_EXISTS,
     ACCOUNT_REMOVED_USER,
     ACCOUNT_UNKNOWN,
+    INVALID_KEY,
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
     INVITE_SENT,
-    KEY_TOO_LONG,
     MAX_KEY_CHARS,
     MISSING_GROUP_ID,
     MISSING_USER,
@@ -554,7 +554,7 @@ class _Simulation:
         """A message that must not be accepted, of a kind the chosen account makes possible."""
         rng = self.rng
         account = self.live[int(rng.random() * len(self.live))]
-        kinds = [MISSING_USER, MISSING_GROUP_ID, KEY_TOO_LONG, INVALID_TIMESTAMP, INVALID_PROPERTY,
+        kinds = [MISSING_USER, MISSING_GROUP_ID, INVALID_KEY, INVALID_TIMESTAMP, INVALID_PROPERTY,
                  ACCOUNT_UNKNOWN, ACCOUNT_EXISTS, USER_UNKNOWN, USER_NOT_MEMBER]  # fmt: skip
         if self.recent:
             kinds.append(DUPLICATE)
@@ -585,13 +585,13 @@ class _Simulation:
         signed_in = {"username": someone.username}
         if kind == DUPLICATE:  # a redelivery: the same message, sent again
             return self.judge(dict(rng.choice(self.recent)), kind)
-        if kind in (MISSING_USER, MISSING_GROUP_ID, KEY_TOO_LONG, INVALID_TIMESTAMP):
+        if kind in (MISSING_USER, MISSING_GROUP_ID, INVALID_KEY, INVALID_TIMESTAMP):
             message = self.build(account, SIGNED_IN, someone.id, signed_in)
             if kind == MISSING_USER:
                 message["userId"] = rng.choice(("", None))
             elif kind == MISSING_GROUP_ID:
                 message["context"] = rng.choice(({}, {"groupId": ""}, {"groupId": 42}))
-            elif kind == KEY_TOO_LONG:  # an id pasted twice over, or a whole URL
+            elif kind == INVALID_KEY:  # an id pasted twice over, or a whole URL
                 message["userId"] = someone.id * (MAX_KEY_CHARS // len(someone.id) + 1)
             else:
                 message["timestamp"] = rng.choice(

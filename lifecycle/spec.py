@@ -103,7 +103,7 @@ SPEC_EVENTS: tuple[EventSpec, ...] = (
 MALFORMED_JSON = "malformed_json"
 MISSING_USER = "missing_user"
 MISSING_GROUP_ID = "missing_group_id"
-KEY_TOO_LONG = "key_too_long"
+INVALID_KEY = "invalid_key"
 INVALID_TIMESTAMP = "invalid_timestamp"
 INVALID_PROPERTY = "invalid_property"
 ACCOUNT_UNKNOWN = "account_unknown"
@@ -124,7 +124,7 @@ REJECTION_CODES: tuple[str, ...] = (
     MALFORMED_JSON,
     MISSING_USER,
     MISSING_GROUP_ID,
-    KEY_TOO_LONG,
+    INVALID_KEY,
     INVALID_TIMESTAMP,
     INVALID_PROPERTY,
     ACCOUNT_UNKNOWN,

@@ -154,7 +154,7 @@ def test_targeted_violation_gets_its_code(code: str, data: st.DataObject) -> Non
 
 
 def test_every_rejection_code_is_targeted() -> None:
-    """The parametrization above covers the 18 codes: RULES.md's 17 and key_too_long."""
+    """The parametrization above covers the 18 codes: RULES.md's 17 and invalid_key."""
     assert len(set(REJECTION_CODES)) == 18
 
 

@@ -79,7 +79,7 @@ CODE_CASES: list[tuple[str, tuple[dict[str, Any], ...], dict[str, Any], str]] = 
         "Signed In by u1: context.groupId must be a non-empty string",
     ),
     (
-        "key_too_long",
+        "invalid_key",
         CREATED,
         track("Signed In", account="acct_" + "9" * 251),
         "Signed In for acct_99999999999999999999999999999999999… by u1: context.groupId is 256 "
@@ -229,18 +229,18 @@ def test_missing_group_id_wins_over_invalid_timestamp() -> None:
     assert Gate().submit(message).code == "missing_group_id"
 
 
-def test_missing_group_id_wins_over_key_too_long() -> None:
+def test_missing_group_id_wins_over_invalid_key() -> None:
     """A user key too long and no account: the code is missing_group_id."""
     assert Gate().submit(track("Signed In", user="u" * 300, account=None)).code == (
         "missing_group_id"
     )
 
 
-def test_key_too_long_wins_over_invalid_timestamp() -> None:
-    """A messageId too long and a bad timestamp: the code is key_too_long."""
+def test_invalid_key_wins_over_invalid_timestamp() -> None:
+    """A messageId too long and a bad timestamp: the code is invalid_key."""
     message = {**track("Signed In", mid="m" * 256), "timestamp": "soon"}
     verdict = Gate().submit(message)
-    assert (verdict.code, verdict.field) == ("key_too_long", "messageId")
+    assert (verdict.code, verdict.field) == ("invalid_key", "messageId")
 
 
 def _at_most_255(value: Any) -> Any:
@@ -260,7 +260,7 @@ def _at_most_255(value: Any) -> Any:
         ({"messageId": 7 * 10**300}, None),  # not a string: no messageId at all
     ],
 )
-def test_key_too_long_checks_the_keys_lifecycle_uses(
+def test_invalid_key_checks_the_length_of_the_keys_lifecycle_uses(
     keys: dict[str, Any], field: str | None
 ) -> None:
     """Each key (the user, the account, the messageId) may have 255 characters, not 256."""
@@ -269,11 +269,32 @@ def test_key_too_long_checks_the_keys_lifecycle_uses(
     if field is None:
         assert verdict.accepted, verdict
     else:
-        assert (verdict.code, verdict.field) == ("key_too_long", field)
+        assert (verdict.code, verdict.field) == ("invalid_key", field)
         assert f"{field} is 256 characters, more than the 255 a key may have" in str(verdict.reason)
     longest = {k: _at_most_255(v) for k, v in keys.items()}
     # 255 characters pass this check (the verdict is then the account's or user's rules').
-    assert gate.submit({**track("Signed In"), **longest}).code != "key_too_long"
+    assert gate.submit({**track("Signed In"), **longest}).code != "invalid_key"
+
+
+@pytest.mark.parametrize(
+    ("keys", "field", "shown"),
+    [
+        ({"userId": "u\0"}, "userId", "acct_1 by u\\u0000"),
+        ({"userId": None, "anonymousId": "\0"}, "anonymousId", "acct_1 by \\u0000"),
+        ({"context": {"groupId": "acct\x001"}}, "context.groupId", "acct\\u00001 by u1"),
+        ({"messageId": "m\0"}, "messageId", "acct_1 by u1"),
+    ],
+)
+def test_invalid_key_refuses_a_nul_character(keys: dict[str, Any], field: str, shown: str) -> None:
+    """PostgreSQL's text holds no NUL: a key with one is refused on every backend alike,
+    and the reason writes the NUL out."""
+    gate = gate_after(track("Account Created"))
+    verdict = gate.submit({**track("Signed Up"), **keys})
+    assert (verdict.code, verdict.field, verdict.reason) == (
+        "invalid_key",
+        field,
+        f"Signed Up for {shown}: {field} contains a NUL character (U+0000), which a key may not",
+    )
 
 
 def test_invalid_timestamp_wins_over_invalid_property() -> None:

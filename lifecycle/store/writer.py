@@ -23,11 +23,11 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from lifecycle.decide import DUPLICATE, Verdict, judge, malformed
-from lifecycle.envelope import group_id_of, message_id_of
+from lifecycle.envelope import group_id_of, is_storable_key, message_id_of
 from lifecycle.messages import Malformed
 from lifecycle.policy import Policy
 from lifecycle.replay import load_account
-from lifecycle.spec import ACCOUNT_UNKNOWN, MAX_KEY_CHARS
+from lifecycle.spec import ACCOUNT_UNKNOWN
 from lifecycle.state import AccountState
 from lifecycle.store import outbox, repository
 from lifecycle.store.codec import event_row, head_row, now, payload_text
@@ -121,7 +121,9 @@ def write(
     heads this submission moves are not written either.
     """
     recorded = now()
-    accounts = list(dict.fromkeys(a for s in subs if (a := s.account) is not None))
+    accounts = list(
+        dict.fromkeys(a for s in subs if (a := s.account) is not None and is_storable_key(a))
+    )
     moved_here = deferred or {}
     known = {a: s for a in accounts if (s := moved_here.get(a)) is not None}
     unknown = [a for a in accounts if a not in known]
@@ -242,7 +244,7 @@ def _recheck_rejections(conn: Connection, verdicts: list[Verdict], seen: set[str
 
 def _message_ids(subs: Sequence[Submission]) -> list[str]:
     ids = (message_id_of(s.item) for s in subs if not isinstance(s.item, Malformed))
-    return list(dict.fromkeys(m for m in ids if m is not None))
+    return list(dict.fromkeys(m for m in ids if m is not None and is_storable_key(m)))
 
 
 def _quarantine(
@@ -265,7 +267,7 @@ MAX_SOURCE_CHARS = 1024
 
 
 def _key_or_none(key: str | None) -> str | None:
-    return key if key is None or len(key) <= MAX_KEY_CHARS else None
+    return key if key is None or is_storable_key(key) else None
 
 
 def _fitting(source: str, limit: int) -> str:
@@ -285,8 +287,9 @@ def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> di
         "line": sub.line,
         "batch_index": sub.index,
         "code": verdict.code,
-        "reason": verdict.reason,
-        # A key too long for its column (rejected as ``key_too_long``) stays in ``raw`` only.
+        # PostgreSQL's text holds no NUL character; a reason may quote a key that has one.
+        "reason": verdict.reason and verdict.reason.replace("\0", "\\u0000"),
+        # A key its column cannot hold (rejected as ``invalid_key``) stays in ``raw`` only.
         "account": _key_or_none(verdict.account),
         "message_id": _key_or_none(verdict.message_id),
         "event": verdict.event_name,

@@ -34,9 +34,9 @@ from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.spec import (
     DATE,
     ENVELOPE_CODES,
+    INVALID_KEY,
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
-    KEY_TOO_LONG,
     MALFORMED_JSON,
     MAX_KEY_CHARS,
     MISSING_GROUP_ID,
@@ -570,8 +570,8 @@ def _broken_message(draw: st.DrawFn, history: _History, code: str) -> Message:
     if code == MISSING_GROUP_ID:
         context = _pick(draw, _BAD_CONTEXTS)
         return _replace(message, "context", {} if context is _DROP else {"context": context})
-    if code == KEY_TOO_LONG:
-        return _with_long_key(draw, message)
+    if code == INVALID_KEY:
+        return _with_invalid_key(draw, message)
     if code == INVALID_TIMESTAMP:
         message["timestamp"] = _pick(draw, _BAD_TIMESTAMPS)
         return message
@@ -584,25 +584,26 @@ def _broken_message(draw: st.DrawFn, history: _History, code: str) -> Message:
     return message
 
 
-def _with_long_key(draw: st.DrawFn, message: Message) -> Message:
-    """``message`` with its user key, ``context.groupId`` or ``messageId`` made too long."""
+def _with_invalid_key(draw: st.DrawFn, message: Message) -> Message:
+    """``message`` with its user key, ``context.groupId`` or ``messageId`` made one the
+    store cannot index: too long, or holding a NUL character."""
     field = _pick(draw, ("user", "context.groupId", "messageId"))
-    extra = draw(st.sampled_from((1, 2, 45, 745)))
-    if field == "messageId":
-        key = str(message.get("messageId") or "msg")
-        message["messageId"] = key + "m" * (MAX_KEY_CHARS + extra - len(key))
-    elif field == "context.groupId":
-        key = message["context"]["groupId"]
-        long = key + "g" * max(MAX_KEY_CHARS + extra - len(key), 1)
-        message["context"] = {**message["context"], "groupId": long}
-    else:
+    if field == "user":
         # The key in use: ``userId`` when it is a non-empty string, else ``anonymousId``.
-        name = (
-            "userId"
-            if isinstance(message.get("userId"), str) and message["userId"]
-            else "anonymousId"
-        )
-        message[name] = message[name] + "ü" * max(MAX_KEY_CHARS + extra - len(message[name]), 1)
+        uid = message.get("userId")
+        field = "userId" if isinstance(uid, str) and uid else "anonymousId"
+    key = message["context"]["groupId"] if field == "context.groupId" else message.get(field)
+    key = key if isinstance(key, str) else "msg"
+    if draw(_BOOLS):
+        at = draw(_ints(0, len(key)))
+        bad = key[:at] + "\0" + key[at:]
+    else:
+        missing = max(MAX_KEY_CHARS + draw(_ints(1, 800)) - len(key), 1)
+        bad = key + _pick(draw, ("k", "ü")) * missing
+    if field == "context.groupId":
+        message["context"] = {**message["context"], "groupId": bad}
+    else:
+        message[field] = bad
     return message
 
 

@@ -102,42 +102,55 @@ def test_rejections_are_quarantined_with_their_raw_bytes(store: Lifecycle) -> No
     assert list(store.events()) == []
 
 
-def test_keys_too_long_for_their_columns_are_quarantined_not_a_database_error(
+def test_keys_the_store_cannot_hold_are_quarantined_not_a_database_error(
     store: Lifecycle,
 ) -> None:
-    """A user, account or messageId over 255 characters is rejected as key_too_long, in a
-    batch whose other messages are stored; its quarantine row keeps it in ``raw`` only
-    (PostgreSQL and MariaDB would refuse it in the 255-character key columns), and a
-    source path too long for its column keeps its end."""
+    """A user, account or messageId over 255 characters or with a NUL is rejected as
+    invalid_key, in a batch whose other messages are stored; its quarantine row keeps it
+    in ``raw`` only (PostgreSQL and MariaDB would refuse it in the 255-character key
+    columns, PostgreSQL any NUL), a reason quoting a NUL writes it out, and a source path
+    too long for its column keeps its end."""
     account = "acct_" + "x" * 300
     batch = [
         msg("Account Created", "u1", account, mid="m" * 300),
         *onboarding("acct_1"),
         msg("Signed In", "u" * 256, "acct_1"),
         msg("Signed In", "u1", "acct_1", mid="n" * 256),
+        msg("Signed In", "u1", "acct_1", mid="n\0"),
+        msg("Signed In", "u\0", "acct\x001", mid="o"),
+        msg("Signed In", "", "acct\x001", mid="p"),  # missing_user, quoting the account
     ]
     source = "/imports/" + "deep/" * 300 + "history.jsonl"
     lines = [InputLine(source, n, orjson.dumps(m) + b"\n") for n, m in enumerate(batch, 1)]
     verdicts = [v for _, v in store.submit_lines(lines)]
     assert [(v.code, v.field) for v in verdicts] == [
-        ("key_too_long", "context.groupId"),
+        ("invalid_key", "context.groupId"),
         *[(None, None)] * 4,
-        ("key_too_long", "userId"),
-        ("key_too_long", "messageId"),
+        ("invalid_key", "userId"),
+        ("invalid_key", "messageId"),
+        ("invalid_key", "messageId"),
+        ("invalid_key", "userId"),
+        ("missing_user", "userId"),
     ]
     assert [e.account for e in store.events()] == ["acct_1"] * 4
-    rows = list(store.rejections(code="key_too_long"))
-    assert [(r.line, r.account, r.message_id) for r in rows] == [
-        (1, None, None),
-        (6, "acct_1", batch[5]["messageId"]),
-        (7, "acct_1", None),
+    rows = list(store.rejections())
+    assert [(r.line, r.code, r.account, r.message_id) for r in rows] == [
+        (1, "invalid_key", None, None),
+        (6, "invalid_key", "acct_1", batch[5]["messageId"]),
+        (7, "invalid_key", "acct_1", None),
+        (8, "invalid_key", "acct_1", None),
+        (9, "invalid_key", None, "o"),
+        (10, "missing_user", None, "p"),
     ]
-    assert [orjson.loads(r.raw) for r in rows] == [batch[0], batch[5], batch[6]]
+    assert rows[5].reason == (
+        "Signed In for acct\\u00001: neither userId nor anonymousId is a non-empty string"
+    )
+    assert [orjson.loads(r.raw) for r in rows] == batch[:1] + batch[5:]
     assert {len(r.source) for r in rows} == {1024}
     assert all(r.source.startswith("…") and r.source.endswith("/deep/history.jsonl") for r in rows)
     # The same lines again quarantine nothing twice: the digest is of the whole source.
     store.submit_lines(lines)
-    assert len(list(store.rejections())) == 3
+    assert len(list(store.rejections())) == 6
 
 
 def test_a_rejected_message_id_may_be_sent_again(store: Lifecycle) -> None:
