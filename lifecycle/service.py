@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from lifecycle import replay as history
 from lifecycle.decide import Verdict
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
+from lifecycle.messages import Malformed
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
@@ -201,8 +202,14 @@ class Lifecycle:
         *,
         connection: Connection | None = None,
     ) -> list[Verdict]:
-        """Judge messages in order, all in one transaction."""
-        subs = [Submission(m, orjson.dumps(m)) for m in messages]
+        """Judge messages in order, all in one transaction.
+
+        A message that cannot be written as JSON (a set, a ``Decimal``, a string
+        with a lone surrogate, a key that is not a string) is ``malformed_json``
+        and quarantined as its ``repr``: a problem with the data gets a verdict,
+        not an exception.
+        """
+        subs = [_submission(m) for m in messages]
         return self._submit(subs, connection)
 
     def submit_line(
@@ -212,7 +219,9 @@ class Lifecycle:
         connection: Connection | None = None,
     ) -> list[Verdict]:
         """Judge every message of one line of JSONL input (a message or a batch object)."""
-        raw = line.encode("utf-8") if isinstance(line, str) else line
+        # A lone surrogate cannot be UTF-8: kept as the bytes it stands for, it makes the
+        # line malformed_json and reaches the quarantine instead of raising here.
+        raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
         subs = [
             Submission(it.item, it.raw, API, None, it.index, whole_line=it.whole_line)
             for it in items_of(InputLine(API, 0, raw))
@@ -621,6 +630,15 @@ def _utc(moment: datetime | None) -> datetime | None:
 _HEAD_STATES = select(account_heads.c.state)
 #: The row store transactions lock: in share mode, or exclusively to run alone.
 _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
+
+
+def _submission(message: Mapping[str, Any]) -> Submission:
+    """A message given from Python, with the JSON text it would be stored as."""
+    try:
+        return Submission(message, orjson.dumps(message))
+    except orjson.JSONEncodeError as exc:
+        raw = repr(message).encode("utf-8", "backslashreplace")
+        return Submission(Malformed(f"cannot be written as JSON ({exc})"), raw)
 
 
 def _accounts(subs: list[Submission]) -> set[str]:

@@ -153,6 +153,33 @@ def test_keys_the_store_cannot_hold_are_quarantined_not_a_database_error(
     assert len(list(store.rejections())) == 6
 
 
+def test_a_message_that_cannot_be_json_is_quarantined_not_raised(store: Lifecycle) -> None:
+    """From Python, a message orjson cannot write (a set, a lone surrogate) is
+    malformed_json, quarantined as its repr, and the rest of the batch is stored; a
+    line holding a lone surrogate is malformed_json too, kept as the bytes it stands for."""
+    bad_set = {**msg("Account Created", "u1", "acct_2"), "properties": {"tags": {"a"}}}
+    surrogate = msg("Account Created", "\ud800", "acct_3")
+    verdicts = store.submit_many([bad_set, *onboarding("acct_1"), surrogate])
+    assert [(v.code, v.reason) for v in verdicts] == [
+        ("malformed_json", "cannot be written as JSON (Type is not JSON serializable: set)"),
+        *[(None, None)] * 4,
+        (
+            "malformed_json",
+            "cannot be written as JSON (str is not valid UTF-8: surrogates not allowed)",
+        ),
+    ]
+    (line_verdict,) = store.submit_line(orjson.dumps(msg("Signed In", "u1", "acct_1"))
+                                        .decode().replace("u1", "\ud800"))  # fmt: skip
+    assert line_verdict.code == "malformed_json"
+    assert [e.account for e in store.events()] == ["acct_1"] * 4
+    rows = list(store.rejections())
+    assert [r.raw for r in rows[:2]] == [
+        repr(bad_set).encode(),
+        repr(surrogate).encode("utf-8", "backslashreplace"),
+    ]
+    assert b"\xed\xa0\x80" in rows[2].raw
+
+
 def test_a_rejected_message_id_may_be_sent_again(store: Lifecycle) -> None:
     """A messageId that was only rejected is judged afresh when it comes back."""
     early = msg("Signed In", "u1", "acct_1", mid="early")
