@@ -234,13 +234,13 @@ def _message(
     return message
 
 
-_ACCOUNT_IDS = st.one_of(
-    st.sampled_from(("acct_1", "acct_2", "acct_3")), st.text(min_size=1, max_size=12)
-)
+#: Any short text a key may be: every character but NUL (``invalid_key``).
+_KEY_TEXT = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=12)
+_ACCOUNT_IDS = st.one_of(st.sampled_from(("acct_1", "acct_2", "acct_3")), _KEY_TEXT)
 _USER_IDS = st.one_of(
     st.sampled_from(("user_1", "user_2", "user_3")),
     st.uuids().map(str),
-    st.text(min_size=1, max_size=12),
+    _KEY_TEXT,
 )
 
 
