@@ -27,6 +27,8 @@ are what the migrations must agree with, which a test checks on every backend.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -52,6 +54,14 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+#: MariaDB tables compare text byte for byte (migration 0006), as SQLite and PostgreSQL
+#: do: its default collation would take ``Acme``, ``acme`` and ``acme `` for one account.
+BINARY_TEXT: dict[str, Any] = {
+    f"{dialect}_{option}": value
+    for dialect in ("mysql", "mariadb")
+    for option, value in (("charset", "utf8mb4"), ("collate", "utf8mb4_nopad_bin"))
+}
+
 #: A 64-bit key that is still SQLite's rowid (an INTEGER PRIMARY KEY).
 Position = BigInteger().with_variant(Integer(), "sqlite")
 #: Text that holds a whole Segment message on every backend (MariaDB TEXT stops at 64 KB).
@@ -76,6 +86,7 @@ events = Table(
     Index(None, "account", "version", unique=True),
     Index(None, "message_id", unique=True),
     Index(None, "recorded_at"),
+    **BINARY_TEXT,
 )
 
 account_heads = Table(
@@ -87,6 +98,7 @@ account_heads = Table(
     Column("state", Document, nullable=False),
     Column("updated_at", Instant, nullable=False),
     Index(None, "status"),
+    **BINARY_TEXT,
 )
 
 quarantine = Table(
@@ -107,6 +119,7 @@ quarantine = Table(
     Index(None, "code"),
     Index(None, "account"),
     Index(None, "digest", unique=True),
+    **BINARY_TEXT,
 )
 
 snapshots = Table(
@@ -119,6 +132,7 @@ snapshots = Table(
     Column("recorded_at", Instant, nullable=False),
     Column("state", Document, nullable=False),
     Column("created_at", Instant, nullable=False),
+    **BINARY_TEXT,
 )
 
 _PENDING_ROWS = text("status = 'pending'")
@@ -140,6 +154,7 @@ outbox = Table(
     # Only pending rows where the backend allows it (SQLite, PostgreSQL): marking a row
     # delivered then removes an index entry instead of moving it.
     Index(None, "status", "id", sqlite_where=_PENDING_ROWS, postgresql_where=_PENDING_ROWS),
+    **BINARY_TEXT,
 )
 
 outbox_pruned = Table(
@@ -151,6 +166,7 @@ outbox_pruned = Table(
     Column("version", Integer, nullable=False),
     Column("events", BigInteger, nullable=False),
     Column("pruned_at", Instant, nullable=False),
+    **BINARY_TEXT,
 )
 
 bulk_lock = Table(

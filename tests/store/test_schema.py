@@ -43,6 +43,29 @@ def test_upgrade_matches_models_and_round_trips(db_url: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+def test_mariadb_text_compares_byte_for_byte_after_0006(db_url: str) -> None:
+    """Every text column of lifecycle's tables takes the binary, non-padding collation,
+    and going back to 0005 restores the character set's default."""
+    query = sqlalchemy.text(
+        "SELECT DISTINCT collation_name FROM information_schema.columns WHERE "
+        "table_schema = DATABASE() AND collation_name IS NOT NULL "
+        "AND table_name <> 'alembic_version'"
+    )
+    engine = create_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            assert connection.execute(query).scalars().all() == ["utf8mb4_nopad_bin"]
+        migrate.downgrade(engine, "0005")
+        with engine.connect() as connection:
+            assert "utf8mb4_nopad_bin" not in connection.execute(query).scalars().all()
+        migrate.upgrade(engine)
+        assert migrate.differences(engine) == []
+    finally:
+        engine.dispose()
+
+
 def test_server_database_needs_explicit_upgrade(db_url: str, backend: str) -> None:
     """A new SQLite file gets its schema on first use; a server database asks for `db upgrade`."""
     if backend == "sqlite":

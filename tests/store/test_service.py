@@ -180,6 +180,31 @@ def test_a_message_that_cannot_be_json_is_quarantined_not_raised(store: Lifecycl
     assert b"\xed\xa0\x80" in rows[2].raw
 
 
+def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
+    store: Lifecycle,
+) -> None:
+    """Every backend tells keys apart byte for byte, as the in-memory gate does (MariaDB's
+    default collation took ``Acme``, ``acme``, ``acme `` and ``acmé`` for one account)."""
+    names = ["Acme", "acme", "acme ", "acmé", "ACME"]
+    history = [
+        m
+        for n, name in enumerate(names)
+        for m in (
+            msg("Account Created", "u1", name, mid=f"M{n}" if n % 2 else f"m{n}"),
+            msg("Signed Up", "U1" if n % 2 else "u1", name, mid=f"m{n}-" + "x " * (n % 2)),
+        )
+    ]
+    history.append(msg("Signed In", "u1", "acme", mid="M1"))  # a duplicate of acme's, in case
+    verdicts = store.submit_many(history)
+    assert verdicts == Gate().submit_many(history)
+    assert [v.verdict for v in verdicts] == ["accepted"] * 10 + ["duplicate"]
+    assert sorted(s.account for s in store.accounts()) == sorted(names)
+    assert {n: sorted(store.state(n).users) for n in names} == {  # type: ignore[union-attr]
+        n: ["U1" if i % 2 else "u1"] for i, n in enumerate(names)
+    }
+    assert [e.account for e in store.events(account="acme")] == ["acme", "acme"]
+
+
 def test_a_rejected_message_id_may_be_sent_again(store: Lifecycle) -> None:
     """A messageId that was only rejected is judged afresh when it comes back."""
     early = msg("Signed In", "u1", "acct_1", mid="early")
