@@ -327,6 +327,18 @@ def test_text_summary_of_a_clean_file(tmp_path: Path) -> None:
     )
 
 
+def test_text_summary_counts_every_file_read_and_says_one_message(tmp_path: Path) -> None:
+    """An empty file is still a file read; one message is "1 message"."""
+    empty = write(tmp_path / "empty.jsonl")
+    one = write(tmp_path / "one.jsonl", line("Account Created"))
+    assert lifecycle("check", empty).stdout.decode().splitlines()[0] == (
+        "lifecycle check: 0 messages in 1 file"
+    )
+    assert lifecycle("check", empty, one, "-").stdout.decode().splitlines()[0] == (
+        "lifecycle check: 1 message in 3 files"
+    )
+
+
 # -- exit codes ---------------------------------------------------------------------------------
 
 

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 else gate.submit(it.item)
             )
             report.add(it.file, it.line, it.index, verdict)
-        report.finish("lifecycle check")
+        report.finish("lifecycle check", len(args.files))
         return EXIT_REJECTED if report.rejected else EXIT_OK
     submit_line, add = gate.submit_line, report.add
     with progress(args.files, "check") as bar:
@@ -69,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
             for index, verdict in enumerate(submit_line(line.raw)):
                 add(line.file, line.number, index, verdict)
             bar.advance(len(line.raw))
-    report.finish("lifecycle check")
+    report.finish("lifecycle check", len(args.files))
     return EXIT_REJECTED if report.rejected else EXIT_OK

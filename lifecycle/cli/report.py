@@ -35,7 +35,7 @@ class JsonlReport:
             self.rejected += 1
         self.out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
-    def finish(self, command: str) -> None:
+    def finish(self, command: str, files: int) -> None:
         """Flush what was written."""
         self.out.flush()
 
@@ -49,7 +49,6 @@ class TextReport:
         self.verdicts: Counter[str] = Counter()
         self.codes: Counter[str] = Counter()
         self.first: list[tuple[str, int, int, Verdict]] = []
-        self.files: dict[str, None] = {}
 
     @property
     def rejected(self) -> int:
@@ -63,14 +62,11 @@ class TextReport:
             self.codes[verdict.code] += 1
             if len(self.first) < self.show:
                 self.first.append((file, line, index, verdict))
-        if file not in self.files:
-            self.files[file] = None
 
-    def finish(self, command: str) -> None:
-        """Print the summary."""
+    def finish(self, command: str, files: int) -> None:
+        """Print the summary; ``files`` is how many inputs were read."""
         total = sum(self.verdicts.values())
-        files = len(self.files)
-        lines = [f"{command}: {total:,} messages in {files} file{'s' if files != 1 else ''}"]
+        lines = [f"{command}: {_count(total, 'message')} in {_count(files, 'file')}"]
         for kind in ("accepted", "rejected", "duplicate", "ignored"):
             lines.append(f"  {kind:<10} {self.verdicts[kind]:>12,}")
         if self.codes:
@@ -86,6 +82,10 @@ class TextReport:
                 lines.append(f"  {where}  {verdict.code}  {verdict.reason}")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 Report = JsonlReport | TextReport

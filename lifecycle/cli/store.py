@@ -178,7 +178,7 @@ def run_ingest(args: argparse.Namespace) -> int:
                 return store.submit_lines(batch, connection=conn)
 
             _in_transactions(store, read(), judge_lines, args.batch_size, report)
-    report.finish("lifecycle ingest")
+    report.finish("lifecycle ingest", len(args.files))
     return EXIT_REJECTED if report.rejected else EXIT_OK
 
 
