@@ -515,6 +515,29 @@ def test_help_works_for_every_command(path: tuple[str, ...]) -> None:
     assert result.stdout.decode().startswith(" ".join(("usage: lifecycle", *path)))
 
 
+def _parser_at(path: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda p: " ".join(p) or "lifecycle")
+def test_every_command_describes_itself_and_every_argument(path: tuple[str, ...]) -> None:
+    """A command that runs something says what in its --help, and so does each option."""
+    parser = _parser_at(path)
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        assert parser.description, f"lifecycle {' '.join(path)} has no description"
+    undescribed = [
+        a.option_strings or a.dest
+        for a in parser._actions
+        if a.help is None and not isinstance(a, argparse._SubParsersAction)
+    ]
+    assert undescribed == []
+
+
 # -- the bundled example ------------------------------------------------------------------------
 
 SAMPLE = ROOT / "examples" / "sample-history.jsonl"

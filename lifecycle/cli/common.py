@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,13 @@ def exit_code(run: Callable[[], int]) -> int:
             raise
         print(f"lifecycle: database error: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def add_format_argument(parser: argparse.ArgumentParser, *formats: str) -> None:
+    """``--format``, one of ``formats``; the first is the default."""
+    parser.add_argument(
+        "--format", choices=formats, default=formats[0], help=f"output format ({formats[0]})"
+    )
 
 
 def load_policy(spec: str | None) -> Policy:

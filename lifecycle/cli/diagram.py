@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lifecycle.cli.common import EXIT_OK, load_policy
+from lifecycle.cli.common import EXIT_OK, add_format_argument, load_policy
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -15,7 +15,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="print the account state machine (Mermaid or Graphviz dot)",
         description="Print the account state machine of the policy, generated from its definition.",
     )
-    parser.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    add_format_argument(parser, "mermaid", "dot")
     parser.add_argument("--policy", metavar="MODULE:ATTR", help="a policy other than the default")
     parser.set_defaults(run=run)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from lifecycle.cli.common import EXIT_OK, EXIT_REJECTED, load_policy
+from lifecycle.cli.common import EXIT_OK, EXIT_REJECTED, add_format_argument, load_policy
 from lifecycle.cli.store import add_db_argument, open_store
 from lifecycle.errors import InputError
 from lifecycle.spec import parse_datetime
@@ -44,7 +44,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     bound.add_argument(
         "--as-of", metavar="TIMESTAMP", help="events recorded up to this instant (ISO-8601)"
     )
-    replay.add_argument("--format", choices=["json", "jsonl", "text"], default="json")
+    add_format_argument(replay, "json", "jsonl", "text")
     replay.add_argument(
         "--workers",
         type=int,
@@ -75,7 +75,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "files", nargs="*", metavar="FILE", help="judge these files instead of the store"
     )
     audit.add_argument("--policy", metavar="MODULE:ATTR", help="the policy to audit against")
-    audit.add_argument("--format", choices=["text", "jsonl"], default="text")
+    add_format_argument(audit, "text", "jsonl")
     audit.add_argument(
         "--show", type=int, default=10, metavar="N", help="findings listed in the text summary"
     )
@@ -97,7 +97,7 @@ def add_retry_parser(rejection_commands: argparse._SubParsersAction) -> None:  #
     )
     retry.add_argument("--code", metavar="C", help="only messages quarantined with this code")
     retry.add_argument("--account", metavar="ID", help="only this account's messages")
-    retry.add_argument("--format", choices=["text", "json"], default="text")
+    add_format_argument(retry, "text", "json")
     add_db_argument(retry)
     retry.set_defaults(run=run_retry, policy=None)
 

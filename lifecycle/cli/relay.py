@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, exit_code
+from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, add_format_argument, exit_code
 from lifecycle.cli.store import add_db_argument, positive
 from lifecycle.errors import RelayError
 
@@ -107,14 +107,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     relay.set_defaults(run=run_relay)
 
     sub = relay.add_subparsers(title="relay commands", metavar="COMMAND")
-    status = sub.add_parser("status", help="pending, delivered and parked counts")
-    status.add_argument("--format", choices=["text", "json"], default="text")
+    status = sub.add_parser(
+        "status",
+        help="pending, delivered and parked counts",
+        description="Count the outbox: pending, delivered, parked and pruned events, and "
+        "how old the oldest pending one is.",
+    )
+    add_format_argument(status, "text", "json")
     status.set_defaults(run=run_status)
-    parked = sub.add_parser("parked", help="events Segment refused for good, with its answer")
-    parked.add_argument("--format", choices=["text", "jsonl"], default="text")
+    parked = sub.add_parser(
+        "parked",
+        help="events Segment refused for good, with its answer",
+        description="List the parked events (refused by Segment for good, or over its "
+        "limits) with the reason each was parked.",
+    )
+    add_format_argument(parked, "text", "jsonl")
     parked.set_defaults(run=run_parked)
     backfill = sub.add_parser(
-        "backfill", help="enqueue stored events that have no outbox row (older stores)"
+        "backfill",
+        help="enqueue stored events that have no outbox row (older stores)",
+        description="Queue for Segment every stored event that has no outbox row and was "
+        "not pruned: events stored with `ingest --no-forward`, or before the outbox existed.",
     )
     backfill.set_defaults(run=run_backfill)
     prune = sub.add_parser(

@@ -19,6 +19,7 @@ from lifecycle.cli.check import add_input_arguments
 from lifecycle.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
+    add_format_argument,
     load_policy,
     make_report,
     progress,
@@ -103,16 +104,32 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     db = commands.add_parser("db", help="manage the database schema (migrations)")
     db_commands = db.add_subparsers(title="db commands", metavar="COMMAND", required=True)
-    upgrade = db_commands.add_parser("upgrade", help="migrate the schema up (default: to head)")
-    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        help="migrate the schema up (default: to head)",
+        description="Run the migrations from the database's revision up to REVISION "
+        "(default: the newest). Several processes may run it at once: they take turns.",
+    )
+    upgrade.add_argument("revision", nargs="?", default="head", help="target revision (head)")
     upgrade.set_defaults(run=run_db_upgrade)
-    downgrade = db_commands.add_parser("downgrade", help="migrate the schema down to REVISION")
+    downgrade = db_commands.add_parser(
+        "downgrade",
+        help="migrate the schema down to REVISION",
+        description="Undo the migrations above REVISION ('base': every table is dropped).",
+    )
     downgrade.add_argument("revision", help="target revision; 'base' removes every table")
     downgrade.set_defaults(run=run_db_downgrade)
-    current = db_commands.add_parser("current", help="print the schema revision of the database")
+    current = db_commands.add_parser(
+        "current",
+        help="print the schema revision of the database",
+        description="Print the database's schema revision ('base' before any migration).",
+    )
     current.set_defaults(run=run_db_current)
     check = db_commands.add_parser(
-        "check", help="exit 1 if the database differs from what this version expects"
+        "check",
+        help="exit 1 if the database differs from what this version expects",
+        description="Compare the database with the schema this version expects: exit 0 "
+        "when they agree, else print the differences and exit 1.",
     )
     check.set_defaults(run=run_db_check)
     for sub in (upgrade, downgrade, current, check):
@@ -122,13 +139,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     account_commands = accounts.add_subparsers(
         title="accounts commands", metavar="COMMAND", required=True
     )
-    show = account_commands.add_parser("show", help="one account's current state")
-    show.add_argument("account", metavar="ID")
-    show.add_argument("--format", choices=["json", "text"], default="json")
+    show = account_commands.add_parser(
+        "show",
+        help="one account's current state",
+        description="Print one account's current state; exit 1 if no event of it is stored.",
+    )
+    show.add_argument("account", metavar="ID", help="the account (its context.groupId)")
+    add_format_argument(show, "json", "text")
     show.set_defaults(run=run_accounts_show)
-    listing = account_commands.add_parser("list", help="every account, one per line")
+    listing = account_commands.add_parser(
+        "list",
+        help="every account, one per line",
+        description="Print every stored account with its status, version and number of "
+        "users, in account order.",
+    )
     listing.add_argument("--status", metavar="S", help="only accounts in this status")
-    listing.add_argument("--format", choices=["text", "jsonl"], default="text")
+    add_format_argument(listing, "text", "jsonl")
     listing.set_defaults(run=run_accounts_list)
     for sub in (show, listing):
         add_db_argument(sub)
@@ -137,10 +163,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rejection_commands = rejections.add_subparsers(
         title="rejections commands", metavar="COMMAND", required=True
     )
-    rlist = rejection_commands.add_parser("list", help="quarantined messages, oldest first")
+    rlist = rejection_commands.add_parser(
+        "list",
+        help="quarantined messages, oldest first",
+        description="Print the quarantined messages, oldest first: where each came from, "
+        "its code and reason (jsonl: the raw message too).",
+    )
     rlist.add_argument("--code", metavar="C", help="only this rejection code")
     rlist.add_argument("--account", metavar="ID", help="only this account")
-    rlist.add_argument("--format", choices=["text", "jsonl"], default="text")
+    add_format_argument(rlist, "text", "jsonl")
     add_db_argument(rlist)
     rlist.set_defaults(run=run_rejections_list)
     from lifecycle.cli.history import add_retry_parser
