@@ -19,10 +19,14 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from lifecycle.errors import StoreError
 
 ENV_VAR = "LIFECYCLE_DATABASE_URL"
+#: What a database URL should look like, for an error about one that does not.
+_EXPECTED = "must look like sqlite:///FILE, postgresql://USER@HOST/DB or mariadb://USER@HOST/DB"
 DEFAULT_URL = "sqlite:///lifecycle.db"
 
 _SQLITE_PRAGMAS = (
@@ -45,9 +49,28 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with lifecycle's connection settings.
 
     ``postgresql://`` means psycopg 3 and ``mariadb://``/``mysql://`` mean PyMySQL,
-    unless the URL names another driver.
+    unless the URL names another driver. A URL that names no database lifecycle can
+    open raises :class:`StoreError` (its password hidden).
     """
-    parsed = sqlalchemy.make_url(url)
+    try:
+        parsed = sqlalchemy.make_url(url)
+    except ArgumentError:
+        raise StoreError(f"cannot open the event store: the database URL {_EXPECTED}") from None
+    try:
+        target, options = _with_settings(parsed, kwargs)
+        engine = sqlalchemy.create_engine(target, **options)
+    except ArgumentError as exc:  # no such dialect or driver (NoSuchModuleError)
+        shown = parsed.render_as_string(hide_password=True)
+        raise StoreError(
+            f"cannot open the event store: {shown!r}: {exc}; the database URL {_EXPECTED}"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        configure_sqlite(engine)
+    return engine
+
+
+def _with_settings(parsed: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[str, Any]]:
+    """The URL with lifecycle's default driver, and the engine arguments it needs."""
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif parsed.drivername in ("mariadb", "mysql"):
@@ -63,10 +86,7 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         # same stale heads on every retry. PostgreSQL's default is READ COMMITTED too.
         kwargs.setdefault("isolation_level", "READ COMMITTED")
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    engine = sqlalchemy.create_engine(parsed, **kwargs)
-    if engine.dialect.name == "sqlite":
-        configure_sqlite(engine)
-    return engine
+    return parsed, kwargs
 
 
 def configure_sqlite(engine: Engine) -> None:

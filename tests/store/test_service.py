@@ -28,6 +28,23 @@ def store(db_url: str) -> Iterator[Lifecycle]:
     lc.close()
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("foo://u:secret@host/db", "'foo://u:***@host/db': Can't load plugin"),
+        ("postgresql+nodriver://u:secret@host/db", "'postgresql+nodriver://u:***@host/db'"),
+        ("u:secret at host", "the database URL must look like sqlite:///FILE"),
+    ],
+)
+def test_a_url_that_names_no_usable_database_is_a_store_error(url: str, shown: str) -> None:
+    """A bad URL raises StoreError naming the forms that work, and never shows a password."""
+    with pytest.raises(StoreError) as caught:
+        Lifecycle(url)
+    message = str(caught.value)
+    assert message.startswith("cannot open the event store: ") and shown in message
+    assert "postgresql://USER@HOST/DB" in message and "secret" not in message
+
+
 def test_accepted_events_are_appended_in_order(store: Lifecycle) -> None:
     """Accepted events get contiguous versions per account and keep their payload."""
     history = onboarding("acct_1") + onboarding("acct_2")
