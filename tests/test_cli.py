@@ -394,8 +394,28 @@ def test_exit_2_for_a_directory(tmp_path: Path) -> None:
             "lifecycle check: error: argument --format: invalid choice: 'xml' "
             "(choose from 'text', 'jsonl') (see lifecycle check --help)",
         ),
+        (
+            ["check", "x.jsonl", "--show", "-1"],
+            "lifecycle check: error: argument --show: must be at least 0, got -1 "
+            "(see lifecycle check --help)",
+        ),
+        (
+            ["replay", "--until", "-5"],
+            "lifecycle replay: error: argument --until: must be at least 0, got -5 "
+            "(see lifecycle replay --help)",
+        ),
+        (
+            ["replay", "--workers", "0"],
+            "lifecycle replay: error: argument --workers: must be at least 1, got 0 "
+            "(see lifecycle replay --help)",
+        ),
+        (
+            ["ingest", "x.jsonl", "--batch-size", "many"],
+            "lifecycle ingest: error: argument --batch-size: not an integer: 'many' "
+            "(see lifecycle ingest --help)",
+        ),
     ],
-    ids=["unknown-option", "no-file", "bad-format"],
+    ids=["unknown-option", "no-file", "bad-format", "show", "until", "workers", "batch-size"],
 )
 def test_exit_2_for_usage_errors(args: list[str], message: str) -> None:
     """Usage errors exit 2 with one line on stderr and nothing on stdout."""

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from lifecycle.cli.common import EXIT_OK, EXIT_REJECTED, load_policy, make_report, progress
+from lifecycle.cli.common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    load_policy,
+    make_report,
+    non_negative,
+    progress,
+)
 from lifecycle.decide import malformed
 from lifecycle.gate import Gate
 from lifecycle.messages import Malformed
@@ -37,7 +44,11 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="text: a summary (default); jsonl: one verdict object per message on stdout",
     )
     parser.add_argument(
-        "--show", type=int, default=10, metavar="N", help="rejections listed in the text summary"
+        "--show",
+        type=non_negative,
+        default=10,
+        metavar="N",
+        help="rejections listed in the text summary",
     )
     parser.add_argument(
         "--policy", metavar="MODULE:ATTR", help="judge under this policy instead of the default"

@@ -46,6 +46,26 @@ def exit_code(run: Callable[[], int]) -> int:
         return EXIT_ERROR
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    return _at_least(1, text)
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    return _at_least(0, text)
+
+
+def _at_least(low: int, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
 def add_format_argument(parser: argparse.ArgumentParser, *formats: str) -> None:
     """``--format``, one of ``formats``; the first is the default."""
     parser.add_argument(

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from lifecycle.cli.common import EXIT_OK, EXIT_REJECTED, add_format_argument, load_policy
+from lifecycle.cli.common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    add_format_argument,
+    load_policy,
+    non_negative,
+    positive,
+)
 from lifecycle.cli.store import add_db_argument, open_store
 from lifecycle.errors import InputError
 from lifecycle.spec import parse_datetime
@@ -40,14 +47,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--account", action="append", metavar="ID", help="only this account (repeatable)"
     )
     bound = replay.add_mutually_exclusive_group()
-    bound.add_argument("--until", type=int, metavar="POSITION", help="events up to this position")
+    bound.add_argument(
+        "--until", type=non_negative, metavar="POSITION", help="events up to this position"
+    )
     bound.add_argument(
         "--as-of", metavar="TIMESTAMP", help="events recorded up to this instant (ISO-8601)"
     )
     add_format_argument(replay, "json", "jsonl", "text")
     replay.add_argument(
         "--workers",
-        type=int,
+        type=positive,
         default=None,
         metavar="N",
         help="split a full replay by account over N processes (default: one per CPU, "
@@ -77,7 +86,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     audit.add_argument("--policy", metavar="MODULE:ATTR", help="the policy to audit against")
     add_format_argument(audit, "text", "jsonl")
     audit.add_argument(
-        "--show", type=int, default=10, metavar="N", help="findings listed in the text summary"
+        "--show",
+        type=non_negative,
+        default=10,
+        metavar="N",
+        help="findings listed in the text summary",
     )
     add_db_argument(audit)
     audit.set_defaults(run=run_audit)

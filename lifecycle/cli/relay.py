@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, add_format_argument, exit_code
-from lifecycle.cli.store import add_db_argument, positive
+from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, add_format_argument, exit_code, positive
+from lifecycle.cli.store import add_db_argument
 from lifecycle.errors import RelayError
 
 if TYPE_CHECKING:

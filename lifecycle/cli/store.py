@@ -22,6 +22,7 @@ from lifecycle.cli.common import (
     add_format_argument,
     load_policy,
     make_report,
+    positive,
     progress,
 )
 from lifecycle.decide import Verdict
@@ -64,14 +65,6 @@ def open_engine(args: argparse.Namespace) -> Engine:
     from lifecycle.store.engine import create_engine, database_url
 
     return create_engine(database_url(args.db))
-
-
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
