@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy.engine import Connection, Engine
@@ -283,6 +284,18 @@ def _size(message: dict[str, Any]) -> int:
     return len(json.dumps(message))
 
 
+def _check_host(host: str | None) -> None:
+    """Refuse a host the client library could not send to, before anything is read."""
+    if host is None:
+        return
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in host:
+        raise RelayError(
+            f"host {host!r}: expected an http(s) URL such as {DEFAULT_HOST} (the client "
+            "library adds /v1/batch)"
+        )
+
+
 def _instant(value: Any) -> str:
     """A stored naive-UTC instant (a datetime, or SQLite's text) as ISO 8601 with ``Z``."""
     if isinstance(value, datetime):
@@ -366,6 +379,7 @@ class Relay:
             raise ValueError(f"batch_size must be between 1 and {MAX_REQUEST_EVENTS}")
         if not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
+        _check_host(host)
         self._owns_engine = not isinstance(bind, Engine)
         self.engine: Engine = (
             bind if isinstance(bind, Engine) else create_engine(database_url(bind))
@@ -464,8 +478,8 @@ class Relay:
                 report.failures += 1
                 if max_failures is not None and failures >= max_failures:
                     raise RelayError(
-                        f"gave up after {failures} failed attempts in a row "
-                        f"({len(outcome.failed)} events left pending): {outcome.error}"
+                        f"gave up after {failures} failed attempt{'s' * (failures != 1)} in "
+                        f"a row ({len(outcome.failed)} events left pending): {outcome.error}"
                     )
                 wait = self.backoff.delay(failures, outcome.retry_after)
                 log.warning(

@@ -8,11 +8,18 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
 from lifecycle import RelayError
-from lifecycle.relay import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, Backoff, _retry_after
+from lifecycle.relay import (
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_ID_CHARS,
+    Backoff,
+    Relay,
+    _retry_after,
+)
 from lifecycle.service import Lifecycle
 from lifecycle.store.outbox import shard_of
 from tests.relay.fake_segment import FakeSegment, free_port
@@ -153,6 +160,15 @@ def test_wrong_write_key_stops_the_relay(db_url: str, segment: FakeSegment) -> N
     with relay_for(db_url, segment) as relay:
         status = relay.status()
     assert (status.pending, status.parked) == (4, 0)
+
+
+@pytest.mark.parametrize("host", ["api.segment.io", "ftp://api.segment.io", "http://", "a b"])
+def test_a_host_the_client_cannot_send_to_is_refused_up_front(host: str, tmp_path: Path) -> None:
+    """Not an http(s) URL: RelayError before any database is opened, naming the form."""
+    with pytest.raises(RelayError) as raised:
+        Relay(f"sqlite:///{tmp_path / 'never.db'}", write_key="k", host=host)
+    assert str(raised.value).startswith(f"host {host!r}: expected an http(s) URL such as ")
+    assert not (tmp_path / "never.db").exists()
 
 
 def test_messages_are_sent_as_stored(db_url: str, segment: FakeSegment) -> None:
