@@ -24,7 +24,7 @@ from lifecycle.gate import Gate
 from lifecycle.policy import Guard, Policy, Refusal, Rule
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.spec import DATE, REJECTION_CODES, SPEC_EVENTS, STRING, EventSpec, PropertyType
-from lifecycle.state import AccountState, TrialState, UserState
+from lifecycle.state import AccountState, TrialState, UserState, with_user
 
 if TYPE_CHECKING:
     from lifecycle.relay import Relay
@@ -83,4 +83,5 @@ __all__ = [
     "UserState",
     "Verdict",
     "decide",
+    "with_user",
 ]

@@ -39,7 +39,7 @@ from lifecycle.spec import (
     USER_UNKNOWN,
     parse_date,
 )
-from lifecycle.state import NONE, AccountState, TrialState, UserState, user_state
+from lifecycle.state import NONE, AccountState, TrialState, UserState, user_state, with_user
 
 CREATED, TRIAL, ACTIVE, DELETED = "created", "trial", "active", "deleted"
 LIVE = [CREATED, TRIAL, ACTIVE]
@@ -119,12 +119,7 @@ GUARDS = (
 
 
 def _with_user(state: AccountState, user: str, new: UserState | None) -> Change:
-    users = dict(state.users)
-    if new is None:
-        users.pop(user, None)
-    else:
-        users[user] = new
-    return users, state.trial
+    return with_user(state.users, user, new), state.trial
 
 
 def _start_trial(state: AccountState, event: Event) -> Change:

@@ -58,7 +58,7 @@ def event_row(event: Event, version: int, payload: str, recorded_at: datetime) -
 
 def state_json(state: AccountState) -> str:
     """An account state as stored in ``account_heads.state``."""
-    return orjson.dumps(state.to_dict()).decode("utf-8")
+    return state.to_json().decode("utf-8")
 
 
 def state_from_json(text: str | bytes) -> AccountState:

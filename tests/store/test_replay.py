@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard
 from lifecycle import replay as history
 from lifecycle.service import Lifecycle
+from lifecycle.state import LARGE_ACCOUNT
 from lifecycle.store.schema import account_heads, events, snapshots
 from tests.store.helpers import account_history, interleave, msg, wipe
 from tests.store.test_store_properties import streams
@@ -91,6 +92,24 @@ def test_snapshot_of_another_policy_is_ignored(db_url: str) -> None:
         gate = Gate()
         gate.submit_many(history[:12])
         assert reader.load("acct_1") == gate.state("acct_1")
+
+
+def test_a_large_account_replays_loads_and_verifies_like_a_small_one(store: Lifecycle) -> None:
+    """An account past LARGE_ACCOUNT users (kept in a SharedUsers while folded, a plain
+    object in its head and snapshots): the stored head, a replay and a load from a
+    snapshot all agree, and verify finds nothing."""
+    users = LARGE_ACCOUNT + 40
+    history = [msg("Account Created", "u0", "big")]
+    history += [msg("Signed Up", f"u{n}", "big") for n in range(users)]
+    history += [msg("Signed In", f"u{n}", "big") for n in range(0, users, 3)]
+    history += [msg("Account Removed User", f"u{n}", "big") for n in range(1, users, 7)]
+    assert all(v.accepted for v in store.submit_many(history))
+    live = store.state("big")
+    assert live is not None
+    assert list(store.replay()) == [live] == list(store.accounts())
+    assert store.load("big") == live
+    assert len(live.users) == users - len(range(1, users, 7))
+    assert list(store.verify()) == []
 
 
 def test_until_and_as_of_give_prefixes(store: Lifecycle) -> None:
