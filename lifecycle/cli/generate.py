@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from typing import IO
 
 from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, load_policy
+from lifecycle.errors import InputError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -62,11 +63,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"lifecycle generate: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     with ExitStack() as stack:
-        out: IO[bytes] = (
-            stack.enter_context(open(args.out, "wb")) if args.out else sys.stdout.buffer
-        )
+        out: IO[bytes] = stack.enter_context(_create(args.out)) if args.out else sys.stdout.buffer
         expected: IO[bytes] | None = (
-            stack.enter_context(open(args.expected, "wb")) if args.expected else None
+            stack.enter_context(_create(args.expected)) if args.expected else None
         )
         for line, generated in enumerate(stream, start=1):
             out.write(orjson.dumps(generated.message, option=orjson.OPT_APPEND_NEWLINE))
@@ -75,3 +74,11 @@ def run(args: argparse.Namespace) -> int:
                 expected.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         out.flush()
     return EXIT_OK
+
+
+def _create(path: str) -> IO[bytes]:
+    """``path`` opened for writing, or an InputError naming it and why not."""
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc

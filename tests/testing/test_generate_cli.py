@@ -48,3 +48,16 @@ def test_bad_arguments_are_usage_errors() -> None:
     done = lifecycle("generate", "--accounts", "1", "--events", "5", "--illegal-rate", "2")
     assert done.returncode == 2
     assert done.stderr.decode().count("\n") == 1
+
+
+def test_an_output_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    """--out in a missing directory, --expected naming a directory: exit 2, one line naming it."""
+    missing = tmp_path / "missing" / "history.jsonl"
+    done = lifecycle("generate", "--accounts", "1", "--events", "5", "--out", str(missing))
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr.decode() == (
+        f"lifecycle: error: cannot write {missing}: No such file or directory\n"
+    )
+    done = lifecycle("generate", "--accounts", "1", "--events", "5", "--expected", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.decode() == f"lifecycle: error: cannot write {tmp_path}: Is a directory\n"
