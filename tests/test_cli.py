@@ -422,6 +422,21 @@ def test_exit_2_for_usage_errors(args: list[str], message: str) -> None:
     assert_usage_error(lifecycle(*args), message)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_exit_2_when_the_output_cannot_be_written(tmp_path: Path) -> None:
+    """A full disk is the environment's problem: one line on stderr and exit 2, no traceback."""
+    path = write(tmp_path / "e.jsonl", line("Account Created"), line("Signed Up"))
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "lifecycle", "check", str(path), "--format", "jsonl"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (2, b"lifecycle: error: No space left on device\n")
+
+
 def test_exit_2_for_an_unknown_command() -> None:
     """An unknown command exits 2 with one line on stderr naming it, and nothing on stdout."""
     result = lifecycle("frobnicate")

@@ -39,6 +39,10 @@ def exit_code(run: Callable[[], int]) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return EXIT_ERROR
+    except OSError as exc:  # the environment, not a bug: a full disk, a temp dir not writable
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"lifecycle: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:
         if not type(exc).__module__.startswith(("sqlalchemy", "alembic")):
             raise
