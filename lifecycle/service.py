@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lifecycle import replay as history
 from lifecycle.decide import Verdict
+from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
 from lifecycle.messages import Malformed
 from lifecycle.policy import Policy
@@ -258,6 +259,8 @@ class Lifecycle:
             overlay = connection.info.get(_OVERLAY)
         if overlay is not None and account in overlay.written:
             return overlay.written[account]
+        if not is_storable_key(account):  # no such account was ever stored (invalid_key)
+            return None
         with self._reading(connection) as conn:
             heads = repository.head_states(conn, [account])
             if account in heads:
@@ -274,6 +277,8 @@ class Lifecycle:
 
     def events(self, account: str | None = None) -> Iterator[StoredEvent]:
         """Stored events in append order, or one account's in version order."""
+        if account is not None and not is_storable_key(account):
+            return
         with self._reading(None) as conn:
             yield from repository.stored_events(conn, account)
 
@@ -285,6 +290,8 @@ class Lifecycle:
         if code is not None:
             query = query.where(quarantine.c.code == code)
         if account is not None:
+            if not is_storable_key(account):  # kept in ``raw`` only: no row names it
+                return
             query = query.where(quarantine.c.account == account)
         for row in self._stream(query):
             yield QuarantinedMessage(*row[:11])
@@ -336,6 +343,8 @@ class Lifecycle:
         self, account: str, *, until: int | None = None, as_of: datetime | None = None
     ) -> AccountState | None:
         """One account's state rebuilt from its newest snapshot and the events after it."""
+        if not is_storable_key(account):
+            return None
         with self._reading(None) as conn:
             return history.load_account(conn, self.policy, account, until=until, as_of=_utc(as_of))
 
