@@ -40,6 +40,9 @@ _STORED_IDS = select(events.c.message_id).where(
 _KNOWN_DIGESTS = select(quarantine.c.digest).where(
     quarantine.c.digest.in_(bindparam("keys", expanding=True))
 )
+_DIGEST_VERDICTS = select(quarantine.c.digest, quarantine.c.code, quarantine.c.reason).where(
+    quarantine.c.digest.in_(bindparam("keys", expanding=True))
+)
 _INSERT_QUARANTINE = insert(quarantine)
 
 
@@ -122,6 +125,13 @@ def accepted_ids(connection: Connection, message_ids: Sequence[str]) -> set[str]
 def known_digests(connection: Connection, digests: Sequence[str]) -> set[str]:
     """Which quarantine digests are already stored (a re-run of the same input)."""
     return {digest for (digest,) in _pairs(connection, _KNOWN_DIGESTS, digests)}
+
+
+def quarantined(connection: Connection, digests: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """The code and reason of each of ``digests`` already in the quarantine."""
+    return {digest: (code, reason) for digest, code, reason in _pairs(
+        connection, _DIGEST_VERDICTS, digests
+    )}  # fmt: skip
 
 
 def append_events(connection: Connection, rows: Iterable[tuple[Any, ...]]) -> None:

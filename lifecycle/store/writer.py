@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from lifecycle.decide import DUPLICATE, Verdict, judge, malformed
+from lifecycle.decide import REJECTED, Verdict, judge, malformed
 from lifecycle.envelope import group_id_of, is_storable_key, message_id_of
 from lifecycle.messages import Malformed
 from lifecycle.policy import Policy
@@ -130,9 +130,11 @@ def write(
     states, rebuilt = _load_states(conn, policy, cache, unknown, careful)
     states.update(known)
     seen = repository.accepted_ids(conn, _message_ids(subs)) if careful else set()
-    found_stored = bool(seen or rebuilt)
+    # Lines of a file judged before (a re-run): the rejection they got, not a new verdict.
+    earlier = _rejected_before(conn, subs) if careful and quarantine else {}
+    found_stored = bool(seen or rebuilt or earlier)
     before = {a: s.version for a, s in states.items() if a not in rebuilt}
-    judging = _Judging(policy, states, seen, recorded)
+    judging = _Judging(policy, states, seen, recorded, earlier)
     repository.append_events(conn, judging.rows(subs))
     verdicts, event_rows = judging.verdicts, judging.event_rows
     if not careful:
@@ -163,6 +165,8 @@ class _Judging:
     states: dict[str, AccountState]
     seen: set[str]
     recorded: datetime
+    #: By position in the submission: lines a run of the same file rejected, and why.
+    earlier: dict[int, tuple[str, str]] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
     event_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -179,7 +183,11 @@ class _Judging:
             state = states.get(account)
             return state if state is not None else AccountState(account, initial)
 
-        for sub in subs:
+        earlier = self.earlier
+        for position, sub in enumerate(subs):
+            if earlier and position in earlier:
+                verdicts.append(_as_before(sub, *earlier[position]))
+                continue
             if isinstance(sub.item, Malformed):
                 verdicts.append(malformed(sub.item.reason))
                 continue
@@ -220,23 +228,22 @@ def _load_states(
 def _recheck_rejections(conn: Connection, verdicts: list[Verdict], seen: set[str]) -> None:
     """Rejections that a stored event would explain: stored duplicates, lost head rows.
 
-    A rule rejection of a message whose messageId is already stored becomes
-    ``duplicate`` (check 4 comes before the rules; a rejection changed no state).
-    ``account_unknown`` for an account that has events means its head row was
-    lost: the submission must be judged again carefully.
+    A rule rejection of a message whose messageId is already stored means this
+    input repeats stored input (a re-run, or a resumed ingest): it is judged
+    again carefully, where the stored messageIds are duplicates and the lines an
+    earlier run rejected keep their rejection. ``account_unknown`` for an account
+    that has events means its head row was lost: judged again carefully too.
     """
-    suspects: dict[str, list[int]] = {}
-    for i, v in enumerate(verdicts):
-        rule_rejection = v.code is not None and v.event is not None
-        if rule_rejection and v.message_id is not None and v.message_id not in seen:
-            suspects.setdefault(v.message_id, []).append(i)
-    if suspects:
-        for mid in repository.accepted_ids(conn, list(suspects)):
-            for i in suspects[mid]:
-                old = verdicts[i]
-                verdicts[i] = Verdict(
-                    DUPLICATE, None, None, None, mid, old.event_name, old.account, old.event
-                )
+    suspects = [
+        v.message_id
+        for v in verdicts
+        if v.code is not None
+        and v.event is not None
+        and v.message_id is not None
+        and v.message_id not in seen
+    ]
+    if suspects and repository.accepted_ids(conn, list(dict.fromkeys(suspects))):
+        raise NeedsCare
     unknown = list({v.account for v in verdicts if v.code == ACCOUNT_UNKNOWN and v.account})
     if unknown and repository.stored_versions(conn, unknown):
         raise NeedsCare
@@ -275,12 +282,54 @@ def _fitting(source: str, limit: int) -> str:
     return source if len(source) <= limit else "…" + source[-(limit - 1) :]
 
 
+def _kept_raw(sub: Submission) -> bytes:
+    """The bytes the quarantine keeps of ``sub``: its line without the line ending."""
+    return sub.raw.rstrip(b"\r\n") if sub.whole_line or isinstance(sub.item, Malformed) else sub.raw
+
+
+def _digest(sub: Submission, raw: bytes) -> str | None:
+    """What recognises a line of a file judged again: its source, place and bytes."""
+    if sub.source == API:
+        return None
+    key = f"{sub.source}\0{sub.line}\0{sub.index}\0".encode() + raw
+    return hashlib.sha256(key).hexdigest()
+
+
+def _rejected_before(conn: Connection, subs: Sequence[Submission]) -> dict[int, tuple[str, str]]:
+    """Positions of the lines of a file that an earlier run rejected, with its code and reason.
+
+    Asked only when the submission is known to repeat stored input (a re-run, or a
+    resumed ingest): judged again against the state that the earlier run went on
+    to build, such a line could be accepted out of its place in the file (a
+    ``Signed In`` rejected before the user's ``Signed Up``), which one uninterrupted
+    run would never do.
+    """
+    digests = {i: d for i, sub in enumerate(subs) if (d := _digest(sub, _kept_raw(sub)))}
+    if not digests:
+        return {}
+    found = repository.quarantined(conn, list(dict.fromkeys(digests.values())))
+    return {i: found[d] for i, d in digests.items() if d in found}
+
+
+def _as_before(sub: Submission, code: str, reason: str) -> Verdict:
+    """The rejection an earlier run gave ``sub``, as the verdict of this one."""
+    if isinstance(sub.item, Malformed):
+        return Verdict(REJECTED, code, reason, "line")
+    name = sub.item.get("event")
+    return Verdict(
+        REJECTED,
+        code,
+        reason,
+        None,
+        message_id_of(sub.item),
+        name if isinstance(name, str) else None,
+        sub.account,
+    )
+
+
 def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> dict[str, Any]:
-    raw = sub.raw.rstrip(b"\r\n") if sub.whole_line or isinstance(sub.item, Malformed) else sub.raw
-    digest = None
-    if sub.source != API:
-        key = f"{sub.source}\0{sub.line}\0{sub.index}\0".encode() + raw
-        digest = hashlib.sha256(key).hexdigest()
+    raw = _kept_raw(sub)
+    digest = _digest(sub, raw)
     return {
         "received_at": recorded,
         "source": _fitting(sub.source, MAX_SOURCE_CHARS),

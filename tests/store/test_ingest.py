@@ -34,6 +34,14 @@ def verdict_lines(output: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in output.splitlines()]
 
 
+def generated_lines(accounts: int, events: int, seed: int) -> list[bytes]:
+    """A generated history with every kind of violation mixed in, as JSON lines."""
+    from lifecycle.generate import generate
+
+    stream = generate(accounts=accounts, events=events, seed=seed, illegal_rate=0.2)
+    return [orjson.dumps(g.message) for g in stream]
+
+
 def sample(tmp_path: Path, accounts: int = 4) -> list[dict[str, Any]]:
     """A legal interleaved history with a few illegal messages mixed in."""
     history = interleave([account_history(f"acct_{n}") for n in range(accounts)], seed=7)
@@ -104,6 +112,43 @@ def test_rerun_gives_duplicates_and_no_new_quarantine(db_url: str, tmp_path: Pat
     with Lifecycle(db_url) as store:
         assert len(list(store.events())) == len(accepted_first)
         assert len(list(store.rejections())) == sum(r["verdict"] == "rejected" for r in first)
+
+
+@pytest.mark.parametrize("cut", [3, 9, 23, 41, 60])
+def test_a_resumed_ingest_ends_as_one_uninterrupted_run(
+    db_url: str, tmp_path: Path, cut: int, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """An ingest that stored the first ``cut`` lines of a file (then died), run again on
+    the whole file, gives every line the verdict one run gives it — accepted lines come
+    back as ``duplicate``, rejected ones with their first rejection — and stores what
+    `check` accepts, in order. Judged again against the state the first run left, a line
+    it rejected (a Signed In before the user's Signed Up) had been accepted out of place."""
+    from lifecycle.cli import main
+
+    Lifecycle(db_url, create_schema=True).close()
+    history = [orjson.loads(m) for m in generated_lines(accounts=3, events=70, seed=cut)]
+    # Stored by the dead run: a Signed In rejected before the same user's Signed Up.
+    history[:0] = [msg("Account Created", "late", "acct_r"), msg("Signed In", "late", "acct_r")]
+    history.insert(cut - 1, msg("Signed Up", "late", "acct_r"))
+    path = write_jsonl(tmp_path / "export.jsonl", history)
+    expected = verdict_lines(cli("check", str(path), "--format", "jsonl", cwd=tmp_path).stdout)
+    write_jsonl(path, history[:cut])  # what the dead run had stored, under the same name
+    args = ["ingest", str(path), "--db", db_url, "--format", "jsonl", "--batch-size", "5"]
+    main(args)
+    write_jsonl(path, history)
+    capfdbinary.readouterr()
+    main(args)
+    rerun = verdict_lines(capfdbinary.readouterr().out)
+    assert [r.get("code") for r in rerun] == [r.get("code") for r in expected]
+    assert [r["verdict"] for r in rerun] == [
+        ("duplicate" if n < cut else "accepted") if r["verdict"] == "accepted" else r["verdict"]
+        for n, r in enumerate(expected)
+    ]
+    with Lifecycle(db_url) as store:
+        stored = [e.message_id for e in store.events()]
+        rejected = sum(r["verdict"] == "rejected" for r in expected)
+        assert len(list(store.rejections())) == rejected
+    assert stored == [r["messageId"] for r in expected if r["verdict"] == "accepted"]
 
 
 @pytest.mark.slow
