@@ -34,6 +34,7 @@ with :class:`RelayError` and parks nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -56,7 +57,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from lifecycle.errors import RelayError, StoreError, database_error, first_line
 from lifecycle.store import outbox
 from lifecycle.store.codec import now
-from lifecycle.store.engine import create_engine, database_url, for_writing
+from lifecycle.store.engine import create_engine, database_url, for_writing, is_transient
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.outbox import OutboxStatus, ParkedEvent, Pending
 
@@ -64,6 +65,8 @@ log = logging.getLogger("lifecycle.relay")
 
 #: Segment's HTTP API in the US; EU workspaces use ``https://events.eu1.segmentapis.com``.
 DEFAULT_HOST = "https://api.segment.io"
+#: How many times a transaction that a deadlock ended is run before the error stands.
+TRANSIENT_ATTEMPTS = 6
 #: Where the command line reads the write key from when ``--write-key`` is not given.
 WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
 #: Segment refuses a message larger than this (as the client library measures it: JSON bytes).
@@ -225,6 +228,8 @@ def _retry_after(response: Any) -> float | None:
 # -- preparing messages ------------------------------------------------------------------------
 
 
+_T = TypeVar("_T")
+
 #: A message ready to send: (outbox row id, message, size in bytes).
 _Item = tuple[int, dict[str, Any], int]
 
@@ -282,6 +287,24 @@ def _size(message: dict[str, Any]) -> int:
     like any refusal.
     """
     return len(json.dumps(message))
+
+
+def _again(error: Exception, attempt: int, what: str = "backfill") -> bool:
+    """Whether to run a transaction again that ``error`` ended (after a short, random wait).
+
+    Relays, writers, prunes and backfills lock the same outbox rows in different
+    orders, so PostgreSQL and MariaDB now and then end one of them to break a
+    deadlock. The transaction was rolled back whole, so running it again is safe;
+    after :data:`TRANSIENT_ATTEMPTS` tries the error stands.
+    """
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    if attempt + 1 >= TRANSIENT_ATTEMPTS or not (
+        isinstance(cause, DBAPIError) and is_transient(cause)
+    ):
+        return False
+    log.warning("%s: %s; running it again", what, first_line(cause))
+    time.sleep(random.uniform(0, 0.05 * 2**attempt))
+    return True
 
 
 def _check_host(host: str | None) -> None:
@@ -461,7 +484,9 @@ class Relay:
     ) -> None:
         failures = 0
         while not self._stop:
-            outcome = cycle(segment, failures)
+            # A cycle that a deadlock ended sent nothing, or was not recorded: run it again
+            # (what was sent goes again, with the same messageIds: at least once).
+            outcome = self._retrying("relay", functools.partial(cycle, segment, failures))
             report.requests += outcome.requests
             report.delivered += len(outcome.delivered)
             report.parked += len(outcome.parked)
@@ -549,7 +574,7 @@ class Relay:
         queued after its events already in the outbox. Several backfills may run
         at once: a batch that another one queued first is looked up again.
         """
-        total = 0
+        total = deadlocks = 0
         stuck: tuple[Any, ...] | None = None
         while True:
             rows: list[tuple[Any, ...]] = []
@@ -558,12 +583,16 @@ class Relay:
                     rows = outbox.unqueued(conn, batch_size)
                     outbox.enqueue(conn, rows)
             except StoreError as exc:
+                if _again(exc, deadlocks):
+                    deadlocks += 1
+                    continue
                 # Another backfill queued some of these rows first: look again, unless
                 # the batch starts where the last refused one did (then it is no race).
                 if not isinstance(exc.__cause__, IntegrityError) or not rows or rows[0] == stuck:
                     raise
                 stuck = rows[0]
                 continue
+            deadlocks = 0
             total += len(rows)
             if len(rows) < batch_size:
                 return total
@@ -592,11 +621,25 @@ class Relay:
         total = 0
         for start in range(0, len(runs), batch_size):
             batch = runs[start : start + batch_size]
-            with self._writing() as conn:
-                total += outbox.prune(conn, batch, before, now())
+            total += self._retrying("prune", functools.partial(self._prune, batch, before))
             if progress is not None:
                 progress(start + len(batch), len(runs))
         return total
+
+    def _prune(self, runs: Sequence[tuple[str, int]], before: datetime) -> int:
+        with self._writing() as conn:
+            return outbox.prune(conn, runs, before, now())
+
+    def _retrying(self, what: str, work: Callable[[], _T]) -> _T:
+        """``work()``, run again when the database ended it to break a deadlock."""
+        attempt = 0
+        while True:
+            try:
+                return work()
+            except (StoreError, DBAPIError) as exc:
+                if not _again(exc, attempt, what):
+                    raise
+                attempt += 1
 
     def close(self) -> None:
         """Stop a relay started with :meth:`start`, wait for it, release the pool."""

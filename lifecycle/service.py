@@ -38,7 +38,13 @@ from lifecycle.spec import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from lifecycle.state import AccountState
 from lifecycle.store import repository
 from lifecycle.store.codec import head_row, state_from_json, utc_naive
-from lifecycle.store.engine import create_engine, database_url, for_writing
+from lifecycle.store.engine import (
+    create_engine,
+    database_url,
+    deadlocked,
+    for_writing,
+    is_transient,
+)
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
 from lifecycle.store.schema import account_heads, bulk_lock, events, quarantine
@@ -496,11 +502,11 @@ class Lifecycle:
                 careful, last = True, exc
                 self._careful = True
             except OperationalError as exc:
-                if connection is not None and _deadlocked(exc):
+                if connection is not None and deadlocked(exc):
                     # The other transaction waits for rows this one wrote before the
                     # savepoint: retrying in it would only wait for the other again.
                     raise ConcurrencyError(_accounts(subs), attempt + 1, deadlock=True) from exc
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise database_error(exc) from exc
                 last = exc
             except DBAPIError as exc:
@@ -653,28 +659,3 @@ def _submission(message: Mapping[str, Any]) -> Submission:
 def _accounts(subs: list[Submission]) -> set[str]:
     """The accounts a submission touched, for a ``ConcurrencyError``."""
     return {a for s in subs if (a := s.account) is not None}
-
-
-#: MariaDB error numbers: lock wait timeout, deadlock, and the savepoint a deadlock's
-#: rollback of the whole transaction took with it.
-_LOCK_WAIT_TIMEOUT, _DEADLOCK, _NO_SAVEPOINT = 1205, 1213, 1305
-
-
-def _error_codes(exc: OperationalError) -> tuple[str | None, Any]:
-    """The driver error's SQLSTATE (PostgreSQL) and first argument (MariaDB's number)."""
-    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-    return getattr(exc.orig, "sqlstate", None), args[0] if args else None
-
-
-def _deadlocked(exc: OperationalError) -> bool:
-    """A deadlock (on MariaDB, also the savepoint that its rollback of everything took)."""
-    sqlstate, number = _error_codes(exc)
-    return sqlstate == "40P01" or number in (_DEADLOCK, _NO_SAVEPOINT)
-
-
-def _is_transient(exc: OperationalError) -> bool:
-    """Deadlocks, serialization failures and busy databases are worth a retry."""
-    sqlstate, number = _error_codes(exc)
-    if sqlstate in ("40001", "40P01") or number in (_LOCK_WAIT_TIMEOUT, _DEADLOCK):
-        return True
-    return "database is locked" in str(exc.orig)

@@ -89,6 +89,31 @@ def _with_settings(parsed: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[str, 
     return parsed, kwargs
 
 
+#: MariaDB error numbers: lock wait timeout, deadlock, and the savepoint a deadlock's
+#: rollback of the whole transaction took with it.
+_LOCK_WAIT_TIMEOUT, _DEADLOCK, _NO_SAVEPOINT = 1205, 1213, 1305
+
+
+def _error_codes(exc: DBAPIError) -> tuple[str | None, Any]:
+    """The driver error's SQLSTATE (PostgreSQL) and first argument (MariaDB's number)."""
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    return getattr(exc.orig, "sqlstate", None), args[0] if args else None
+
+
+def deadlocked(exc: DBAPIError) -> bool:
+    """A deadlock (on MariaDB, also the savepoint that its rollback of everything took)."""
+    sqlstate, number = _error_codes(exc)
+    return sqlstate == "40P01" or number in (_DEADLOCK, _NO_SAVEPOINT)
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """Deadlocks, serialization failures and busy databases: the transaction may be run again."""
+    sqlstate, number = _error_codes(exc)
+    if sqlstate in ("40001", "40P01") or number in (_LOCK_WAIT_TIMEOUT, _DEADLOCK):
+        return True
+    return "database is locked" in str(exc.orig)
+
+
 def configure_sqlite(engine: Engine) -> None:
     """Apply the SQLite settings above to every connection of ``engine``."""
 

@@ -8,10 +8,14 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
+from lifecycle import StoreError
+from lifecycle import relay as relay_module
 from lifecycle.cli.relay import _accounts_bar
 from lifecycle.service import Lifecycle
 from lifecycle.store import outbox
@@ -191,3 +195,42 @@ def test_prune_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) 
         advance(2, 3)
         advance(3, 3)
     assert "3/3" in terminal.getvalue()
+
+
+class _Deadlock(Exception):
+    """What PyMySQL raises when InnoDB ends a transaction to break a deadlock."""
+
+
+def _deadlocks_then(real: Any, times: int) -> Any:
+    """``real``, after raising a MariaDB deadlock error ``times`` times."""
+    calls = {"n": 0}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise OperationalError("DELETE ...", {}, _Deadlock(1213, "Deadlock found"))
+        return real(*args, **kwargs)
+
+    return call
+
+
+def test_a_transaction_a_deadlock_ended_runs_again(
+    db_url: str, segment: FakeSegment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relays, prunes and backfills share rows: a deadlock (the database ends one side, which
+    was rolled back whole) costs a retry, not the process; past the limit the error stands."""
+    monkeypatch.setattr(relay_module.time, "sleep", lambda seconds: None)
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_a"))
+        with relay_for(db_url, segment) as relay:
+            monkeypatch.setattr(outbox, "first_pending", _deadlocks_then(outbox.first_pending, 2))
+            monkeypatch.setattr(outbox, "window", _deadlocks_then(outbox.window, 2))
+            assert relay.run().delivered == 4
+            prune, limit = outbox.prune, relay_module.TRANSIENT_ATTEMPTS
+            monkeypatch.setattr(outbox, "prune", _deadlocks_then(prune, limit))
+            with pytest.raises(StoreError, match="Deadlock found"):
+                relay.prune(older_than=NOW)
+            monkeypatch.setattr(outbox, "prune", _deadlocks_then(prune, limit - 1))
+            assert relay.prune(older_than=NOW) == 4
+            monkeypatch.setattr(outbox, "unqueued", _deadlocks_then(outbox.unqueued, 2))
+            assert relay.backfill() == 0
