@@ -241,7 +241,8 @@ class Lifecycle:
         """Judge lines read from files, in one transaction; quarantine rows name file and line.
 
         Returns every message with its verdict. Re-submitting the same file and
-        line does not quarantine a rejection twice.
+        line (a re-run) does not quarantine a rejection twice, and the line gets the
+        rejection it got then rather than a verdict on what was stored since.
         """
         items = [it for line in lines for it in items_of(line)]
         return list(zip(items, self.submit_items(items, connection=connection), strict=True))
