@@ -28,6 +28,7 @@ from lifecycle.cli.common import (
 from lifecycle.decide import Verdict
 from lifecycle.reader import InputItem, InputLine, read_lines
 from lifecycle.sorting import sorted_by_timestamp
+from lifecycle.spec import REJECTION_CODES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -376,8 +377,10 @@ def run_accounts_list(args: argparse.Namespace) -> int:
 
 def run_rejections_list(args: argparse.Namespace) -> int:
     """Print quarantined messages, oldest first."""
+    listed = 0
     with open_store(args) as store:
         for item in store.rejections(code=args.code, account=args.account):
+            listed += 1
             if args.format == "jsonl":
                 sys.stdout.buffer.write(
                     orjson.dumps(item.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
@@ -385,4 +388,11 @@ def run_rejections_list(args: argparse.Namespace) -> int:
             else:
                 where = item.source + (f":{item.line}" if item.line is not None else "")
                 print(f"{item.id}\t{where}\t{item.code}\t{item.reason}")
+    if not listed and args.code is not None and args.code not in REJECTION_CODES:
+        # Most likely a typo; a custom policy's own codes are listed all the same.
+        print(
+            f"lifecycle: note: nothing has code {args.code!r}, which is not one of the "
+            "default policy's codes",
+            file=sys.stderr,
+        )
     return EXIT_OK

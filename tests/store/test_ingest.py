@@ -224,3 +224,21 @@ def test_unreachable_database_exits_2(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stdout == b""
     assert len(run.stderr.decode().strip().splitlines()) == 1
+
+
+def test_listing_a_code_no_policy_has_says_so(tmp_path: Path) -> None:
+    """`rejections list --code` with a mistyped code lists nothing, exits 0 and notes why;
+    a real code with nothing quarantined lists nothing, quietly."""
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    path = write_jsonl(tmp_path / "in.jsonl", [msg("Signed In", "u1", "acct_9")])
+    cli("ingest", str(path), "--db", db, cwd=tmp_path)
+    typo = cli("rejections", "list", "--code", "acount_unknown", "--db", db, cwd=tmp_path)
+    assert (typo.returncode, typo.stdout) == (0, b"")
+    assert typo.stderr.decode() == (
+        "lifecycle: note: nothing has code 'acount_unknown', which is not one of the default "
+        "policy's codes\n"
+    )
+    quiet = cli("rejections", "list", "--code", "trial_mismatch", "--db", db, cwd=tmp_path)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
+    found = cli("rejections", "list", "--code", "account_unknown", "--db", db, cwd=tmp_path)
+    assert b"account_unknown" in found.stdout and found.stderr == b""
