@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import ExitStack
 from typing import IO
@@ -63,10 +64,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"lifecycle generate: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     with ExitStack() as stack:
-        out: IO[bytes] = stack.enter_context(_create(args.out)) if args.out else sys.stdout.buffer
+        # The sidecar first: when it cannot be written, no empty --out file is left behind.
         expected: IO[bytes] | None = (
             stack.enter_context(_create(args.expected)) if args.expected else None
         )
+        try:
+            out: IO[bytes] = (
+                stack.enter_context(_create(args.out)) if args.out else sys.stdout.buffer
+            )
+        except InputError:
+            stack.close()
+            if args.expected:
+                os.unlink(args.expected)
+            raise
         for line, generated in enumerate(stream, start=1):
             out.write(orjson.dumps(generated.message, option=orjson.OPT_APPEND_NEWLINE))
             if expected is not None:

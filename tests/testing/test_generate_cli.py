@@ -51,13 +51,20 @@ def test_bad_arguments_are_usage_errors() -> None:
 
 
 def test_an_output_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path: Path) -> None:
-    """--out in a missing directory, --expected naming a directory: exit 2, one line naming it."""
+    """--out or --expected in a missing directory or naming one: exit 2, one line naming it,
+    and neither file left behind."""
     missing = tmp_path / "missing" / "history.jsonl"
     done = lifecycle("generate", "--accounts", "1", "--events", "5", "--out", str(missing))
     assert (done.returncode, done.stdout) == (2, b"")
     assert done.stderr.decode() == (
         f"lifecycle: error: cannot write {missing}: No such file or directory\n"
     )
-    done = lifecycle("generate", "--accounts", "1", "--events", "5", "--expected", str(tmp_path))
+    sidecar = tmp_path / "expected.jsonl"
+    done = lifecycle("generate", "--accounts", "1", "--events", "5", "--out", str(tmp_path),
+                     "--expected", str(sidecar))  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.decode() == f"lifecycle: error: cannot write {tmp_path}: Is a directory\n"
+    assert not sidecar.exists(), "no half-made output is left behind"
+    done = lifecycle("generate", "--accounts", "1", "--events", "5", "--out", str(sidecar),
+                     "--expected", str(missing))  # fmt: skip
+    assert done.returncode == 2 and not sidecar.exists()
