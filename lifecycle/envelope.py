@@ -16,11 +16,9 @@ from typing import Any
 from lifecycle._frozen import fast_init
 from lifecycle.spec import (
     DATE,
-    EARLIEST_TIMESTAMP,
     INVALID_KEY,
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
-    LATEST_TIMESTAMP,
     MAX_KEY_CHARS,
     MISSING_GROUP_ID,
     MISSING_USER,
@@ -28,6 +26,7 @@ from lifecycle.spec import (
     PropertyType,
     parse_date,
     parse_datetime,
+    storable_instant,
 )
 
 
@@ -143,14 +142,11 @@ def parse_event(
             f"{sent} by {user}: context.groupId must be a non-empty string",
         )
     message_id = message_id_of(message)
-    # Inline for speed (every message passes here): the slow path says which key and why.
+    storable = is_storable_key(user) and is_storable_key(account)
     if (
-        len(user) > MAX_KEY_CHARS
-        or len(account) > MAX_KEY_CHARS
-        or "\0" in user
-        or "\0" in account
-        or (message_id is not None and (len(message_id) > MAX_KEY_CHARS or "\0" in message_id))
-    ) and (bad := _invalid_key(message, user, account, message_id)) is not None:
+        not (storable and (message_id is None or is_storable_key(message_id)))
+        and (bad := _invalid_key(message, user, account, message_id)) is not None
+    ):
         field, why = bad
         return EnvelopeError(
             INVALID_KEY, field, f"{sent} for {_shown(account)} by {_shown(user)}: {field} {why}"
@@ -165,7 +161,7 @@ def parse_event(
             "timestamp",
             f"{sent} for {account} by {user}: timestamp {timestamp!r} is not an ISO-8601 date-time",
         )
-    if occurred is not None and not EARLIEST_TIMESTAMP <= occurred <= LATEST_TIMESTAMP:
+    if occurred is not None and not storable_instant(occurred):
         return EnvelopeError(
             INVALID_TIMESTAMP,
             "timestamp",

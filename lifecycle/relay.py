@@ -289,7 +289,7 @@ def _size(message: dict[str, Any]) -> int:
     return len(json.dumps(message))
 
 
-def _again(error: Exception, attempt: int, what: str = "backfill") -> bool:
+def _again(error: Exception, attempt: int, what: str) -> bool:
     """Whether to run a transaction again that ``error`` ended (after a short, random wait).
 
     Relays, writers, prunes and backfills lock the same outbox rows in different
@@ -305,6 +305,18 @@ def _again(error: Exception, attempt: int, what: str = "backfill") -> bool:
     log.warning("%s: %s; running it again", what, first_line(cause))
     time.sleep(random.uniform(0, 0.05 * 2**attempt))
     return True
+
+
+def _retrying(what: str, work: Callable[[], _T]) -> _T:
+    """``work()``, run again while :func:`_again` says so."""
+    attempt = 0
+    while True:
+        try:
+            return work()
+        except (StoreError, DBAPIError) as exc:
+            if not _again(exc, attempt, what):
+                raise
+            attempt += 1
 
 
 def _check_host(host: str | None) -> None:
@@ -486,7 +498,7 @@ class Relay:
         while not self._stop:
             # A cycle that a deadlock ended sent nothing, or was not recorded: run it again
             # (what was sent goes again, with the same messageIds: at least once).
-            outcome = self._retrying("relay", functools.partial(cycle, segment, failures))
+            outcome = _retrying("relay", functools.partial(cycle, segment, failures))
             report.requests += outcome.requests
             report.delivered += len(outcome.delivered)
             report.parked += len(outcome.parked)
@@ -583,7 +595,7 @@ class Relay:
                     rows = outbox.unqueued(conn, batch_size)
                     outbox.enqueue(conn, rows)
             except StoreError as exc:
-                if _again(exc, deadlocks):
+                if _again(exc, deadlocks, "backfill"):
                     deadlocks += 1
                     continue
                 # Another backfill queued some of these rows first: look again, unless
@@ -621,7 +633,7 @@ class Relay:
         total = 0
         for start in range(0, len(runs), batch_size):
             batch = runs[start : start + batch_size]
-            total += self._retrying("prune", functools.partial(self._prune, batch, before))
+            total += _retrying("prune", functools.partial(self._prune, batch, before))
             if progress is not None:
                 progress(start + len(batch), len(runs))
         return total
@@ -629,17 +641,6 @@ class Relay:
     def _prune(self, runs: Sequence[tuple[str, int]], before: datetime) -> int:
         with self._writing() as conn:
             return outbox.prune(conn, runs, before, now())
-
-    def _retrying(self, what: str, work: Callable[[], _T]) -> _T:
-        """``work()``, run again when the database ended it to break a deadlock."""
-        attempt = 0
-        while True:
-            try:
-                return work()
-            except (StoreError, DBAPIError) as exc:
-                if not _again(exc, attempt, what):
-                    raise
-                attempt += 1
 
     def close(self) -> None:
         """Stop a relay started with :meth:`start`, wait for it, release the pool."""

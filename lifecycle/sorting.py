@@ -26,7 +26,7 @@ import orjson
 from lifecycle.envelope import group_id_of
 from lifecycle.messages import Item, Malformed
 from lifecycle.reader import InputItem, InputLine, items_of
-from lifecycle.spec import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, parse_datetime
+from lifecycle.spec import parse_datetime, storable_instant
 
 _SCHEMA = """
 CREATE TABLE items (
@@ -56,7 +56,7 @@ ORDER BY moves.place
 def sort_key(timestamp: object) -> str | None:
     """A string that sorts like the instant (UTC, microseconds), or None for no valid timestamp."""
     moment = parse_datetime(timestamp) if isinstance(timestamp, str) else None
-    if moment is None or not EARLIEST_TIMESTAMP <= moment <= LATEST_TIMESTAMP:
+    if moment is None or not storable_instant(moment):
         return None  # judged invalid_timestamp where it stands
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 

@@ -155,6 +155,11 @@ EARLIEST_TIMESTAMP = datetime(1000, 1, 1, tzinfo=UTC)
 LATEST_TIMESTAMP = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
+def storable_instant(moment: datetime) -> bool:
+    """True when an aware ``moment`` lies between the two instants above."""
+    return EARLIEST_TIMESTAMP <= moment <= LATEST_TIMESTAMP
+
+
 def parse_datetime(value: str) -> datetime | None:
     """Parse an ISO-8601 date-time into an aware datetime, or None if it is not one.
 

@@ -131,10 +131,10 @@ def write(
     states.update(known)
     seen = repository.accepted_ids(conn, _message_ids(subs)) if careful else set()
     # Lines of a file judged before (a re-run): the rejection they got, not a new verdict.
-    earlier = _rejected_before(conn, subs) if careful and quarantine else {}
+    earlier = _rejected_before(conn, subs) if careful and quarantine else None
     found_stored = bool(seen or rebuilt or earlier)
     before = {a: s.version for a, s in states.items() if a not in rebuilt}
-    judging = _Judging(policy, states, seen, recorded, earlier)
+    judging = _Judging(policy, states, seen, recorded, earlier or {})
     repository.append_events(conn, judging.rows(subs))
     verdicts, event_rows = judging.verdicts, judging.event_rows
     if not careful:
@@ -153,7 +153,7 @@ def write(
         ]
         repository.write_snapshots(conn, policy.fingerprint, due, recorded)
     if quarantine:
-        _quarantine(conn, subs, verdicts, recorded)
+        _quarantine(conn, subs, verdicts, recorded, earlier)
     return Outcome(verdicts, moved, recorded, found_stored)
 
 
@@ -255,15 +255,24 @@ def _message_ids(subs: Sequence[Submission]) -> list[str]:
 
 
 def _quarantine(
-    conn: Connection, subs: Sequence[Submission], verdicts: list[Verdict], recorded: datetime
+    conn: Connection,
+    subs: Sequence[Submission],
+    verdicts: list[Verdict],
+    recorded: datetime,
+    earlier: Mapping[int, object] | None,
 ) -> None:
+    """Quarantine the rejections, each line of a file once.
+
+    ``earlier`` holds the positions :func:`_rejected_before` found quarantined already,
+    when it looked every line up; else (None) the quarantine is asked here.
+    """
     rows = [
         _quarantine_row(sub, verdict, recorded)
-        for sub, verdict in zip(subs, verdicts, strict=True)
-        if verdict.code is not None
+        for position, (sub, verdict) in enumerate(zip(subs, verdicts, strict=True))
+        if verdict.code is not None and (earlier is None or position not in earlier)
     ]
     digests = [r["digest"] for r in rows if r["digest"] is not None]
-    if digests:
+    if digests and earlier is None:
         known = repository.known_digests(conn, digests)
         rows = [r for r in rows if r["digest"] is None or r["digest"] not in known]
     repository.quarantine_rows(conn, rows)
