@@ -5,6 +5,11 @@ A line holds one message (a JSON object) or a Segment batch object
 messages; the batch's top-level ``context`` and ``integrations`` are merged
 into every item (an item's own keys win), as Segment's HTTP API does. Pure:
 decoding bytes is not I/O.
+
+A message nested more than :data:`MAX_DEPTH` levels deep is not taken as one:
+the store writes every message back as JSON and the relay sends it with the
+client library, and neither can write JSON nested that deep, so an accepted
+message would stop both (see :func:`too_deep`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ class Malformed:
 
 Item = Mapping[str, Any] | Malformed
 
+#: How many levels of objects and arrays a message may nest, itself included.
+MAX_DEPTH = 128
+
+#: The reason given for a message nested deeper than :data:`MAX_DEPTH`.
+TOO_DEEP = f"nested more than {MAX_DEPTH} levels of objects and arrays deep"
+
 
 def decode_line(line: bytes | str) -> list[Item]:
     """The messages a line holds, in order (one item per batch entry).
@@ -35,13 +46,51 @@ def decode_line(line: bytes | str) -> list[Item]:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        return [Malformed(f"not valid JSON ({exc.args[0] if exc.args else exc})")]
+        detail = str(exc.args[0] if exc.args else exc)
+        return [
+            Malformed(
+                TOO_DEEP if detail.startswith("depth limit") else f"not valid JSON ({detail})"
+            )
+        ]
     if type(value) is not dict:
         return [Malformed(f"not a JSON object (got {_kind(value)})")]
+    # Every level takes an opening and a closing bracket: short lines cannot nest too
+    # deep, and most others are cleared by counting their opening brackets.
+    deep = len(line) > 2 * MAX_DEPTH and _brackets(line) > MAX_DEPTH
     batch = value.get("batch")
     if type(batch) is not list:
-        return [value]
-    return expand_batch(value, batch)
+        return [Malformed(TOO_DEEP)] if deep and too_deep(value) else [value]
+    items = expand_batch(value, batch)
+    if deep:
+        items = [
+            Malformed(TOO_DEEP) if not isinstance(i, Malformed) and too_deep(i) else i
+            for i in items
+        ]
+    return items
+
+
+def too_deep(message: Mapping[str, Any]) -> bool:
+    """Whether ``message`` nests objects and arrays more than :data:`MAX_DEPTH` levels deep.
+
+    Walks containers only, without recursion, and stops at the first one too deep,
+    so a cyclic structure ends too.
+    """
+    stack: list[tuple[Any, int]] = [(message, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        for child in value.values() if isinstance(value, Mapping) else value:
+            if isinstance(child, (Mapping, list, tuple)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _brackets(line: bytes | str) -> int:
+    """How many objects and arrays ``line`` opens (brackets inside strings counted too)."""
+    if isinstance(line, str):
+        return line.count("{") + line.count("[")
+    return line.count(b"{") + line.count(b"[")
 
 
 def expand_batch(envelope: Mapping[str, Any], batch: list[Any]) -> list[Item]:

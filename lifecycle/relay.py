@@ -26,8 +26,9 @@ rows pending and the relay waits — exponential backoff with jitter, or
 ``Retry-After`` when the answer carries one. A request Segment refuses for
 good (another 4xx) is split in halves until the refused message stands alone;
 that one is *parked* with the answer, and the rest go on. A message larger
-than Segment's 32 KB limit, or with a ``messageId`` over its 100 characters, is
-parked without being sent. 401, 403, 404 (and
+than Segment's 32 KB limit, with a ``messageId`` over its 100 characters, or
+nested too deeply for the client library to write as JSON, is parked without
+being sent. 401, 403, 404 (and
 405, 407, redirects) mean the write key or the host is wrong: the relay stops
 with :class:`RelayError` and parks nothing.
 """
@@ -131,6 +132,14 @@ class RelayReport:
 # -- one request -----------------------------------------------------------------------------
 
 _OK, _RETRY, _REFUSED, _FATAL = "ok", "retry", "refused", "fatal"
+#: The client library could not write the request as JSON, so nothing was sent; the
+#: relay bisects it like a refusal to park the message that cannot be written.
+_UNSENDABLE = "unsendable"
+_REFUSALS = (_REFUSED, _UNSENDABLE)
+
+#: Why a message is parked that the client library cannot write as JSON. Since the
+#: gate's depth limit none is accepted; one stored before it must not stop the relay.
+TOO_DEEP_TO_SEND = "the message is nested too deeply for the client library to write as JSON"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,8 @@ class _Segment:
             return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
         except self._request_error as exc:
             return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
+        except RecursionError:
+            return _Answer(_UNSENDABLE, TOO_DEEP_TO_SEND)
         return _Answer(_OK)
 
 
@@ -266,7 +277,10 @@ def _prepare(row: Pending) -> _Item | str:
         message["type"] = "track"
     n = len(payload)
     # See _size: small ASCII messages are estimated, the others measured.
-    size = n + n // 8 + 128 if n < _ESTIMATED and payload.isascii() else _size(message)
+    try:
+        size = n + n // 8 + 128 if n < _ESTIMATED and payload.isascii() else _size(message)
+    except RecursionError:
+        return TOO_DEEP_TO_SEND
     if size > MAX_MESSAGE_BYTES:
         return f"the message is {size} bytes, over Segment's {MAX_MESSAGE_BYTES}-byte limit"
     return row_id, message, size
@@ -708,12 +722,12 @@ class Relay:
         while queue:
             chunk = queue.popleft()
             answer = segment.send([item[1] for item in chunk], failures)
-            outcome.requests += 1
+            outcome.requests += answer.kind != _UNSENDABLE
             if answer.kind == _OK:
                 outcome.delivered.extend([item[0] for item in chunk])
-            elif answer.kind == _REFUSED and len(chunk) == 1:
+            elif answer.kind in _REFUSALS and len(chunk) == 1:
                 outcome.parked.append((chunk[0][0], answer.detail))
-            elif answer.kind == _REFUSED:
+            elif answer.kind in _REFUSALS:
                 half = len(chunk) // 2
                 queue.extendleft([chunk[half:], chunk[:half]])
             else:

@@ -15,6 +15,8 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 
 from __future__ import annotations
 
+import reprlib
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from lifecycle import replay as history
 from lifecycle.decide import Verdict
 from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
-from lifecycle.messages import Malformed
+from lifecycle.messages import MAX_DEPTH, TOO_DEEP, Malformed, too_deep
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
@@ -651,10 +653,28 @@ _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
 def _submission(message: Mapping[str, Any]) -> Submission:
     """A message given from Python, with the JSON text it would be stored as."""
     try:
-        return Submission(message, orjson.dumps(message))
+        raw = orjson.dumps(message)
     except orjson.JSONEncodeError as exc:
-        raw = repr(message).encode("utf-8", "backslashreplace")
-        return Submission(Malformed(f"cannot be written as JSON ({exc})"), raw)
+        # The encoder's own limit (or a cycle) is the depth rule's business.
+        deep = "recursion" in str(exc).lower()
+        reason = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
+        return Submission(Malformed(reason), _shown(message))
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(message):
+        return Submission(Malformed(TOO_DEEP), raw)
+    return Submission(message, raw)
+
+
+def _shown(message: Mapping[str, Any]) -> bytes:
+    """The quarantine's text of a message that is not JSON: its ``repr``, cut only in depth."""
+    try:
+        text = repr(message)
+    except RecursionError:
+        shown = reprlib.Repr()
+        shown.maxlevel = MAX_DEPTH
+        shown.maxdict = shown.maxlist = shown.maxtuple = shown.maxset = sys.maxsize
+        shown.maxstring = shown.maxother = shown.maxlong = sys.maxsize
+        text = shown.repr(message)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _accounts(subs: list[Submission]) -> set[str]:

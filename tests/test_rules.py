@@ -740,6 +740,37 @@ def test_non_object_batch_items_are_malformed() -> None:
     ]
 
 
+def nested(depth: int) -> Any:
+    """A value that nests ``depth`` arrays: ``[[...[1]...]]``."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_messages_nested_past_the_depth_limit_are_malformed() -> None:
+    """A message nesting objects and arrays more than 128 levels (itself included) is
+    malformed_json, whatever the parser's own limit; brackets inside strings do not count;
+    in a batch only the deep item is refused."""
+    deepest_ok = track("Account Created", x=nested(126))  # message, properties, 126 arrays
+    too_deep = track("Account Created", x=nested(127))
+    brackets = track("Account Created", x="[{" * 500)
+    gate = Gate()
+    assert gate.submit_line(orjson.dumps(deepest_ok))[0].verdict == "accepted"
+    for line in (orjson.dumps(too_deep), b'{"x": ' + b"[" * 2000 + b"]" * 2000 + b"}"):
+        (verdict,) = gate.submit_line(line)
+        assert (verdict.code, verdict.reason) == (
+            "malformed_json",
+            "nested more than 128 levels of objects and arrays deep",
+        )
+    assert Gate().submit_line(orjson.dumps(brackets).decode())[0].verdict == "accepted"
+    batch = {"batch": [too_deep, deepest_ok], "context": {"groupId": "acct_2"}}
+    assert [(v.verdict, v.code) for v in Gate().submit_line(orjson.dumps(batch))] == [
+        ("rejected", "malformed_json"),
+        ("accepted", None),
+    ]
+
+
 def test_submit_line_of_a_single_message() -> None:
     """A line holding one message gives one verdict, accepting str or bytes."""
     gate = Gate()

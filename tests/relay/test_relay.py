@@ -9,13 +9,16 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
-from lifecycle import RelayError
+from lifecycle import RelayError, messages
 from lifecycle.relay import (
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_ID_CHARS,
+    TOO_DEEP_TO_SEND,
     Backoff,
     Relay,
     _retry_after,
@@ -132,6 +135,34 @@ def test_overlong_message_id_is_parked_unsent(db_url: str, segment: FakeSegment)
     assert "101 characters, over Segment's 100-character limit" in parked.reason
     arrived = [m["messageId"] for m in segment.first_arrivals()]
     assert arrived == [m["messageId"] for i, m in enumerate(messages) if i != 1]
+
+
+def test_message_too_deep_to_write_is_parked_unsent(
+    db_url: str, segment: FakeSegment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored message nested deeper than the client library can write as JSON (the gate
+    refuses those now; a store may hold them from before) is parked, whether it is measured
+    or only estimated, and the rest is delivered in order. It had stopped the relay with a
+    RecursionError on every run, holding back everything behind it."""
+    monkeypatch.setattr(messages, "MAX_DEPTH", 10_000)  # what the gate accepted before
+
+    def deep(message: dict[str, Any]) -> bytes:
+        message["properties"]["x"] = "DEEP"
+        return orjson.dumps(message).replace(b'"DEEP"', b"[" * 1000 + b"]" * 1000)
+
+    history = onboarding("acct_deep")
+    lines = [orjson.dumps(m) for m in history]
+    deep_ones = [msg("Signed In", "u1", "acct_deep"), msg("Signed In", "u1", "acct_deep", n="é")]
+    lines[2:2] = [deep(m) for m in deep_ones]
+    with Lifecycle(db_url, create_schema=True) as store:
+        assert [v.verdict for line in lines for v in store.submit_line(line)] == ["accepted"] * 6
+    with relay_for(db_url, segment) as relay:
+        report = relay.run()
+        parked = relay.parked()
+    assert (report.delivered, report.parked, report.requests) == (4, 2, len(segment.requests))
+    assert {p.message_id for p in parked} == {m["messageId"] for m in deep_ones}
+    assert {p.reason for p in parked} == {TOO_DEEP_TO_SEND}
+    assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in history]
 
 
 def test_requests_stay_within_segment_limits(db_url: str, segment: FakeSegment) -> None:

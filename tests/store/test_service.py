@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -199,6 +201,38 @@ def test_a_message_that_cannot_be_json_is_quarantined_not_raised(store: Lifecycl
         repr(surrogate).encode("utf-8", "backslashreplace"),
     ]
     assert b"\xed\xa0\x80" in rows[2].raw
+
+
+def test_messages_nested_too_deep_are_quarantined_not_raised(store: Lifecycle) -> None:
+    """A message nested past 128 levels is malformed_json on every path into the store: a
+    dict (below and beyond the encoder's own limit, and one that contains itself), a line,
+    and a batch item, which the store could not write back as JSON and had stopped the
+    whole submission with a TypeError; the other messages are stored."""
+    too_deep = "nested more than 128 levels of objects and arrays deep"
+
+    def nested(depth: int) -> Any:
+        value: Any = 1
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    cyclic = msg("Signed In", "u1", "acct_1")
+    cyclic["properties"]["self"] = cyclic
+    dicts = [msg("Signed In", "u1", "acct_1", x=nested(d)) for d in (127, 300, 5000)]
+    verdicts = store.submit_many([*onboarding("acct_1"), *dicts, cyclic])
+    assert [(v.code, v.reason) for v in verdicts[4:]] == [("malformed_json", too_deep)] * 4
+    deep_item = json.dumps(msg("Signed In", "u1", "acct_1", x=nested(300))).encode()
+    line = (
+        b'{"batch": [' + deep_item + b", " + orjson.dumps(msg("Signed Out", "u1", "acct_1")) + b"]}"
+    )
+    assert [v.code for v in store.submit_line(line)] == ["malformed_json", None]
+    assert [e.event for e in store.events()] == [m["event"] for m in onboarding("acct_1")] + [
+        "Signed Out"
+    ]
+    rows = list(store.rejections())
+    assert [r.reason for r in rows] == [too_deep] * 5
+    assert rows[0].raw == orjson.dumps(dicts[0])
+    assert b"'messageId': 'm-" in rows[2].raw and rows[2].raw.count(b"[") >= 127
 
 
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
