@@ -45,6 +45,24 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def _known(connection: Connection) -> str | None:
+    """The database's revision, refused with a clear error when no migration here has it.
+
+    A database a newer lifecycle migrated is at a revision this version does not
+    ship; Alembic would only say it "can't locate" it, mid-command.
+    """
+    current = current_revision(connection)
+    script = ScriptDirectory.from_config(alembic_config())
+    if current is None or current in {r.revision for r in script.walk_revisions()}:
+        return current
+    where = connection.engine.url.render_as_string(hide_password=True)
+    raise SchemaError(
+        f"{where} is at schema revision {current}, which this version of lifecycle does not"
+        f" know (its newest is {script.get_current_head()}): a newer lifecycle migrated it;"
+        " use that version, or its `lifecycle db downgrade`"
+    )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database up to ``revision``, in one transaction, one migration at a time.
 
@@ -54,12 +72,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     failing on tables that exist or as "database is locked" on SQLite.
     """
     with _migrating(engine) as connection:
+        _known(connection)
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to ``revision`` (``base`` removes every table)."""
     with _migrating(engine) as connection:
+        _known(connection)
         command.downgrade(alembic_config(connection), revision)
 
 
@@ -131,11 +151,12 @@ def ensure_schema(engine: Engine, *, create: bool) -> None:
 
     Raises :class:`SchemaError` naming the command to run otherwise.
     """
+    head = head_revision()
     with engine.connect() as connection:
         current = current_revision(connection)
-    head = head_revision()
-    if current == head:
-        return
+        if current == head:
+            return
+        _known(connection)
     if create:
         upgrade(engine)
         return

@@ -88,6 +88,32 @@ def test_outdated_schema_is_refused(db_url: str) -> None:
     engine.dispose()
 
 
+def test_schema_of_a_newer_lifecycle_is_refused_untouched(db_url: str, tmp_path: Path) -> None:
+    """A database a newer version migrated (a revision no migration here has) is refused by
+    every way in with one clear error, and left as it is: Alembic had said only that it
+    "can't locate revision" (and SQLite's first-use upgrade said so on every command)."""
+    engine = create_engine(db_url)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0099_x'"))
+    newer = "is at schema revision 0099_x, which this version of lifecycle does not know"
+    for attempt in (
+        lambda: Lifecycle(engine),
+        lambda: Lifecycle(engine, create_schema=True),
+        lambda: migrate.upgrade(engine),
+        lambda: migrate.downgrade(engine, "base"),
+    ):
+        with pytest.raises(SchemaError, match=newer):
+            attempt()
+    for command in (("accounts", "list"), ("db", "upgrade")):
+        done = run_cli(*command, "--db", db_url, cwd=tmp_path)
+        assert (done.returncode, newer in done.stderr) == (2, True), done.stderr
+    with engine.connect() as connection:
+        assert migrate.current_revision(connection) == "0099_x"
+    assert tables(db_url) >= TABLES
+    engine.dispose()
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lifecycle", *args], cwd=cwd, capture_output=True, text=True
