@@ -163,15 +163,21 @@ def storable_instant(moment: datetime) -> bool:
 def parse_datetime(value: str) -> datetime | None:
     """Parse an ISO-8601 date-time into an aware datetime, or None if it is not one.
 
-    A date-time needs a time part; a naive one is taken as UTC. Used for the
-    envelope ``timestamp``.
+    A date-time needs a time part; a naive one is taken as UTC. A lower-case ``t``
+    or ``z`` is read as its capital, as RFC 3339 allows. Used for the envelope
+    ``timestamp``.
     """
     if len(value) < 11 or not value[:4].isdigit():
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        return None
+        if not ("t" in value or "z" in value):
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.upper())
+        except ValueError:
+            return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 

@@ -480,11 +480,22 @@ def test_anonymous_id_when_user_id_is_empty_or_null() -> None:
 
 
 @pytest.mark.parametrize(
-    "timestamp", ["2024-01-01T09:00:00Z", "2024-01-01T09:00:00.123+02:00", "2024-01-01T09:00:00"]
+    "timestamp",
+    [
+        "2024-01-01T09:00:00Z",
+        "2024-01-01T09:00:00.123+02:00",
+        "2024-01-01T09:00:00",
+        "2024-01-01T09:00:00.123456789Z",  # nanoseconds, as Go and Java clients send
+        "2024-01-01t09:00:00.5z",  # RFC 3339 allows lower case
+    ],
 )
 def test_valid_timestamps(timestamp: str) -> None:
     """ISO-8601 date-times, with or without an offset, are valid timestamps."""
-    assert gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp}).accepted
+    gate = gate_after(*CREATED)
+    verdict = gate.submit({**track("Signed Up"), "timestamp": timestamp})
+    assert verdict.accepted
+    assert verdict.event is not None and verdict.event.occurred is not None
+    assert verdict.event.occurred.utcoffset() is not None
 
 
 @pytest.mark.parametrize("timestamp", ["2024-01-01", "2024-13-01T00:00:00Z", "", 1704099600])
