@@ -459,6 +459,21 @@ def test_exit_2_for_a_policy_that_cannot_be_loaded(tmp_path: Path) -> None:
     )
 
 
+def test_exit_2_for_a_policy_module_that_raises(tmp_path: Path) -> None:
+    """A policy module that fails as it is imported exits 2 (not 1, "rejections found"),
+    with its traceback, for the user to fix it, and one line naming the error."""
+    (tmp_path / "broken_policy.py").write_text("raise RuntimeError('no config')\n")
+    path = write(tmp_path / "e.jsonl", line("Account Created"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = lifecycle("check", path, "--policy", "broken_policy:P", env=env)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert b"Traceback" in result.stderr and b"broken_policy.py" in result.stderr
+    assert result.stderr.endswith(
+        b"lifecycle: error: --policy 'broken_policy:P': importing broken_policy raised"
+        b" RuntimeError: no config\n"
+    )
+
+
 # -- --policy -----------------------------------------------------------------------------------
 
 

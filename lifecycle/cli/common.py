@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -88,6 +89,15 @@ def load_policy(spec: str | None) -> Policy:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InputError(f"--policy {spec!r}: cannot import {module_name}: {exc}") from exc
+    except LifecycleError:
+        raise
+    except Exception as exc:
+        # The user's own module failed: its traceback is what they need to fix it, and the
+        # exit code must still say "error" (2), not "rejections found" (1).
+        traceback.print_exc(file=sys.stderr)
+        raise InputError(
+            f"--policy {spec!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
+        ) from exc
     policy = getattr(module, attribute, None)
     if not isinstance(policy, Policy):
         raise InputError(f"--policy {spec!r}: {attribute} is not a lifecycle Policy")
