@@ -10,6 +10,7 @@ every rule. Pure: no I/O.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -24,6 +25,7 @@ from lifecycle.envelope import (
     message_id_of,
     parse_event,
 )
+from lifecycle.errors import PolicyError
 from lifecycle.policy import Policy, Refusal, Rule
 from lifecycle.spec import MALFORMED_JSON
 from lifecycle.state import AccountState
@@ -99,12 +101,29 @@ def decide(policy: Policy, state: AccountState, event: Event) -> AccountState | 
             entry.code, f"{event.sent_name} for {event.account} by {event.user}: {detail}"
         )
     for guard in entry.guards:
-        failed = guard.check(state, event)
+        try:
+            failed = guard.check(state, event)
+        except Exception as exc:
+            raise _code_failed(f"guard {guard.name!r}", event, exc) from exc
         if failed is not None:
             return Rejection(
                 guard.code, f"{event.sent_name} for {event.account} by {event.user}: {failed}"
             )
     return apply(entry, state, event)
+
+
+def _code_failed(what: str, event: Event, exc: Exception) -> PolicyError:
+    """The error for a policy's own guard or effect that raised instead of answering.
+
+    It names the code and the event it failed on, and where it raised, so that the
+    one line a command prints is enough to find the bug; a rejection would hide it.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return PolicyError(
+        f"{what} raised {type(exc).__name__}: {exc}{where}, on {event.sent_name}"
+        f" for {event.account} by {event.user}"
+    )
 
 
 def malformed(reason: str) -> Verdict:
@@ -177,16 +196,32 @@ def evolve(policy: Policy, state: AccountState, event: Event) -> AccountState:
     """Apply an event that was already accepted under ``policy``: no guard runs again.
 
     Replay uses this: a stored event passed every check when it was appended, so
-    re-running the guards would only cost time. A (state, event) pair the policy
-    refuses means the history was not produced by this policy: ``ValueError``.
+    re-running the guards would only cost time. An event the policy does not know,
+    or refuses in that state, means the history was written under another policy:
+    :func:`foreign_history`.
     """
-    entry = policy.rule(state.status, event.name)
-    if isinstance(entry, Refusal):
-        raise ValueError(
-            f"{event.name} for {event.account} is refused in state {state.status!r} "
-            f"({entry.code}): the history was not produced by policy {policy.name!r}"
-        )
+    entry = policy.table.get((state.status, event.name))
+    if not isinstance(entry, Rule):
+        raise foreign_history(policy, state, event.name)
     return apply(entry, state, event)
+
+
+def foreign_history(policy: Policy, state: AccountState, name: str) -> PolicyError:
+    """The error for a stored event that ``policy`` would not have accepted in ``state``.
+
+    Replaying a store under a policy other than the one it was written under
+    (``--policy`` forgotten, most often) must stop with this, not a ``KeyError``.
+    """
+    if name not in policy.catalog:
+        why = f"{name} is not an event of policy {policy.name!r}"
+    else:
+        entry = policy.rule(state.status, name)
+        code = f" ({entry.code})" if isinstance(entry, Refusal) else ""
+        why = f"policy {policy.name!r} refuses {name} in state {state.status!r}{code}"
+    return PolicyError(
+        f"{why}, yet account {state.account} stored it as event {state.version + 1}: the"
+        " history was written under another policy; read it with that one (--policy)"
+    )
 
 
 def apply(entry: Rule, state: AccountState, event: Event) -> AccountState:
@@ -199,7 +234,11 @@ def apply(entry: Rule, state: AccountState, event: Event) -> AccountState:
     users, trial = state.users, state.trial
     effects = entry.effects
     for effect in effects:
-        users, trial = effect(state, event)
+        try:
+            users, trial = effect(state, event)
+        except Exception as exc:
+            name = getattr(effect, "__qualname__", repr(effect))
+            raise _code_failed(f"effect {name}", event, exc) from exc
         if len(effects) > 1:  # later effects see what the earlier ones did
             state = AccountState(
                 state.account, state.status, state.version, users, trial, state.created_at,

@@ -25,7 +25,12 @@ class LifecycleError(Exception):
 
 
 class PolicyError(LifecycleError):
-    """A policy definition is inconsistent; the message names the problem."""
+    """A policy is unfit for its work; the message names the problem.
+
+    Its definition is inconsistent (raised when it is built), one of its own guards
+    or effects raised, or a stored history holds an event it would not have
+    accepted there (the history was written under another policy).
+    """
 
 
 class InputError(LifecycleError):

@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from lifecycle.decide import apply
+from lifecycle.decide import apply, foreign_history
 from lifecycle.envelope import Event
 from lifecycle.gate import Gate
 from lifecycle.policy import Policy, Refusal
@@ -145,9 +145,12 @@ def fold(
             state = states.get(account)
             if state is None:
                 state = AccountState(account, initial)
-            entry = table[state.status, name]
+            try:
+                entry = table[state.status, name]
+            except KeyError:
+                raise foreign_history(policy, state, name) from None
             if isinstance(entry, Refusal):
-                _not_from(policy, state, name)
+                raise foreign_history(policy, state, name)
             message = loads(row[3])
             properties = message.get("properties")
             timestamp = message.get("timestamp")
@@ -164,15 +167,6 @@ def fold(
             states[account] = apply(entry, state, event)
         if progress is not None:
             progress(len(rows))
-
-
-def _not_from(policy: Policy, state: AccountState, name: str) -> NoReturn:
-    entry = policy.rule(state.status, name)
-    code = entry.code if isinstance(entry, Refusal) else None
-    raise ValueError(
-        f"{name} for {state.account} is refused in state {state.status!r} "
-        f"({code}): the history was not produced by policy {policy.name!r}"
-    )
 
 
 def replay(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -472,6 +473,26 @@ def test_exit_2_for_a_policy_module_that_raises(tmp_path: Path) -> None:
         b"lifecycle: error: --policy 'broken_policy:P': importing broken_policy raised"
         b" RuntimeError: no config\n"
     )
+
+
+def test_exit_2_for_a_policy_guard_that_raises(tmp_path: Path) -> None:
+    """A guard that raises while judging ends check with exit 2 and one line naming the
+    guard, where it raised and the event (it was a traceback and exit 1)."""
+    (tmp_path / "guarded.py").write_text(
+        "from lifecycle import DEFAULT_POLICY, Guard\n"
+        "def check(state, event):\n"
+        "    return event.properties['username']\n"
+        "P = DEFAULT_POLICY.with_guard('Signed Up', Guard('named', 'unnamed', check))\n"
+    )
+    path = write(tmp_path / "e.jsonl", line("Account Created"), line("Signed Up"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = lifecycle("check", path, "--policy", "guarded:P", env=env)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert re.fullmatch(
+        rb"lifecycle: error: guard 'named' raised KeyError: 'username' at \S+guarded.py:3,"
+        rb" on Signed Up for \S+ by \S+\n",
+        result.stderr,
+    ), result.stderr
 
 
 # -- --policy -----------------------------------------------------------------------------------

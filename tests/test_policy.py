@@ -314,6 +314,42 @@ def test_extension_leaves_the_default_policy_untouched() -> None:
     assert "subscription_not_allowed" not in DEFAULT_POLICY.codes
 
 
+def _buggy_guard(state: AccountState, event: Event) -> str | None:
+    return None if event.properties["username"] else "a username"
+
+
+def _buggy_effect(state: AccountState, event: Event) -> Change:
+    raise RuntimeError("effect bug")
+
+
+def test_a_guard_or_effect_that_raises_is_a_policy_error_naming_it() -> None:
+    """A policy's own code that raises is a PolicyError naming the guard or effect, where it
+    raised and the event, with the original as its cause; the gate's state is unchanged.
+    (A bare KeyError from deep inside judging had told none of that, and the command line
+    exited 1, "rejections found".)"""
+    strict = DEFAULT_POLICY.with_guard(
+        "Signed Up", Guard("has_username", "no_username", _buggy_guard)
+    )
+    gate = Gate(strict)
+    assert submit_all(gate, "Account Created") == [None]
+    with pytest.raises(PolicyError) as raised:
+        gate.submit({"event": "Signed Up", "userId": "u1", "context": CTX})
+    assert re.fullmatch(
+        r"guard 'has_username' raised KeyError: 'username' at \S+test_policy\.py:\d+,"
+        r" on Signed Up for acct_1 by u1",
+        str(raised.value),
+    )
+    assert isinstance(raised.value.__cause__, KeyError)
+    state = gate.state("acct_1")
+    assert state is not None and (state.version, dict(state.users)) == (1, {})
+
+    effects = {"unchanged": _buggy_effect}
+    with pytest.raises(
+        PolicyError, match=r"^effect _buggy_effect raised RuntimeError: effect bug at "
+    ):
+        submit_all(Gate(tiny(effects=effects)), "Opened", "Pinged")
+
+
 def test_without_guard_relaxes_the_rule() -> None:
     """Without user_signed_in, Signed Out is accepted from a user who never signed in."""
     lenient = DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, update
 
-from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard
+from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard, PolicyError
 from lifecycle import replay as history
 from lifecycle.service import Lifecycle
 from lifecycle.state import LARGE_ACCOUNT
@@ -92,6 +93,43 @@ def test_snapshot_of_another_policy_is_ignored(db_url: str) -> None:
         gate = Gate()
         gate.submit_many(history[:12])
         assert reader.load("acct_1") == gate.state("acct_1")
+
+
+def test_a_history_of_another_policy_is_a_policy_error(db_url: str, tmp_path: Path) -> None:
+    """Reading a store under a policy other than the one that wrote it (``--policy``
+    forgotten) stops with a PolicyError naming the event, the account and its version, in
+    one process or several, for an event the policy does not know (it was a KeyError
+    traceback) and for one it refuses in that state (a ValueError)."""
+    noted = DEFAULT_POLICY.extend(name="noted", events=[EventSpec("Noted")],
+                                  transitions=[{"trigger": "Noted", "source": ["created",
+                                                "trial", "active"], "dest": None}])  # fmt: skip
+    again = DEFAULT_POLICY.extend(name="again", transitions=[
+        {"trigger": "Trial Started", "source": "active", "dest": "trial"}])  # fmt: skip
+    trial = msg("Trial Started", "u1", "acct_2", trial_start_date="2024-01-01")
+    for policy, account, stream, error in (
+        (noted, "acct_1", [msg("Account Created", "u1", "acct_1"), msg("Noted", "u1", "acct_1")],
+         "Noted is not an event of policy 'b2b-saas', yet account acct_1 stored it as event 2"),
+        (again, "acct_2", [msg("Account Created", "u1", "acct_2"), trial,
+                           msg("Trial Ended", "u1", "acct_2"), {**trial, "messageId": "again"}],
+         "policy 'b2b-saas' refuses Trial Started in state 'active' (trial_already_started), "
+         "yet account acct_2 stored it as event 4"),
+    ):  # fmt: skip
+        with Lifecycle(db_url, create_schema=True, policy=policy) as writer:
+            assert {v.verdict for v in writer.submit_many(stream)} == {"accepted"}
+            assert writer.load(account) is not None
+        with Lifecycle(db_url) as reader:
+            for read in (
+                lambda: list(reader.replay()),
+                lambda: list(reader.replay(workers=2)),
+                lambda: list(reader.verify()),
+                lambda: reader.load(account, as_of=datetime.now(UTC)),  # noqa: B023
+            ):
+                with pytest.raises(PolicyError, match="^" + re.escape(error) + ": the history"):
+                    read()
+            done = subprocess.run([sys.executable, "-m", "lifecycle", "replay", "--db", db_url],
+                                  capture_output=True, text=True)  # fmt: skip
+            assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+            wipe(reader)
 
 
 def test_a_large_account_replays_loads_and_verifies_like_a_small_one(store: Lifecycle) -> None:

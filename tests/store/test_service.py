@@ -13,7 +13,16 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from lifecycle import DEFAULT_POLICY, ConcurrencyError, EventSpec, Gate, Refusal, StoreError
+from lifecycle import (
+    DEFAULT_POLICY,
+    ConcurrencyError,
+    EventSpec,
+    Gate,
+    Guard,
+    PolicyError,
+    Refusal,
+    StoreError,
+)
 from lifecycle.envelope import Event
 from lifecycle.policy import Change
 from lifecycle.reader import InputLine
@@ -233,6 +242,24 @@ def test_messages_nested_too_deep_are_quarantined_not_raised(store: Lifecycle) -
     assert [r.reason for r in rows] == [too_deep] * 5
     assert rows[0].raw == orjson.dumps(dicts[0])
     assert b"'messageId': 'm-" in rows[2].raw and rows[2].raw.count(b"[") >= 127
+
+
+def test_a_policy_whose_guard_raises_stores_nothing_of_the_submission(db_url: str) -> None:
+    """A guard that raises fails the whole submission with a PolicyError: nothing of it is
+    appended, queued or quarantined, and the store takes the next submission."""
+
+    def buggy(state: AccountState, event: Event) -> str | None:
+        return None if event.properties["username"] else "a username"
+
+    policy = DEFAULT_POLICY.with_guard("Signed In", Guard("has_username", "no_username", buggy))
+    with Lifecycle(db_url, create_schema=True, policy=policy) as store:
+        history = onboarding("acct_1")
+        with pytest.raises(PolicyError, match="guard 'has_username' raised KeyError"):
+            store.submit_many([*history[:2], msg("Account Created", "u1", "acct_2"), history[2]])
+        assert list(store.events()) == list(store.rejections()) == []
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SELECT COUNT(*) FROM outbox")).scalar() == 0
+        assert [v.verdict for v in store.submit_many(history[:2])] == ["accepted"] * 2
 
 
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
