@@ -92,7 +92,10 @@ def decide(policy: Policy, state: AccountState, event: Event) -> AccountState | 
     Runs steps 5 and 6 of the check order (account, then the event's own rules)
     through the compiled table. ``state`` is never modified.
     """
-    entry = policy.rule(state.status, event.name)
+    try:
+        entry = policy.rule(state.status, event.name)
+    except KeyError:
+        raise foreign_state(policy, state) from None
     if isinstance(entry, Refusal):
         detail = entry.expected
         if state.status != policy.initial and state.status not in policy.final:
@@ -215,12 +218,25 @@ def foreign_history(policy: Policy, state: AccountState, name: str) -> PolicyErr
     if name not in policy.catalog:
         why = f"{name} is not an event of policy {policy.name!r}"
     else:
-        entry = policy.rule(state.status, name)
+        entry = policy.table.get((state.status, name))
         code = f" ({entry.code})" if isinstance(entry, Refusal) else ""
         why = f"policy {policy.name!r} refuses {name} in state {state.status!r}{code}"
     return PolicyError(
         f"{why}, yet account {state.account} stored it as event {state.version + 1}: the"
         " history was written under another policy; read it with that one (--policy)"
+    )
+
+
+def foreign_state(policy: Policy, state: AccountState) -> PolicyError:
+    """The error for a stored account whose status ``policy`` does not have.
+
+    A store written under a policy with more states, judged further under one
+    without them (``--policy`` forgotten), must stop with this, not a ``KeyError``.
+    """
+    return PolicyError(
+        f"account {state.account} is in state {state.status!r}, which policy"
+        f" {policy.name!r} does not have: the store was written under another policy;"
+        " use that one (--policy)"
     )
 
 

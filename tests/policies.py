@@ -15,3 +15,23 @@ SUBSCRIPTIONS = DEFAULT_POLICY.extend(
         )
     },
 )
+
+_PAUSED_REFUSES = ["Signed Up", "Signed In", "Signed Out", "Invite Sent", "Account Added User",
+                   "Account Removed User", "Trial Started", "Trial Ended"]  # fmt: skip
+
+#: A custom policy with a state of its own: a new account may be paused, then resumed.
+PAUSING = DEFAULT_POLICY.extend(
+    name="pausing",
+    states=["paused"],
+    events=[EventSpec("Account Paused"), EventSpec("Account Resumed")],
+    transitions=[
+        {"trigger": "Account Paused", "source": "created", "dest": "paused"},
+        {"trigger": "Account Resumed", "source": "paused", "dest": "created"},
+        {"trigger": "Account Deleted", "source": "paused", "dest": "deleted"},
+    ],
+    refusals={
+        "Account Paused": Refusal("not_pausable", "only a new account pauses"),
+        "Account Resumed": Refusal("not_paused", "only a paused account resumes"),
+        **{name: Refusal("account_paused", "the account is paused") for name in _PAUSED_REFUSES},
+    },
+)

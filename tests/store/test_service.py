@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from lifecycle.policy import Change
 from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.state import AccountState
+from tests.policies import PAUSING
 from tests.store.helpers import msg, onboarding
 
 
@@ -260,6 +262,21 @@ def test_a_policy_whose_guard_raises_stores_nothing_of_the_submission(db_url: st
         with store.engine.connect() as connection:
             assert connection.execute(text("SELECT COUNT(*) FROM outbox")).scalar() == 0
         assert [v.verdict for v in store.submit_many(history[:2])] == ["accepted"] * 2
+
+
+def test_a_store_in_a_state_the_policy_lacks_is_a_policy_error(db_url: str) -> None:
+    """Judging against an account whose stored status the policy does not have (the store
+    was written under another policy) is a PolicyError naming the account and the state,
+    and stores nothing; it was a KeyError traceback, exit 1 from the command line."""
+    with Lifecycle(db_url, create_schema=True, policy=PAUSING) as writer:
+        paused = [msg("Account Created", "u1", "acct_1"), msg("Account Paused", "u1", "acct_1")]
+        writer.submit_many(paused)
+    error = "account acct_1 is in state 'paused', which policy 'b2b-saas' does not have: the"
+    with Lifecycle(db_url) as store:
+        with pytest.raises(PolicyError, match=f"^{re.escape(error)} store was written under"):
+            store.submit_many([*onboarding("acct_2"), msg("Signed Up", "u1", "acct_1")])
+        assert [e.account for e in store.events()] == ["acct_1"] * 2
+        assert list(store.rejections()) == []
 
 
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
