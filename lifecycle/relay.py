@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lifecycle.errors import RelayError, StoreError, database_error, first_line
 from lifecycle.store import outbox
@@ -510,9 +510,16 @@ class Relay:
     ) -> None:
         failures = 0
         while not self._stop:
-            # A cycle that a deadlock ended sent nothing, or was not recorded: run it again
-            # (what was sent goes again, with the same messageIds: at least once).
-            outcome = _retrying("relay", functools.partial(cycle, segment, failures))
+            try:
+                # A cycle that a deadlock ended sent nothing, or was not recorded: run it
+                # again (what was sent goes again, with the same messageIds: at least once).
+                outcome = _retrying("relay", functools.partial(cycle, segment, failures))
+                drained = outcome.rows == 0 and not follow and self.pending() == 0
+            except (StoreError, DBAPIError) as exc:
+                failures += 1
+                report.failures += 1
+                self._sleep(self._outage(exc, failures, max_failures))
+                continue
             report.requests += outcome.requests
             report.delivered += len(outcome.delivered)
             report.parked += len(outcome.parked)
@@ -542,10 +549,31 @@ class Relay:
                 self._sleep(wait)
                 continue
             failures = 0
+            if drained:
+                break
             if outcome.rows == 0:
-                if not follow and self.pending() == 0:
-                    break
                 self._sleep(self.poll_interval if follow else min(self.poll_interval, 0.2))
+
+    def _outage(self, error: Exception, failures: int, max_failures: int | None) -> float:
+        """How long to wait after the database failed a cycle; raise ``error`` if it is not
+        an outage, or :class:`RelayError` once ``max_failures`` cycles in a row failed.
+
+        A relay runs for days: a database that restarts or fails over (connections cut,
+        refused for a while) is waited out with the same backoff as Segment's failures,
+        nothing having been marked. Other database errors still end the run.
+        """
+        cause = error.__cause__ if isinstance(error, StoreError) else error
+        if not isinstance(cause, OperationalError):
+            raise error
+        detail = first_line(cause)
+        if max_failures is not None and failures >= max_failures:
+            raise RelayError(
+                f"gave up after {failures} failed attempt{'s' * (failures != 1)} in a row:"
+                f" the database is unavailable: {detail}"
+            ) from error
+        wait = self.backoff.delay(failures)
+        log.warning("the database is unavailable (%s); retrying in %.2fs", detail, wait)
+        return wait
 
     def stop(self) -> None:
         """Ask the relay to return after the batch in flight (safe from a signal handler)."""

@@ -86,6 +86,11 @@ def _with_settings(parsed: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[str, 
         # same stale heads on every retry. PostgreSQL's default is READ COMMITTED too.
         kwargs.setdefault("isolation_level", "READ COMMITTED")
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    if parsed.get_backend_name() != "sqlite":
+        # After a server restart or failover every pooled connection is dead; without a
+        # ping each would fail one submission before the pool learnt it (about 50 us
+        # per checkout, against a live submission's 1.5 ms commit on PostgreSQL).
+        kwargs.setdefault("pool_pre_ping", True)
     return parsed, kwargs
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import make_url
 
 from lifecycle import RelayError, messages
 from lifecycle.relay import (
@@ -28,6 +29,7 @@ from lifecycle.store.outbox import shard_of
 from tests.relay.fake_segment import FakeSegment, free_port
 from tests.relay.helpers import assert_delivered, relay_for, submit_history
 from tests.store.helpers import msg, onboarding
+from tests.tcp_proxy import TcpProxy
 
 
 def test_delivers_every_accepted_event_once_in_order(db_url: str, segment: FakeSegment) -> None:
@@ -239,6 +241,63 @@ def test_in_process_relay_follows_new_events(db_url: str, segment: FakeSegment) 
         relay.close()
         assert relay.error is None
         assert relay.status().delivered == 8
+
+
+def test_a_following_relay_waits_out_a_database_outage(
+    db_url: str, backend: str, segment: FakeSegment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server restart or failover (every connection cut, new ones refused for a while)
+    does not end a following relay: it waits with backoff, then delivers what was written
+    meanwhile, in order. It had stopped at the first cut with a StoreError."""
+    if backend == "sqlite":
+        pytest.skip("a database file has no connection to lose")
+    url = make_url(db_url)
+    assert url.host is not None and url.port is not None
+    with TcpProxy(url.host, url.port) as proxy, Lifecycle(db_url, create_schema=True) as store:
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        first, second = onboarding("acct_1"), onboarding("acct_2")
+        store.submit_many(first)
+        with relay_for(through, segment) as relay:
+            thread = relay.start()
+            assert _arrived(segment, 4)
+            proxy.cut()
+            store.submit_many(second)
+            relay.wake()
+            time.sleep(1.0)
+            proxy.restore()
+            assert _arrived(segment, 8), "the relay did not come back after the outage"
+            assert thread.is_alive() and relay.error is None
+    assert [m["messageId"] for m in segment.first_arrivals()] == [
+        m["messageId"] for m in first + second
+    ]
+    assert "the database is unavailable" in caplog.text
+
+
+def test_a_relay_gives_up_on_a_database_outage_after_max_failures(
+    db_url: str, backend: str, segment: FakeSegment
+) -> None:
+    """``max_failures`` bounds how long a relay waits for the database, as for Segment."""
+    if backend == "sqlite":
+        pytest.skip("a database file has no connection to lose")
+    url = make_url(db_url)
+    assert url.host is not None and url.port is not None
+    with TcpProxy(url.host, url.port) as proxy, Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_1"))
+        with relay_for(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False),
+                       segment) as relay:  # fmt: skip
+            proxy.cut()
+            with pytest.raises(RelayError, match="after 3 failed attempts in a row: the database"):
+                relay.run(max_failures=3)
+    assert segment.arrivals == []
+
+
+def _arrived(segment: FakeSegment, count: int, within: float = 20.0) -> bool:
+    deadline = time.monotonic() + within
+    while len(segment.first_arrivals()) < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_backoff_is_exponential_with_jitter_and_honours_retry_after() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from lifecycle import (
     DEFAULT_POLICY,
@@ -31,6 +31,7 @@ from lifecycle.service import Lifecycle
 from lifecycle.state import AccountState
 from tests.policies import PAUSING
 from tests.store.helpers import msg, onboarding
+from tests.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -277,6 +278,25 @@ def test_a_store_in_a_state_the_policy_lacks_is_a_policy_error(db_url: str) -> N
             store.submit_many([*onboarding("acct_2"), msg("Signed Up", "u1", "acct_1")])
         assert [e.account for e in store.events()] == ["acct_1"] * 2
         assert list(store.rejections()) == []
+
+
+def test_the_first_submission_after_a_server_restart_succeeds(db_url: str, backend: str) -> None:
+    """Connections pooled before a server restart are dead; the next submission gets a new
+    one instead of failing with "the connection is lost" (one failure per pooled connection
+    before the engine pinged them)."""
+    if backend == "sqlite":
+        pytest.skip("a database file has no connection to lose")
+    url = make_url(db_url)
+    assert url.host is not None and url.port is not None
+    with TcpProxy(url.host, url.port) as proxy:
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        with Lifecycle(through, create_schema=True) as store:
+            history = onboarding("acct_1")
+            assert store.submit(history[0]).accepted
+            proxy.cut()
+            proxy.restore()
+            assert [v.verdict for v in store.submit_many(history[1:])] == ["accepted"] * 3
+            assert store.state("acct_1") is not None
 
 
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
