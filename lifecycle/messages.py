@@ -9,7 +9,9 @@ decoding bytes is not I/O.
 A message nested more than :data:`MAX_DEPTH` levels deep is not taken as one:
 the store writes every message back as JSON and the relay sends it with the
 client library, and neither can write JSON nested that deep, so an accepted
-message would stop both (see :func:`too_deep`).
+message would stop both (see :func:`too_deep`). Nor is one larger than
+:data:`MAX_BYTES`: MariaDB refuses to receive a row much larger, and a line
+that no run can store would stop every ingest of its file at the same place.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ MAX_DEPTH = 128
 #: The reason given for a message nested deeper than :data:`MAX_DEPTH`.
 TOO_DEEP = f"nested more than {MAX_DEPTH} levels of objects and arrays deep"
 
+#: The largest message, as JSON bytes, that lifecycle takes (Segment itself takes 32 KB).
+#: Written with escapes it stays within MariaDB's default 16 MiB ``max_allowed_packet``.
+MAX_BYTES = 4 << 20
+
+
+def too_large(size: int) -> str:
+    """The reason given for a message of ``size`` bytes, over :data:`MAX_BYTES`."""
+    return f"the message is {size:,} bytes, more than the {MAX_BYTES:,} (4 MiB) a message may have"
+
 
 def decode_line(line: bytes | str) -> list[Item]:
     """The messages a line holds, in order (one item per batch entry).
@@ -57,16 +68,27 @@ def decode_line(line: bytes | str) -> list[Item]:
     # Every level takes an opening and a closing bracket: short lines cannot nest too
     # deep, and most others are cleared by counting their opening brackets.
     deep = len(line) > 2 * MAX_DEPTH and _brackets(line) > MAX_DEPTH
+    size = len(line) if isinstance(line, bytes) or len(line) <= MAX_BYTES // 4 else _utf8(line)
+    large = size > MAX_BYTES
     batch = value.get("batch")
     if type(batch) is not list:
+        if large:
+            return [Malformed(too_large(size))]
         return [Malformed(TOO_DEEP)] if deep and too_deep(value) else [value]
     items = expand_batch(value, batch)
-    if deep:
-        items = [
-            Malformed(TOO_DEEP) if not isinstance(i, Malformed) and too_deep(i) else i
-            for i in items
-        ]
+    if deep or large:
+        items = [_refused(item, deep, large) for item in items]
     return items
+
+
+def _refused(item: Item, deep: bool, large: bool) -> Item:
+    """``item`` of a batch line that might nest too deep or be too large, or why it is."""
+    if isinstance(item, Malformed):
+        return item
+    if deep and too_deep(item):
+        return Malformed(TOO_DEEP)
+    size = len(orjson.dumps(item)) if large else 0
+    return Malformed(too_large(size)) if size > MAX_BYTES else item
 
 
 def too_deep(message: Mapping[str, Any]) -> bool:
@@ -84,6 +106,23 @@ def too_deep(message: Mapping[str, Any]) -> bool:
             if isinstance(child, (Mapping, list, tuple)):
                 stack.append((child, depth + 1))
     return False
+
+
+def _utf8(text: str) -> int:
+    """How many bytes ``text`` takes in UTF-8."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def kept(item: Malformed, raw: bytes) -> tuple[Malformed, bytes]:
+    """What the quarantine keeps of a refused line: all of it, or its first :data:`MAX_BYTES`.
+
+    The quarantine must be able to store whatever it is given, like the events table;
+    a longer line keeps its file and line number, which lead back to the rest.
+    """
+    if len(raw) <= MAX_BYTES:
+        return item, raw
+    note = f"; the quarantine keeps its first {MAX_BYTES:,} of {len(raw):,} bytes"
+    return Malformed(item.reason + note), raw[:MAX_BYTES]
 
 
 def _brackets(line: bytes | str) -> int:

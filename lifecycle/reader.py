@@ -18,7 +18,7 @@ import orjson
 
 from lifecycle._frozen import fast_init
 from lifecycle.errors import InputError
-from lifecycle.messages import Item, Malformed, decode_line
+from lifecycle.messages import Item, Malformed, decode_line, kept
 
 STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -130,14 +130,11 @@ def items_of(line: InputLine) -> list[InputItem]:
     """The messages of one line, in order."""
     items = decode_line(line.raw)
     whole = len(items) == 1 and not isinstance(items[0], Malformed) and "batch" not in items[0]
-    return [
-        InputItem(
-            line.file,
-            line.number,
-            index,
-            item,
-            line.raw if whole or isinstance(item, Malformed) else orjson.dumps(item),
-            whole,
-        )
-        for index, item in enumerate(items)
-    ]
+    out = []
+    for index, item in enumerate(items):
+        if isinstance(item, Malformed):
+            item, raw = kept(item, line.raw)
+        else:
+            raw = line.raw if whole else orjson.dumps(item)
+        out.append(InputItem(line.file, line.number, index, item, raw, whole))
+    return out

@@ -32,7 +32,15 @@ from lifecycle import replay as history
 from lifecycle.decide import Verdict
 from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
-from lifecycle.messages import MAX_DEPTH, TOO_DEEP, Malformed, too_deep
+from lifecycle.messages import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    TOO_DEEP,
+    Malformed,
+    kept,
+    too_deep,
+    too_large,
+)
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
@@ -658,7 +666,9 @@ def _submission(message: Mapping[str, Any]) -> Submission:
         # The encoder's own limit (or a cycle) is the depth rule's business.
         deep = "recursion" in str(exc).lower()
         reason = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
-        return Submission(Malformed(reason), _shown(message))
+        return Submission(*kept(Malformed(reason), _shown(message)))
+    if len(raw) > MAX_BYTES:
+        return Submission(*kept(Malformed(too_large(len(raw))), raw))
     if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(message):
         return Submission(Malformed(TOO_DEEP), raw)
     return Submission(message, raw)

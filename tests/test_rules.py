@@ -782,6 +782,26 @@ def test_messages_nested_past_the_depth_limit_are_malformed() -> None:
     ]
 
 
+def test_messages_over_4_mib_are_malformed() -> None:
+    """A message of more than 4 MiB of JSON is malformed_json, saying its size; a batch line
+    may be larger as long as each of its items is not (the limit is per message)."""
+    limit = 4 << 20
+    at_limit = track("Account Created", pad="")
+    at_limit["properties"]["pad"] = "x" * (limit - len(orjson.dumps(at_limit)))
+    assert len(orjson.dumps(at_limit)) == limit
+    over = {**at_limit, "properties": {"pad": at_limit["properties"]["pad"] + "é"}}
+    assert Gate().submit_line(orjson.dumps(at_limit))[0].verdict == "accepted"
+    (verdict,) = Gate().submit_line(orjson.dumps(over).decode())  # str: counted in bytes
+    assert (verdict.code, verdict.reason) == (
+        "malformed_json",
+        f"the message is {limit + 2:,} bytes, more than the {limit:,} (4 MiB) a message may have",
+    )
+    small = [track("Signed Up", user=f"u{n}", pad="x" * 300_000) for n in range(20)]
+    batch = {"batch": [track("Account Created"), *small, over]}
+    verdicts = Gate().submit_line(orjson.dumps(batch))
+    assert [v.code for v in verdicts] == [None] * 21 + ["malformed_json"]
+
+
 def test_submit_line_of_a_single_message() -> None:
     """A line holding one message gives one verdict, accepting str or bytes."""
     gate = Gate()

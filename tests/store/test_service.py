@@ -299,6 +299,33 @@ def test_the_first_submission_after_a_server_restart_succeeds(db_url: str, backe
             assert store.state("acct_1") is not None
 
 
+def test_messages_over_4_mib_are_quarantined_with_their_first_4_mib(store: Lifecycle) -> None:
+    """A message over 4 MiB, or a line over 4 MiB that is not JSON (lines joined by a lost
+    newline), is malformed_json; the quarantine keeps its first 4 MiB and the rest of the
+    input is stored. On MariaDB a 20 MiB line had failed the whole ingest ("packet bigger
+    than max_allowed_packet"), on every run, at the same line."""
+    limit = 4 << 20
+    history = onboarding("acct_1")
+    big = msg("Signed In", "u1", "acct_1", blob="x" * (5 << 20))
+    garbage = b"\x00garbage" * (2 << 20)  # 20 MiB
+    raws = [orjson.dumps(history[0]), garbage, orjson.dumps(big), orjson.dumps(history[1])]
+    lines = [InputLine("big.jsonl", n, raw + b"\n") for n, raw in enumerate(raws, 1)]
+    verdicts = [v for _, v in store.submit_lines(lines)]
+    assert [v.code for v in verdicts] == [None, "malformed_json", "malformed_json", None]
+    assert verdicts[2].reason == (
+        f"the message is {len(raws[2]) + 1:,} bytes, more than the {limit:,} (4 MiB) a message"
+        f" may have; the quarantine keeps its first {limit:,} of {len(raws[2]) + 1:,} bytes"
+    )
+    from_python = {**big, "messageId": "from-python"}
+    (verdict,) = store.submit_many([from_python])
+    assert verdict.code == "malformed_json" and verdict.reason is not None
+    assert verdict.reason.startswith(f"the message is {len(orjson.dumps(from_python)):,} bytes")
+    assert [e.event for e in store.events()] == ["Account Created", "Signed Up"]
+    rows = list(store.rejections())
+    assert [(r.line, len(r.raw)) for r in rows] == [(2, limit), (3, limit), (None, limit)]
+    assert rows[0].raw == garbage[:limit] and rows[1].raw == raws[2][:limit]
+
+
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
     store: Lifecycle,
 ) -> None:
