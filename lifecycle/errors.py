@@ -115,5 +115,16 @@ def first_line(exc: BaseException) -> str:
 
 
 def database_error(exc: BaseException) -> StoreError:
-    """The :class:`StoreError` raised for a failed database operation (its first line)."""
-    return StoreError(f"database error: {first_line(exc)}")
+    """The :class:`StoreError` raised for a failed database operation (its first line).
+
+    A lost connection says so, and that the transaction in flight is gone: the driver's
+    own words for it ("the connection is closed", PyMySQL's bare ``(0, '')``) do not.
+    """
+    detail = first_line(exc)
+    if not getattr(exc, "connection_invalidated", False):
+        return StoreError(f"database error: {detail}")
+    said = f" ({detail})" if any(c.isalpha() for c in detail) else ""
+    return StoreError(
+        f"database error: the connection to the database was lost{said}; the transaction"
+        " in flight was rolled back"
+    )

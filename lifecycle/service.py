@@ -457,7 +457,10 @@ class Lifecycle:
                     yield conn
                     overlay.write_heads(conn)
                 finally:
-                    del conn.info[_OVERLAY]
+                    # A lost connection is invalidated, and reading its `info` would try
+                    # to reconnect, raising an error that hid why the transaction failed.
+                    if not conn.invalidated:
+                        del conn.info[_OVERLAY]
         except DBAPIError as exc:
             raise database_error(exc) from exc
         self._heads.put(overlay.states())

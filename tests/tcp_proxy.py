@@ -17,9 +17,12 @@ from tests.relay.fake_segment import free_port
 class TcpProxy:
     """Forwards ``127.0.0.1:port`` to ``target``; use as a context manager."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, cut_after: int | None = None) -> None:
         self.target = (host, port)
         self.port = free_port()
+        #: Cut once clients have sent this many bytes in all (mid-transaction, at a size).
+        self.cut_after = cut_after
+        self._sent = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -65,12 +68,21 @@ class TcpProxy:
             upstream = socket.create_connection(self.target)
             with self._lock:
                 self._sockets |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, counted in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, counted), daemon=True
+                ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if counted and self.cut_after is not None:
+                    with self._lock:
+                        self._sent += len(data)
+                        over = self._sent > self.cut_after
+                    if over:
+                        self.cut()
+                        return
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

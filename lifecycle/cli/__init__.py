@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
@@ -71,5 +72,8 @@ def _streaming_gc() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    # A lost connection is reported once, as the command's error; psycopg would also log
+    # the COPY it could not end, on a second line.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     with _streaming_gc():
         return exit_code(lambda: int(args.run(args)))

@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from lifecycle.service import Lifecycle
 from lifecycle.store.schema import events
 from tests.store.helpers import account_history, interleave, msg
+from tests.tcp_proxy import TcpProxy
 
 
 def cli(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -176,6 +177,37 @@ def test_killed_ingest_resumes_without_duplicates(db_url: str, tmp_path: Path) -
         assert rerun.returncode == 0, rerun.stderr
         mids = [e.message_id for e in store.events()]
     assert sorted(mids) == sorted(m["messageId"] for m in history)
+
+
+def test_an_ingest_that_loses_its_connection_says_so_and_resumes(
+    db_url: str, backend: str, tmp_path: Path
+) -> None:
+    """A connection cut mid-transaction (a server restart) ends ingest with exit 2 and one
+    line saying the connection was lost, and a second run stores every event once. The
+    line had been a SQLAlchemy error about reconnecting, which hid the cause (and on
+    PostgreSQL a second line from the driver)."""
+    if backend == "sqlite":
+        pytest.skip("a database file has no connection to lose")
+    history = interleave([account_history(f"acct_{n}", sessions=6) for n in range(300)], seed=4)
+    path = write_jsonl(tmp_path / "big.jsonl", history)
+    Lifecycle(db_url, create_schema=True).close()
+    url = make_url(db_url)
+    assert url.host is not None and url.port is not None
+    with TcpProxy(url.host, url.port, cut_after=len(path.read_bytes()) // 2) as proxy:
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        cut = cli("ingest", str(path), "--db", through, cwd=tmp_path)
+    assert cut.returncode == 2
+    assert cut.stderr.endswith(b"; the transaction in flight was rolled back\n"), cut.stderr
+    assert cut.stderr.count(b"\n") == 1
+    assert cut.stderr.startswith(
+        b"lifecycle: error: database error: the connection to the database was lost"
+    )
+    rerun = cli("ingest", str(path), "--db", db_url, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    with Lifecycle(db_url) as store:
+        assert sorted(e.message_id for e in store.events()) == sorted(
+            m["messageId"] for m in history
+        )
 
 
 def test_accounts_and_rejections_commands(db_url: str, tmp_path: Path) -> None:
