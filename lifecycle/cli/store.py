@@ -27,6 +27,7 @@ from lifecycle.cli.common import (
 )
 from lifecycle.decide import Verdict
 from lifecycle.reader import InputItem, InputLine, read_lines
+from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.sorting import sorted_by_timestamp
 from lifecycle.spec import REJECTION_CODES
 
@@ -364,14 +365,24 @@ def run_accounts_show(args: argparse.Namespace) -> int:
 
 def run_accounts_list(args: argparse.Namespace) -> int:
     """Print every account (id, status, version, users)."""
+    listed = 0
     with open_store(args) as store:
         for state in store.accounts(status=args.status):
+            listed += 1
             if args.format == "jsonl":
                 sys.stdout.buffer.write(
                     orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
                 )
             else:
                 print(f"{state.account}\t{state.status}\t{state.version}\t{len(state.users)}")
+    statuses = [s for s in DEFAULT_POLICY.states if s != DEFAULT_POLICY.initial]
+    if not listed and args.status is not None and args.status not in statuses:
+        # Most likely a typo, as for `rejections list --code`.
+        print(
+            f"lifecycle: note: no account is in status {args.status!r}, which is not one of "
+            f"the default policy's ({', '.join(statuses)})",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

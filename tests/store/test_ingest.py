@@ -274,3 +274,21 @@ def test_listing_a_code_no_policy_has_says_so(tmp_path: Path) -> None:
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
     found = cli("rejections", "list", "--code", "account_unknown", "--db", db, cwd=tmp_path)
     assert b"account_unknown" in found.stdout and found.stderr == b""
+
+
+def test_listing_a_status_no_policy_has_says_so(tmp_path: Path) -> None:
+    """`accounts list --status` with a mistyped status lists nothing, exits 0 and notes why;
+    a real status that no account is in lists nothing, quietly."""
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    path = write_jsonl(tmp_path / "in.jsonl", [msg("Account Created", "u1", "acct_9")])
+    cli("ingest", str(path), "--db", db, cwd=tmp_path)
+    typo = cli("accounts", "list", "--status", "actve", "--db", db, cwd=tmp_path)
+    assert (typo.returncode, typo.stdout) == (0, b"")
+    assert typo.stderr.decode() == (
+        "lifecycle: note: no account is in status 'actve', which is not one of the default "
+        "policy's (created, trial, active, deleted)\n"
+    )
+    quiet = cli("accounts", "list", "--status", "active", "--db", db, cwd=tmp_path)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
+    found = cli("accounts", "list", "--status", "created", "--db", db, cwd=tmp_path)
+    assert found.stdout.startswith(b"acct_9\tcreated") and found.stderr == b""
