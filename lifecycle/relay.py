@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -100,6 +101,10 @@ class Backoff:
     base: float = 0.5
     cap: float = 60.0
     max_retry_after: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("base", "cap", "max_retry_after"):
+            _check_seconds(f"Backoff.{name}", getattr(self, name))
 
     def delay(self, failures: int, retry_after: float | None = None) -> float:
         """Seconds to wait after ``failures`` failed requests in a row."""
@@ -333,6 +338,16 @@ def _retrying(what: str, work: Callable[[], _T]) -> _T:
             attempt += 1
 
 
+def _check_seconds(name: str, value: float) -> None:
+    """Refuse a wait that is not a finite number of seconds above zero.
+
+    A negative backoff would retry without pause, an infinite one never, and the
+    HTTP client refuses a timeout of zero, but only when the first request is made.
+    """
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a number of seconds above 0, got {value}")
+
+
 def _check_host(host: str | None) -> None:
     """Refuse a host the client library could not send to, before anything is read."""
     if host is None:
@@ -428,6 +443,8 @@ class Relay:
             raise ValueError(f"batch_size must be between 1 and {MAX_REQUEST_EVENTS}")
         if not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
+        _check_seconds("timeout", timeout)
+        _check_seconds("poll_interval", poll_interval)
         _check_host(host)
         self._owns_engine = not isinstance(bind, Engine)
         self.engine: Engine = (

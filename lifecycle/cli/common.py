@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +60,21 @@ def positive(text: str) -> int:
 def non_negative(text: str) -> int:
     """An argparse type: an integer of at least 0."""
     return _at_least(0, text)
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, finite and above zero.
+
+    A negative wait would retry without pause, an infinite one never, and the HTTP
+    client refuses a timeout of zero with a traceback.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
 
 
 def _at_least(low: int, text: str) -> int:

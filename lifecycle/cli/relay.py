@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, add_format_argument, exit_code, positive
+from lifecycle.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    add_format_argument,
+    exit_code,
+    positive,
+    seconds,
+)
 from lifecycle.cli.store import add_db_argument
 from lifecycle.errors import RelayError
 
@@ -79,13 +86,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="run N relay processes, one per shard, to use N cores (not with --shard)",
     )
     relay.add_argument(
-        "--timeout", type=float, default=15.0, metavar="S", help="connect and read timeout"
+        "--timeout", type=seconds, default=15.0, metavar="S", help="connect and read timeout"
     )
     relay.add_argument(
-        "--backoff", type=float, default=0.5, metavar="S", help="first wait after a failure"
+        "--backoff", type=seconds, default=0.5, metavar="S", help="first wait after a failure"
     )
     relay.add_argument(
-        "--max-backoff", type=float, default=60.0, metavar="S", help="longest wait between tries"
+        "--max-backoff", type=seconds, default=60.0, metavar="S", help="longest wait between tries"
     )
     relay.add_argument(
         "--max-failures",
@@ -97,7 +104,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     relay.add_argument(
         "--poll-interval",
-        type=float,
+        type=seconds,
         default=1.0,
         metavar="S",
         help="with --follow: wait when nothing is pending",

@@ -348,6 +348,29 @@ def test_shards_split_the_accounts(db_url: str, segment: FakeSegment) -> None:
         relay_for(db_url, segment, shard=(2, 2))
 
 
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"timeout": 0.0}, "timeout must be a number of seconds above 0, got 0.0"),
+        ({"poll_interval": float("nan")}, "poll_interval must be .* got nan"),
+        ({"backoff": None, "cap": -1.0}, "Backoff.cap must be .* got -1.0"),
+        ({"backoff": None, "base": float("inf")}, "Backoff.base must be .* got inf"),
+    ],
+)
+def test_waits_that_are_not_positive_seconds_are_refused_up_front(
+    tmp_path: Path, options: dict[str, Any], error: str
+) -> None:
+    """A zero or negative, infinite or NaN wait is refused when the relay is made: a negative
+    backoff retried without pause, an infinite one never, and the HTTP client refused a zero
+    timeout only at the first request, with a traceback."""
+    with pytest.raises(ValueError, match=f"^{error}$"):
+        if "backoff" in options:
+            options.pop("backoff")
+            Backoff(**options)
+        else:
+            Relay(f"sqlite:///{tmp_path / 'r.db'}", write_key="k", **options)
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_missing_client_library_is_one_line(
     db_url: str, segment: FakeSegment, monkeypatch: pytest.MonkeyPatch
