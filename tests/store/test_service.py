@@ -552,11 +552,13 @@ _BUGGY = DEFAULT_POLICY.extend(
 
 
 def test_a_failure_while_judging_propagates_and_stores_nothing(db_url: str) -> None:
-    """An exception raised mid-batch is the caller's to see; the batch is not half-written."""
+    """An exception raised mid-batch is the caller's to see (a PolicyError naming the effect,
+    with the exception as its cause); the batch is not half-written."""
     with Lifecycle(db_url, policy=_BUGGY, create_schema=True) as store:
         batch = onboarding("acct_1") + [msg("Audit Failed", "u1", "acct_1")] + onboarding("acct_2")
-        with pytest.raises(_PolicyBug, match="Audit Failed"):
+        with pytest.raises(PolicyError, match="^effect _explode raised _PolicyBug: ") as raised:
             store.submit_many(batch)
+        assert isinstance(raised.value.__cause__, _PolicyBug)
         assert list(store.events()) == []
         assert list(store.rejections()) == []
         # The connection is usable again: the same accounts start cleanly.
