@@ -68,21 +68,21 @@ def decode_line(line: bytes | str) -> list[Item]:
     # Every level takes an opening and a closing bracket: short lines cannot nest too
     # deep, and most others are cleared by counting their opening brackets.
     deep = len(line) > 2 * MAX_DEPTH and _brackets(line) > MAX_DEPTH
-    size = len(line) if isinstance(line, bytes) or len(line) <= MAX_BYTES // 4 else _utf8(line)
-    large = size > MAX_BYTES
+    size = _size(line)
     batch = value.get("batch")
     if type(batch) is not list:
-        if large:
+        if size > MAX_BYTES:
             return [Malformed(too_large(size))]
         return [Malformed(TOO_DEEP)] if deep and too_deep(value) else [value]
     items = expand_batch(value, batch)
-    if deep or large:
-        items = [_refused(item, deep, large) for item in items]
+    if deep or size > MAX_BYTES:
+        # The line is no measure of its items: look at each.
+        items = [_refused(item, deep, size > MAX_BYTES) for item in items]
     return items
 
 
 def _refused(item: Item, deep: bool, large: bool) -> Item:
-    """``item`` of a batch line that might nest too deep or be too large, or why it is."""
+    """A batch item, or why it is refused when it may nest too deep or be too large."""
     if isinstance(item, Malformed):
         return item
     if deep and too_deep(item):
@@ -108,9 +108,11 @@ def too_deep(message: Mapping[str, Any]) -> bool:
     return False
 
 
-def _utf8(text: str) -> int:
-    """How many bytes ``text`` takes in UTF-8."""
-    return len(text.encode("utf-8", "surrogatepass"))
+def _size(line: bytes | str) -> int:
+    """How many bytes ``line`` takes (in UTF-8), counted only when it could matter."""
+    if isinstance(line, bytes) or len(line) <= MAX_BYTES // 4:
+        return len(line)
+    return len(line.encode("utf-8", "surrogatepass"))
 
 
 def kept(item: Malformed, raw: bytes) -> tuple[Malformed, bytes]:
