@@ -65,9 +65,21 @@ def decode_line(line: bytes | str) -> list[Item]:
         ]
     if type(value) is not dict:
         return [Malformed(f"not a JSON object (got {_kind(value)})")]
-    # Every level takes an opening and a closing bracket: short lines cannot nest too
-    # deep, and most others are cleared by counting their opening brackets.
-    deep = len(line) > 2 * MAX_DEPTH and _brackets(line) > MAX_DEPTH
+    if len(line) > _SHORT:
+        return _within_limits(line, value)
+    batch = value.get("batch")
+    return [value] if type(batch) is not list else expand_batch(value, batch)
+
+
+#: Every level takes an opening and a closing bracket, so a line this short can be
+#: neither too deep nor too large, and needs no look.
+_SHORT = 2 * MAX_DEPTH
+
+
+def _within_limits(line: bytes | str, value: dict[str, Any]) -> list[Item]:
+    """:func:`decode_line` for a line long enough to nest too deep or be too large."""
+    # Most lines are cleared by counting their opening brackets.
+    deep = _brackets(line) > MAX_DEPTH
     size = _size(line)
     batch = value.get("batch")
     if type(batch) is not list:
