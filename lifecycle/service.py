@@ -181,6 +181,14 @@ class Lifecycle:
         snapshot_every: int | None = 100,
         outbox: bool = True,
     ) -> None:
+        # Checked before anything is opened: max_attempts=0 failed every submission as a
+        # ConcurrencyError, and a snapshot_every of 0 or less silently took none.
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ValueError(
+                f"snapshot_every must be at least 1 (or None: no snapshots), got {snapshot_every}"
+            )
         self._owns_engine = not isinstance(bind, Engine)
         self.engine: Engine = (
             bind if isinstance(bind, Engine) else create_engine(database_url(bind))

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -326,6 +327,27 @@ def test_messages_over_4_mib_are_quarantined_with_their_first_4_mib(store: Lifec
     assert rows[0].raw == garbage[:limit] and rows[1].raw == raws[2][:limit]
 
 
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"max_attempts": 0}, "max_attempts must be at least 1, got 0"),
+        (
+            {"snapshot_every": 0},
+            r"snapshot_every must be at least 1 \(or None: no snapshots\), got 0",
+        ),
+        ({"snapshot_every": -5}, r"snapshot_every must be at least 1 .*, got -5"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_up_front(
+    tmp_path: Path, options: dict[str, Any], error: str
+) -> None:
+    """max_attempts=0 made every submission a ConcurrencyError; snapshot_every of 0 or less
+    took no snapshot, silently. Both are refused when the store is made."""
+    with pytest.raises(ValueError, match=f"^{error}$"):
+        Lifecycle(f"sqlite:///{tmp_path / 's.db'}", **options)
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
     store: Lifecycle,
 ) -> None:
@@ -556,7 +578,7 @@ def test_a_failure_while_judging_propagates_and_stores_nothing(db_url: str) -> N
     with the exception as its cause); the batch is not half-written."""
     with Lifecycle(db_url, policy=_BUGGY, create_schema=True) as store:
         batch = onboarding("acct_1") + [msg("Audit Failed", "u1", "acct_1")] + onboarding("acct_2")
-        with pytest.raises(PolicyError, match="^effect _explode raised _PolicyBug: ") as raised:
+        with pytest.raises(PolicyError, match=r"^effect _explode raised _PolicyBug: ") as raised:
             store.submit_many(batch)
         assert isinstance(raised.value.__cause__, _PolicyBug)
         assert list(store.events()) == []
