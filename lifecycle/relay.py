@@ -645,6 +645,8 @@ class Relay:
         queued after its events already in the outbox. Several backfills may run
         at once: a batch that another one queued first is looked up again.
         """
+        if batch_size < 1:  # 0 looped for ever
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         total = deadlocks = 0
         stuck: tuple[Any, ...] | None = None
         while True:
@@ -686,6 +688,10 @@ class Relay:
         transaction covers ``batch_size`` accounts; ``progress(done, total)`` is
         called after each with the number of accounts done and to do.
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if older_than < timedelta(0):  # would prune what was delivered a moment ago
+            raise ValueError(f"older_than cannot be negative, got {older_than}")
         before = now() - older_than
         with self._reading() as conn:
             runs = outbox.prunable(conn, before)

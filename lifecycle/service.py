@@ -412,6 +412,8 @@ class Lifecycle:
         too; the others stay, with the code and reason they get today. Running it
         twice changes nothing the second time.
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         report = RetryReport()
         rows = [r for r in self.rejections(code=code, account=account)]
         for start in range(0, len(rows), batch_size):

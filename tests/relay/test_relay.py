@@ -349,6 +349,28 @@ def test_shards_split_the_accounts(db_url: str, segment: FakeSegment) -> None:
 
 
 @pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda r, s: r.backfill(batch_size=0), "batch_size must be at least 1, got 0"),
+        (lambda r, s: r.prune(batch_size=0), "batch_size must be at least 1, got 0"),
+        (lambda r, s: r.prune(older_than=timedelta(hours=-1)), "older_than cannot be negative"),
+        (lambda r, s: s.retry_rejections(batch_size=-1), "batch_size must be at least 1, got -1"),
+    ],
+)
+def test_maintenance_sizes_that_cannot_work_are_refused(
+    tmp_path: Path, call: Any, error: str
+) -> None:
+    """backfill(batch_size=0) looped for ever, prune(batch_size=0) failed inside range(),
+    and a negative older_than pruned what had just been delivered."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    with Lifecycle(url) as store, Relay(url, write_key="k") as relay:
+        store.submit_many(onboarding("acct_1"))
+        with pytest.raises(ValueError, match=f"^{error}"):
+            call(relay, store)
+        assert relay.status().pending == 4
+
+
+@pytest.mark.parametrize(
     ("options", "error"),
     [
         ({"timeout": 0.0}, "timeout must be a number of seconds above 0, got 0.0"),
