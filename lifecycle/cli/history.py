@@ -23,6 +23,7 @@ from lifecycle.cli.common import (
     positive,
 )
 from lifecycle.cli.store import add_db_argument, open_store
+from lifecycle.cli.text import shown
 from lifecycle.errors import InputError
 from lifecycle.spec import parse_datetime
 
@@ -150,7 +151,7 @@ def run_replay(args: argparse.Namespace) -> int:
             found = 0
             for difference in store.verify():
                 found += 1
-                print(difference)
+                print(shown(difference))
             print(
                 f"replay --verify: {found} difference{'s' if found != 1 else ''}", file=sys.stderr
             )
@@ -181,9 +182,10 @@ def run_replay(args: argparse.Namespace) -> int:
                 out.write(orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
         else:
             for state in states:
-                out.write(
-                    f"{state.account}\t{state.status}\t{state.version}\t{len(state.users)}\n".encode()
+                line = (
+                    f"{shown(state.account)}\t{state.status}\t{state.version}\t{len(state.users)}"
                 )
+                out.write(f"{line}\n".encode())
     return EXIT_OK
 
 
@@ -230,7 +232,10 @@ def run_audit(args: argparse.Namespace) -> int:
         if first:
             print("\nfirst findings:")
             for f in first:
-                print(f"  position {f.position}  {f.account} v{f.version}  {f.code}  {f.reason}")
+                print(
+                    f"  position {f.position}  {shown(f.account)} v{f.version}  {f.code}"
+                    f"  {shown(f.reason)}"
+                )
     return EXIT_REJECTED if codes else EXIT_OK
 
 

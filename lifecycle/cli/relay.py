@@ -30,6 +30,7 @@ from lifecycle.cli.common import (
     seconds,
 )
 from lifecycle.cli.store import add_db_argument
+from lifecycle.cli.text import shown
 from lifecycle.errors import RelayError
 
 if TYPE_CHECKING:
@@ -342,8 +343,10 @@ def run_parked(args: argparse.Namespace) -> int:
                     orjson.dumps(event.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
                 )
             else:
-                reason = event.reason.replace("\n", " ")
-                print(f"{event.account}\t{event.version}\t{event.message_id}\t{reason}")
+                print(
+                    f"{shown(event.account)}\t{event.version}\t{shown(event.message_id)}"
+                    f"\t{shown(event.reason)}"
+                )
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ from typing import IO
 
 import orjson
 
+from lifecycle.cli.text import shown
 from lifecycle.decide import REJECTED, Verdict
 
 
@@ -79,7 +80,7 @@ class TextReport:
             lines.append(f"first {len(self.first)} rejection{'s' if len(self.first) != 1 else ''}:")
             for file, line, index, verdict in self.first:
                 where = f"{file}:{line}" + (f"[{index}]" if index else "")
-                lines.append(f"  {where}  {verdict.code}  {verdict.reason}")
+                lines.append(f"  {shown(where)}  {verdict.code}  {shown(verdict.reason)}")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
 

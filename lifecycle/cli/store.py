@@ -25,6 +25,7 @@ from lifecycle.cli.common import (
     positive,
     progress,
 )
+from lifecycle.cli.text import shown
 from lifecycle.decide import Verdict
 from lifecycle.reader import InputItem, InputLine, read_lines
 from lifecycle.rules import DEFAULT_POLICY
@@ -355,9 +356,11 @@ def run_accounts_show(args: argparse.Namespace) -> int:
             orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         )
     else:
-        print(f"{state.account}: {state.status}, version {state.version}")
+        print(f"{shown(state.account)}: {state.status}, version {state.version}")
         for user, u in sorted(state.users.items()):
-            print(f"  {user}: signed_up={u.signed_up} role={u.role!r} signed_in={u.signed_in}")
+            print(
+                f"  {shown(user)}: signed_up={u.signed_up} role={u.role!r} signed_in={u.signed_in}"
+            )
         if state.trial is not None:
             print(f"  trial: {state.trial.to_dict()}")
     return EXIT_OK
@@ -374,7 +377,9 @@ def run_accounts_list(args: argparse.Namespace) -> int:
                     orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
                 )
             else:
-                print(f"{state.account}\t{state.status}\t{state.version}\t{len(state.users)}")
+                print(
+                    f"{shown(state.account)}\t{state.status}\t{state.version}\t{len(state.users)}"
+                )
     statuses = [s for s in DEFAULT_POLICY.states if s != DEFAULT_POLICY.initial]
     if not listed and args.status is not None and args.status not in statuses:
         # Most likely a typo, as for `rejections list --code`.
@@ -398,7 +403,7 @@ def run_rejections_list(args: argparse.Namespace) -> int:
                 )
             else:
                 where = item.source + (f":{item.line}" if item.line is not None else "")
-                print(f"{item.id}\t{where}\t{item.code}\t{item.reason}")
+                print(f"{item.id}\t{shown(where)}\t{item.code}\t{shown(item.reason)}")
     if not listed and args.code is not None and args.code not in REJECTION_CODES:
         # Most likely a typo; a custom policy's own codes are listed all the same.
         print(

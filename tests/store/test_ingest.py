@@ -276,6 +276,28 @@ def test_listing_a_code_no_policy_has_says_so(tmp_path: Path) -> None:
     assert b"account_unknown" in found.stdout and found.stderr == b""
 
 
+def test_text_output_escapes_control_characters_from_the_input(tmp_path: Path) -> None:
+    """Ids may hold any character but NUL: the text formats print a tab, a newline or an
+    escape sequence as an escape, so that a line keeps its columns, no line is faked, and
+    nothing reaches the terminal; the JSON formats already escape them."""
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    account, user = "acme\tcreated\t9\t0\nfake", "u\x1b[31mred"
+    history = [msg("Account Created", user, account), msg("Signed In", user, account)]
+    path = write_jsonl(tmp_path / "in.jsonl", history)
+    checked = cli("check", str(path), cwd=tmp_path)
+    cli("ingest", str(path), "--db", db, cwd=tmp_path)
+    listed = cli("accounts", "list", "--db", db, cwd=tmp_path)
+    show = cli("accounts", "show", account, "--format", "text", "--db", db, cwd=tmp_path)
+    rejected = cli("rejections", "list", "--db", db, cwd=tmp_path)
+    assert listed.stdout == b"acme\\tcreated\\t9\\t0\\nfake\tcreated\t1\t0\n"
+    assert show.stdout.startswith(b"acme\\tcreated\\t9\\t0\\nfake: created, version 1\n")
+    for output in (checked.stdout, rejected.stdout):
+        reason = b"Signed In for acme\\tcreated\\t9\\t0\\nfake by u\\x1b[31mred: user"
+        assert reason in output, output
+    for output in (checked.stdout, listed.stdout, show.stdout, rejected.stdout):
+        assert b"\x1b" not in output and b"\tcreated\t9" not in output
+
+
 def test_listing_a_status_no_policy_has_says_so(tmp_path: Path) -> None:
     """`accounts list --status` with a mistyped status lists nothing, exits 0 and notes why;
     a real status that no account is in lists nothing, quietly."""
