@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -66,7 +67,29 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
+        if parsed.database in (None, "", ":memory:"):
+            _one_thread(engine)
     return engine
+
+
+def _one_thread(engine: Engine) -> None:
+    """Refuse, with a clear error, to use an in-memory SQLite store from a second thread.
+
+    Such a database lives in one connection, and SQLAlchemy gives each thread a
+    connection of its own: another thread would find an empty database ("no such
+    table") or, with its own schema, a store apart. A file shares one store.
+    """
+    first: list[int] = []
+
+    @event.listens_for(engine, "connect")
+    def _connect(_dbapi_connection: Any, _record: Any) -> None:
+        thread = threading.get_ident()
+        if first and first[0] != thread:
+            raise StoreError(
+                "an in-memory SQLite database (sqlite://) belongs to the thread that opened "
+                "it; to use the store from several threads, give it a file (sqlite:///FILE)"
+            )
+        first.append(thread)
 
 
 def _with_settings(parsed: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[str, Any]]:

@@ -348,6 +348,31 @@ def test_settings_that_cannot_work_are_refused_up_front(
     assert not (tmp_path / "s.db").exists()
 
 
+def test_an_in_memory_store_used_from_another_thread_says_why_it_cannot_be() -> None:
+    """An in-memory SQLite database lives in its thread's connection: another thread
+    found an empty database (or, creating the schema, a store apart) and its events were
+    lost to the first; now it is refused with the reason, and the first thread goes on."""
+    with Lifecycle("sqlite://", create_schema=True) as store:
+        assert store.submit(msg("Account Created", "u1", "acct_1")).accepted
+        errors: list[BaseException] = []
+
+        def other_thread() -> None:
+            try:
+                store.submit(msg("Signed Up", "u1", "acct_1"))
+            except StoreError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert [str(e) for e in errors] == [
+            "an in-memory SQLite database (sqlite://) belongs to the thread that opened it; "
+            "to use the store from several threads, give it a file (sqlite:///FILE)"
+        ]
+        assert store.submit(msg("Signed Up", "u1", "acct_1")).accepted
+        assert len(list(store.events())) == 2
+
+
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
     store: Lifecycle,
 ) -> None:
