@@ -120,11 +120,15 @@ def database_error(exc: BaseException) -> StoreError:
     A lost connection says so, and that the transaction in flight is gone: the driver's
     own words for it ("the connection is closed", PyMySQL's bare ``(0, '')``) do not.
     """
-    detail = first_line(exc)
     if not getattr(exc, "connection_invalidated", False):
-        return StoreError(f"database error: {detail}")
-    said = f" ({detail})" if any(c.isalpha() for c in detail) else ""
+        return StoreError(f"database error: {first_line(exc)}")
     return StoreError(
-        f"database error: the connection to the database was lost{said}; the transaction"
-        " in flight was rolled back"
+        f"database error: the connection to the database was lost{in_brackets(exc)}; the"
+        " transaction in flight was rolled back"
     )
+
+
+def in_brackets(exc: BaseException) -> str:
+    """`` (what the driver said)``, or nothing when it said nothing (PyMySQL's ``(0, '')``)."""
+    detail = first_line(exc)
+    return f" ({detail})" if any(c.isalpha() for c in detail) else ""

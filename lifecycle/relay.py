@@ -56,7 +56,7 @@ import orjson
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from lifecycle.errors import RelayError, StoreError, database_error, first_line
+from lifecycle.errors import RelayError, StoreError, database_error, first_line, in_brackets
 from lifecycle.store import outbox
 from lifecycle.store.codec import now
 from lifecycle.store.engine import create_engine, database_url, for_writing, is_transient
@@ -582,14 +582,14 @@ class Relay:
         cause = error.__cause__ if isinstance(error, StoreError) else error
         if not isinstance(cause, OperationalError):
             raise error
-        detail = first_line(cause)
+        said = in_brackets(cause)
         if max_failures is not None and failures >= max_failures:
             raise RelayError(
                 f"gave up after {failures} failed attempt{'s' * (failures != 1)} in a row:"
-                f" the database is unavailable: {detail}"
+                f" the database is unavailable{said}"
             ) from error
         wait = self.backoff.delay(failures)
-        log.warning("the database is unavailable (%s); retrying in %.2fs", detail, wait)
+        log.warning("the database is unavailable%s; retrying in %.2fs", said, wait)
         return wait
 
     def stop(self) -> None:
