@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 
 from lifecycle.errors import StoreError
 
@@ -65,11 +65,34 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         raise StoreError(
             f"cannot open the event store: {shown!r}: {exc}; the database URL {_EXPECTED}"
         ) from None
+    _per_process(engine)
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
         if parsed.database in (None, "", ":memory:"):
             _one_thread(engine)
     return engine
+
+
+def _per_process(engine: Engine) -> None:
+    """Use a pooled connection only in the process that opened it.
+
+    An application that creates its store and then forks (a web server's preloaded
+    workers, a task queue's pool) would otherwise have its processes talk over one
+    socket at once: statements answered for another process, or a commit of
+    another's transaction. A child drops the connections it inherited, without
+    closing them (that would end the parent's sessions), and opens its own:
+    SQLAlchemy's recipe for pools and ``os.fork()``.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info["pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if record.info["pid"] != os.getpid():
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise DisconnectionError(f"a connection of process {record.info['pid']}")
 
 
 def _one_thread(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import threading
 import time
@@ -371,6 +372,54 @@ def test_an_in_memory_store_used_from_another_thread_says_why_it_cannot_be() -> 
         ]
         assert store.submit(msg("Signed Up", "u1", "acct_1")).accepted
         assert len(list(store.events())) == 2
+
+
+def _connection_id(store: Lifecycle) -> object:
+    """Which connection the store's pool hands out: the server's session id, or the object."""
+    with store.engine.connect() as connection:
+        name = connection.dialect.name
+        if name == "sqlite":
+            return id(connection.connection.driver_connection)
+        query = "SELECT pg_backend_pid()" if name == "postgresql" else "SELECT CONNECTION_ID()"
+        return connection.execute(text(query)).scalar_one()
+
+
+def _forked_child(store: Lifecycle, prefix: str, results: Any) -> None:
+    failed = 0
+    for n in range(50):
+        try:
+            store.submit(msg("Account Created", "u1", f"{prefix}-{n}", mid=f"{prefix}-{n}"))
+        except Exception:
+            failed += 1
+    results.put((_connection_id(store), failed))
+
+
+def test_processes_forked_after_the_store_was_made_open_their_own_connections(
+    db_url: str,
+) -> None:
+    """A store made before a fork (a preloaded web server, a task queue's pool) hands each
+    child a connection of its own. The children had used the parent's pooled connection,
+    all at once: on PostgreSQL, submissions failed with "unexpected result EMPTY_QUERY from
+    command 'BEGIN'", and one process's statements could land in another's transaction."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        assert store.submit(msg("Account Created", "u1", "parent")).accepted
+        parent = _connection_id(store)
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        children = [
+            context.Process(target=_forked_child, args=(store, f"child{n}", results))
+            for n in range(3)
+        ]
+        for child in children:
+            child.start()
+        outcomes = [results.get(timeout=60) for _ in children]
+        for child in children:
+            child.join()
+        assert [failed for _, failed in outcomes] == [0, 0, 0]
+        assert parent not in {connection for connection, _ in outcomes}
+        assert store.submit(msg("Signed Up", "u1", "parent", mid="parent-2")).accepted
+        assert _connection_id(store) == parent
+        assert len(list(store.accounts())) == 151
 
 
 def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(
