@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import re
@@ -729,6 +730,23 @@ def test_retries_are_bounded(db_url: str) -> None:
     assert len(errors) == 1 and "acct_1" in str(errors[0])
     for lc in (setup, winner, loser):
         lc.close()
+
+
+def test_submissions_from_async_code_on_threads(store: Lifecycle) -> None:
+    """The documented way from asyncio: many concurrent ``asyncio.to_thread`` submissions
+    store every account's history exactly."""
+
+    async def main() -> list[list[str]]:
+        async def account(n: int) -> list[str]:
+            history = onboarding(f"acct_{n}")
+            return [(await asyncio.to_thread(store.submit, m)).verdict for m in history]
+
+        return await asyncio.gather(*(account(n) for n in range(12)))
+
+    assert asyncio.run(main()) == [["accepted"] * 4] * 12
+    assert sorted(s.account for s in store.accounts() if s.version == 4) == sorted(
+        f"acct_{n}" for n in range(12)
+    )
 
 
 def test_shared_between_threads(store: Lifecycle) -> None:
