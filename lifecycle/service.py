@@ -53,6 +53,7 @@ from lifecycle.store.engine import (
     database_url,
     deadlocked,
     for_writing,
+    in_memory,
     is_transient,
 )
 from lifecycle.store.migrate import ensure_schema
@@ -336,13 +337,14 @@ class Lifecycle:
 
         ``workers`` > 1 splits a full replay by account range over that many
         forked processes (POSIX only; don't fork a process that runs threads you
-        cannot stop, such as a web server's).
+        cannot stop, such as a web server's). An in-memory SQLite store, which
+        other processes cannot open, is replayed in this one.
 
         ``until`` stops at a global position, ``as_of`` at an instant of the store's
         ``recorded_at`` clock (naive datetimes are UTC). Memory is bounded by the
         number of accounts replayed, not by the number of events.
         """
-        if workers > 1 and accounts is None:
+        if workers > 1 and accounts is None and not in_memory(self.engine):
             try:
                 states = history.replay_partitioned(
                     self.engine, self.policy, workers, until=until, as_of=_utc(as_of),

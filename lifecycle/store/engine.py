@@ -68,9 +68,14 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     _per_process(engine)
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
-        if parsed.database in (None, "", ":memory:"):
+        if in_memory(engine):
             _one_thread(engine)
     return engine
+
+
+def in_memory(engine: Engine) -> bool:
+    """Whether ``engine`` is an in-memory SQLite database: one connection's, nobody else's."""
+    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
 
 
 def _per_process(engine: Engine) -> None:

@@ -349,6 +349,16 @@ def test_partitioned_replay_equals_a_single_process(store: Lifecycle, db_url: st
     assert sum(read) == last
 
 
+def test_an_in_memory_store_replays_in_one_process_whatever_the_workers() -> None:
+    """Forked processes cannot open another's in-memory SQLite database: asking for workers
+    had failed with "no such table: events"; the replay now stays in this process."""
+    with Lifecycle("sqlite://", create_schema=True) as store:
+        store.submit_many(interleave([account_history(f"acct_{n}") for n in range(5)], seed=3))
+        single = list(store.replay())
+        assert len(single) == 5
+        assert list(store.replay(workers=3)) == single
+
+
 def test_account_spans_cover_every_account_once(store: Lifecycle) -> None:
     """The ranges only balance the work: an account without a head still lands in exactly one."""
     store.submit_many(interleave([account_history(f"acct_{n}") for n in range(9)], seed=3))
