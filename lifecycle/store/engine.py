@@ -73,6 +73,24 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+#: The drivers lifecycle picks for a URL that names none (see :func:`_with_settings`).
+_DEFAULT_DRIVERS = {
+    "postgresql+psycopg": "postgresql",
+    "mariadb+pymysql": "mariadb",
+    "mysql+pymysql": "mysql",
+}
+
+
+def shown_url(engine: Engine) -> str:
+    """The engine's URL as the user most likely wrote it, for messages: no password, and
+    without the driver and the charset lifecycle added (``postgresql+psycopg://``)."""
+    url = engine.url
+    url = url.set(drivername=_DEFAULT_DRIVERS.get(url.drivername, url.drivername))
+    if url.query.get("charset") == "utf8mb4":
+        url = url.difference_update_query(["charset"])
+    return url.render_as_string(hide_password=True)
+
+
 def in_memory(engine: Engine) -> bool:
     """Whether ``engine`` is an in-memory SQLite database: one connection's, nobody else's."""
     return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")

@@ -21,7 +21,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.errors import SchemaError
-from lifecycle.store.engine import for_writing
+from lifecycle.store.engine import for_writing, shown_url
 from lifecycle.store.schema import metadata
 
 
@@ -63,7 +63,7 @@ def _known(connection: Connection) -> str | None:
     script = _scripts()
     if current is None or current in {r.revision for r in script.walk_revisions()}:
         return current
-    where = connection.engine.url.render_as_string(hide_password=True)
+    where = shown_url(connection.engine)
     raise SchemaError(
         f"{where} is at schema revision {current}, which this version of lifecycle does not"
         f" know (its newest is {script.get_current_head()}): a newer lifecycle migrated it;"
@@ -168,7 +168,7 @@ def ensure_schema(engine: Engine, *, create: bool) -> None:
     if create:
         upgrade(engine)
         return
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine)
     if current is None:
         raise SchemaError(f"{where} has no lifecycle schema: run `lifecycle db upgrade`")
     raise SchemaError(
