@@ -636,6 +636,21 @@ class Relay:
         with self._reading() as conn:
             return list(outbox.parked(conn))
 
+    def requeue(self, *, account: str | None = None, message_ids: Sequence[str] = ()) -> int:
+        """Send parked events again: those of ``account``, or with one of ``message_ids``,
+        or every one when neither is given; returns how many were parked.
+
+        For when what parked them is fixed: a proxy that answered 400 to everything
+        parks every event, one by one. A requeued event goes out after the events of
+        its account that were delivered meanwhile, with its own ``messageId``.
+        """
+
+        def work() -> int:
+            with self._writing() as conn:
+                return outbox.requeue(conn, account=account, message_ids=message_ids)
+
+        return _retrying("requeue", work)
+
     def backfill(self, *, batch_size: int = 5000) -> int:
         """Enqueue stored events that have no outbox row; returns how many.
 

@@ -31,7 +31,7 @@ from lifecycle.cli.common import (
 )
 from lifecycle.cli.store import add_db_argument
 from lifecycle.cli.text import shown
-from lifecycle.errors import RelayError
+from lifecycle.errors import InputError, RelayError
 
 if TYPE_CHECKING:
     from lifecycle.relay import Relay
@@ -131,6 +131,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     add_format_argument(parked, "text", "jsonl")
     parked.set_defaults(run=run_parked)
+    requeue = sub.add_parser(
+        "requeue",
+        help="send parked events again",
+        description="Make parked events pending again, for the next relay to send: those "
+        "of an account, those with the given messageIds, or --all. For when what parked "
+        "them is fixed (a proxy that refused every request parks every event).",
+    )
+    requeue.add_argument("--account", metavar="ID", help="the parked events of this account")
+    requeue.add_argument(
+        "--message-id",
+        metavar="ID",
+        action="append",
+        default=[],
+        help="the parked event with this messageId (repeat for more)",
+    )
+    requeue.add_argument(
+        "--all", action="store_true", help="every parked event (when no other option is given)"
+    )
+    requeue.set_defaults(run=run_requeue)
     backfill = sub.add_parser(
         "backfill",
         help="enqueue stored events that have no outbox row (older stores)",
@@ -155,7 +174,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help=f"delivered longer ago than this: 90s, 30m, 12h, 7d (default: {KEEP_DELIVERED_TEXT})",
     )
     prune.set_defaults(run=run_prune)
-    for command in (status, parked, backfill, prune):
+    for command in (status, parked, requeue, backfill, prune):
         # SUPPRESS: `relay --db URL status` keeps the URL given before the command.
         command.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="database URL")
 
@@ -347,6 +366,16 @@ def run_parked(args: argparse.Namespace) -> int:
                     f"{shown(event.account)}\t{event.version}\t{shown(event.message_id)}"
                     f"\t{shown(event.reason)}"
                 )
+    return EXIT_OK
+
+
+def run_requeue(args: argparse.Namespace) -> int:
+    """Make parked events pending again."""
+    if not (args.account or args.message_id or args.all):
+        raise InputError("relay requeue: name what to send again: --account, --message-id or --all")
+    with open_relay(args) as relay:
+        count = relay.requeue(account=args.account, message_ids=args.message_id)
+    print(f"requeued {count} parked event{'s' * (count != 1)}")
     return EXIT_OK
 
 

@@ -388,6 +388,19 @@ def parked(connection: Connection) -> Iterator[ParkedEvent]:
         yield ParkedEvent(*row[:5], row[5] or "")
 
 
+def requeue(
+    connection: Connection, *, account: str | None = None, message_ids: Sequence[str] = ()
+) -> int:
+    """Make parked rows pending again (those of ``account``, or with one of ``message_ids``,
+    or all); returns how many. ``attempts`` and ``last_error`` keep their history."""
+    query = update(outbox).where(outbox.c.status == PARKED).values(status=PENDING)
+    if account is not None:
+        query = query.where(outbox.c.account == account)
+    if message_ids:
+        query = query.where(outbox.c.message_id.in_(list(message_ids)))
+    return connection.execute(query).rowcount
+
+
 def unqueued(connection: Connection, limit: int) -> list[tuple[Any, ...]]:
     """Up to ``limit`` stored events without an outbox row, in append order, as event rows.
 

@@ -139,6 +139,18 @@ def test_status_parked_and_errors(tmp_path: Path, segment: FakeSegment) -> None:
     (line,) = parked.stdout.splitlines()
     assert json.loads(line)["messageId"] == bad
 
+    unnamed = run("relay", "requeue", "--db", url)
+    assert unnamed.returncode == 2 and "--account, --message-id or --all" in unnamed.stderr
+    segment.refused_ids.clear()
+    again = run("relay", "requeue", "--db", url, "--message-id", bad)
+    assert (again.returncode, again.stdout) == (0, "requeued 1 parked event\n")
+    assert run("relay", "requeue", "--db", url, "--all").stdout == "requeued 0 parked events\n"
+    resent = subprocess.run(
+        relay_command(url, segment), env=environment(segment), capture_output=True, text=True
+    )
+    assert resent.returncode == 0, resent.stderr
+    assert sorted(segment.message_ids()) == sorted(stored.accepted)
+
 
 def test_shard_processes_and_gzip(tmp_path: Path, segment: FakeSegment) -> None:
     """`--shard 0/2` and `--shard 1/2` together deliver everything; `--gzip` bodies are read."""

@@ -106,6 +106,33 @@ def test_refused_message_is_parked_and_the_rest_goes_on(db_url: str, segment: Fa
     assert status.delivered == len(stored.accepted) - 1
 
 
+def test_parked_events_can_be_sent_again(db_url: str, segment: FakeSegment) -> None:
+    """A proxy that refuses every request parks every event, one by one; once it is fixed,
+    ``requeue`` (by messageId, by account, or all) makes them pending, the next run
+    delivers them, each with its own messageId, and nothing is left parked."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=3)
+    ids = sorted(stored.accepted)
+    for message_id in ids:
+        segment.refuse(message_id)
+    with relay_for(db_url, segment) as relay:
+        assert relay.run().parked == len(ids)
+        segment.refused_ids.clear()
+        first = ids[0]
+        account = stored.accepted[ids[1]][0]
+        assert relay.requeue(message_ids=[first, "no-such-id"]) == 1
+        on_account = sum(1 for a, _ in stored.accepted.values() if a == account)
+        assert relay.requeue(account=account) == on_account - (stored.accepted[first][0] == account)
+        assert relay.run().delivered == 1 + on_account - (stored.accepted[first][0] == account)
+        left = relay.status().parked
+        assert left > 0 and relay.requeue() == left
+        relay.run()
+        assert relay.status().parked == 0 and relay.status().pending == 0
+        assert relay.requeue() == 0
+    # A requeued event comes after its account's events delivered meanwhile: no order here.
+    assert sorted(segment.message_ids()) == ids
+
+
 def test_oversized_message_is_parked_unsent(db_url: str, segment: FakeSegment) -> None:
     """A message over 32 KB is parked without a request; the account's next events go on."""
     with Lifecycle(db_url, create_schema=True) as store:
