@@ -71,6 +71,22 @@ def _known(connection: Connection) -> str | None:
     )
 
 
+def _target(revision: str) -> None:
+    """Refuse a revision no migration here has, naming those there are, before anything runs.
+
+    Alembic would say only that it "can't locate" it, which the command line showed
+    as a database error.
+    """
+    if revision in ("head", "base") or (revision.lstrip("+-").isdigit() and revision[0] in "+-"):
+        return  # the ends, and steps relative to where the database is
+    known = [r.revision for r in reversed(list(_scripts().walk_revisions()))]
+    if revision not in known:
+        raise SchemaError(
+            f"unknown revision {revision!r}: the revisions are base, {', '.join(known)} and "
+            "head (or a step from the current one, such as -1)"
+        )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database up to ``revision``, in one transaction, one migration at a time.
 
@@ -79,6 +95,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     turns, and those after the first find the schema at the head, instead of
     failing on tables that exist or as "database is locked" on SQLite.
     """
+    _target(revision)
     with _migrating(engine) as connection:
         _known(connection)
         command.upgrade(alembic_config(connection), revision)
@@ -86,6 +103,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to ``revision`` (``base`` removes every table)."""
+    _target(revision)
     with _migrating(engine) as connection:
         _known(connection)
         command.downgrade(alembic_config(connection), revision)

@@ -117,6 +117,25 @@ def test_schema_of_a_newer_lifecycle_is_refused_untouched(db_url: str, tmp_path:
     engine.dispose()
 
 
+def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    """`db upgrade`/`db downgrade` to a revision no migration has is a usage error that lists
+    the revisions (it was "database error: Can't locate revision"); relative steps work."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    assert run_cli("db", "upgrade", "--db", db, cwd=tmp_path).returncode == 0
+    head = migrate.head_revision()
+    for command in ("upgrade", "downgrade"):
+        done = run_cli("db", command, "00x9", "--db", db, cwd=tmp_path)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == (
+            "lifecycle: error: unknown revision '00x9': the revisions are base, 0001, 0002, "
+            f"0003, 0004, 0005, {head} and head (or a step from the current one, such as -1)\n"
+        )
+    assert run_cli("db", "downgrade", "-1", "--db", db, cwd=tmp_path).returncode == 0
+    assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith("0005 ")
+    assert run_cli("db", "upgrade", "+1", "--db", db, cwd=tmp_path).returncode == 0
+    assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith(f"{head} ")
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lifecycle", *args], cwd=cwd, capture_output=True, text=True
