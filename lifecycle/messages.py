@@ -78,19 +78,27 @@ _SHORT = 2 * MAX_DEPTH
 
 def _within_limits(line: bytes | str, value: dict[str, Any]) -> list[Item]:
     """:func:`decode_line` for a line long enough to nest too deep or be too large."""
-    # Most lines are cleared by counting their opening brackets.
-    deep = _brackets(line) > MAX_DEPTH
-    size = _size(line)
     batch = value.get("batch")
     if type(batch) is not list:
-        if size > MAX_BYTES:
-            return [Malformed(too_large(size))]
-        return [Malformed(TOO_DEEP)] if deep and too_deep(value) else [value]
+        reason = refusal(line, value)
+        return [value if reason is None else Malformed(reason)]
     items = expand_batch(value, batch)
-    if deep or size > MAX_BYTES:
+    # Most lines are cleared by counting their opening brackets.
+    deep = _brackets(line) > MAX_DEPTH
+    large = _size(line) > MAX_BYTES
+    if deep or large:
         # The line is no measure of its items: look at each.
-        items = [_refused(item, deep, size > MAX_BYTES) for item in items]
+        items = [_refused(item, deep, large) for item in items]
     return items
+
+
+def refusal(text: bytes | str, message: Mapping[str, Any]) -> str | None:
+    """Why one message, ``text`` being its JSON, is not taken (too large, or nested too
+    deep), or None. Counting the opening brackets clears most without walking them."""
+    size = _size(text)
+    if size > MAX_BYTES:
+        return too_large(size)
+    return TOO_DEEP if _brackets(text) > MAX_DEPTH and too_deep(message) else None
 
 
 def _refused(item: Item, deep: bool, large: bool) -> Item:

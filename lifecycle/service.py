@@ -32,15 +32,7 @@ from lifecycle import replay as history
 from lifecycle.decide import Verdict
 from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
-from lifecycle.messages import (
-    MAX_BYTES,
-    MAX_DEPTH,
-    TOO_DEEP,
-    Malformed,
-    kept,
-    too_deep,
-    too_large,
-)
+from lifecycle.messages import MAX_DEPTH, TOO_DEEP, Malformed, kept, refusal
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
@@ -680,13 +672,10 @@ def _submission(message: Mapping[str, Any]) -> Submission:
     except orjson.JSONEncodeError as exc:
         # The encoder's own limit (or a cycle) is the depth rule's business.
         deep = "recursion" in str(exc).lower()
-        reason = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
-        return Submission(*kept(Malformed(reason), _shown(message)))
-    if len(raw) > MAX_BYTES:
-        return Submission(*kept(Malformed(too_large(len(raw))), raw))
-    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(message):
-        return Submission(Malformed(TOO_DEEP), raw)
-    return Submission(message, raw)
+        unwritable = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
+        return Submission(*kept(Malformed(unwritable), _shown(message)))
+    reason = refusal(raw, message)
+    return Submission(message, raw) if reason is None else Submission(*kept(Malformed(reason), raw))
 
 
 def _shown(message: Mapping[str, Any]) -> bytes:
