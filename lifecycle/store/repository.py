@@ -37,9 +37,6 @@ _STORED_VERSIONS = (
 _STORED_IDS = select(events.c.message_id).where(
     events.c.message_id.in_(bindparam("keys", expanding=True))
 )
-_KNOWN_DIGESTS = select(quarantine.c.digest).where(
-    quarantine.c.digest.in_(bindparam("keys", expanding=True))
-)
 _DIGEST_VERDICTS = select(quarantine.c.digest, quarantine.c.code, quarantine.c.reason).where(
     quarantine.c.digest.in_(bindparam("keys", expanding=True))
 )
@@ -122,13 +119,9 @@ def accepted_ids(connection: Connection, message_ids: Sequence[str]) -> set[str]
     return {mid for (mid,) in _pairs(connection, _STORED_IDS, message_ids)}
 
 
-def known_digests(connection: Connection, digests: Sequence[str]) -> set[str]:
-    """Which quarantine digests are already stored (a re-run of the same input)."""
-    return {digest for (digest,) in _pairs(connection, _KNOWN_DIGESTS, digests)}
-
-
 def quarantined(connection: Connection, digests: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """The code and reason of each of ``digests`` already in the quarantine."""
+    """The code and reason of each of ``digests`` already in the quarantine (a re-run of
+    the same input)."""
     return {digest: (code, reason) for digest, code, reason in _pairs(
         connection, _DIGEST_VERDICTS, digests
     )}  # fmt: skip

@@ -273,7 +273,7 @@ def _quarantine(
     ]
     digests = [r["digest"] for r in rows if r["digest"] is not None]
     if digests and earlier is None:
-        known = repository.known_digests(conn, digests)
+        known = repository.quarantined(conn, digests)
         rows = [r for r in rows if r["digest"] is None or r["digest"] not in known]
     repository.quarantine_rows(conn, rows)
 
