@@ -41,6 +41,12 @@ def _scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
 
+@functools.cache
+def _revisions() -> tuple[str, ...]:
+    """The revisions this version ships, oldest first."""
+    return tuple(r.revision for r in reversed(list(_scripts().walk_revisions())))
+
+
 def head_revision() -> str:
     """The newest revision this version of lifecycle ships."""
     head = _scripts().get_current_head()
@@ -60,13 +66,12 @@ def _known(connection: Connection) -> str | None:
     ship; Alembic would only say it "can't locate" it, mid-command.
     """
     current = current_revision(connection)
-    script = _scripts()
-    if current is None or current in {r.revision for r in script.walk_revisions()}:
+    if current is None or current in _revisions():
         return current
     where = shown_url(connection.engine)
     raise SchemaError(
         f"{where} is at schema revision {current}, which this version of lifecycle does not"
-        f" know (its newest is {script.get_current_head()}): a newer lifecycle migrated it;"
+        f" know (its newest is {head_revision()}): a newer lifecycle migrated it;"
         " use that version, or its `lifecycle db downgrade`"
     )
 
@@ -79,11 +84,10 @@ def _target(revision: str) -> None:
     """
     if revision in ("head", "base") or (revision.lstrip("+-").isdigit() and revision[0] in "+-"):
         return  # the ends, and steps relative to where the database is
-    known = [r.revision for r in reversed(list(_scripts().walk_revisions()))]
-    if revision not in known:
+    if revision not in _revisions():
         raise SchemaError(
-            f"unknown revision {revision!r}: the revisions are base, {', '.join(known)} and "
-            "head (or a step from the current one, such as -1)"
+            f"unknown revision {revision!r}: the revisions are base, {', '.join(_revisions())}"
+            " and head (or a step from the current one, such as -1)"
         )
 
 
