@@ -338,6 +338,13 @@ def _retrying(what: str, work: Callable[[], _T]) -> _T:
             attempt += 1
 
 
+def _gave_up(failures: int, why: str) -> RelayError:
+    """The error of a relay that reached ``max_failures`` failed attempts in a row."""
+    return RelayError(
+        f"gave up after {failures} failed attempt{'s' * (failures != 1)} in a row{why}"
+    )
+
+
 def _check_seconds(name: str, value: float) -> None:
     """Refuse a wait that is not a finite number of seconds above zero.
 
@@ -552,9 +559,8 @@ class Relay:
                 failures += 1
                 report.failures += 1
                 if max_failures is not None and failures >= max_failures:
-                    raise RelayError(
-                        f"gave up after {failures} failed attempt{'s' * (failures != 1)} in "
-                        f"a row ({len(outcome.failed)} events left pending): {outcome.error}"
+                    raise _gave_up(
+                        failures, f" ({len(outcome.failed)} events left pending): {outcome.error}"
                     )
                 wait = self.backoff.delay(failures, outcome.retry_after)
                 log.warning(
@@ -584,10 +590,7 @@ class Relay:
             raise error
         said = in_brackets(cause)
         if max_failures is not None and failures >= max_failures:
-            raise RelayError(
-                f"gave up after {failures} failed attempt{'s' * (failures != 1)} in a row:"
-                f" the database is unavailable{said}"
-            ) from error
+            raise _gave_up(failures, f": the database is unavailable{said}") from error
         wait = self.backoff.delay(failures)
         log.warning("the database is unavailable%s; retrying in %.2fs", said, wait)
         return wait
