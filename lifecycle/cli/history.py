@@ -23,7 +23,7 @@ from lifecycle.cli.common import (
     positive,
 )
 from lifecycle.cli.store import add_db_argument, open_store
-from lifecycle.cli.text import shown
+from lifecycle.cli.text import account_line, shown
 from lifecycle.errors import InputError
 from lifecycle.spec import parse_datetime
 
@@ -182,10 +182,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 out.write(orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
         else:
             for state in states:
-                line = (
-                    f"{shown(state.account)}\t{state.status}\t{state.version}\t{len(state.users)}"
-                )
-                out.write(f"{line}\n".encode())
+                out.write(f"{account_line(state)}\n".encode())
     return EXIT_OK
 
 

@@ -25,7 +25,7 @@ from lifecycle.cli.common import (
     positive,
     progress,
 )
-from lifecycle.cli.text import shown
+from lifecycle.cli.text import account_line, shown
 from lifecycle.decide import Verdict
 from lifecycle.reader import InputItem, InputLine, read_lines
 from lifecycle.rules import DEFAULT_POLICY
@@ -377,9 +377,7 @@ def run_accounts_list(args: argparse.Namespace) -> int:
                     orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
                 )
             else:
-                print(
-                    f"{shown(state.account)}\t{state.status}\t{state.version}\t{len(state.users)}"
-                )
+                print(account_line(state))
     statuses = [s for s in DEFAULT_POLICY.states if s != DEFAULT_POLICY.initial]
     if not listed and args.status is not None and args.status not in statuses:
         # Most likely a typo, as for `rejections list --code`.
