@@ -29,6 +29,7 @@ from lifecycle.spec import parse_datetime
 
 if TYPE_CHECKING:
     from lifecycle.replay import AuditFinding
+    from lifecycle.service import Lifecycle
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -171,6 +172,8 @@ def run_replay(args: argparse.Namespace) -> int:
                     workers=workers,
                 )
             )
+        if args.account:
+            _note_missing(store, args.account, {s.account for s in states})
         out = sys.stdout.buffer
         if args.format == "json":
             document = {s.account: s.to_dict() for s in states}
@@ -184,6 +187,16 @@ def run_replay(args: argparse.Namespace) -> int:
             for state in states:
                 out.write(f"{account_line(state)}\n".encode())
     return EXIT_OK
+
+
+def _note_missing(store: Lifecycle, accounts: list[str], replayed: set[str]) -> None:
+    """Say on stderr which ``--account`` printed nothing, and why: a typo prints nothing too."""
+    for account in dict.fromkeys(a for a in accounts if a not in replayed):
+        if store.state(account) is None:
+            why = "no event of it is stored"
+        else:
+            why = "it has no event up to that point"
+        print(f"lifecycle: note: account {shown(account)}: {why}", file=sys.stderr)
 
 
 @contextmanager

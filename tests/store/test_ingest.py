@@ -314,3 +314,21 @@ def test_listing_a_status_no_policy_has_says_so(tmp_path: Path) -> None:
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
     found = cli("accounts", "list", "--status", "created", "--db", db, cwd=tmp_path)
     assert found.stdout.startswith(b"acct_9\tcreated") and found.stderr == b""
+
+
+def test_replaying_an_account_that_prints_nothing_says_why(tmp_path: Path) -> None:
+    """`replay --account` of an account with no stored event, or none up to the point asked,
+    prints nothing, exits 0 and notes which and why; an account it prints goes unmentioned."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    path = write_jsonl(tmp_path / "in.jsonl", [msg("Account Created", "u1", "acct_9")])
+    cli("ingest", str(path), "--db", db, cwd=tmp_path)
+    both = ("--account", "acct_9", "--account", "acct_0", "--account", "acct_0")
+    run = cli("replay", *both, "--format", "text", "--db", db, cwd=tmp_path)
+    assert (run.returncode, run.stdout) == (0, b"acct_9\tcreated\t1\t0\n")
+    assert run.stderr == b"lifecycle: note: account acct_0: no event of it is stored\n"
+    early = cli("replay", *both, "--until", "0", "--db", db, cwd=tmp_path)
+    assert (early.returncode, early.stdout) == (0, b"{}\n")
+    assert early.stderr.decode().splitlines() == [
+        "lifecycle: note: account acct_9: it has no event up to that point",
+        "lifecycle: note: account acct_0: no event of it is stored",
+    ]
