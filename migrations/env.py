@@ -12,6 +12,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from lifecycle.store.engine import create_engine, database_url
+from lifecycle.store.migrate import VERSION_TABLE, owned
 from lifecycle.store.schema import metadata
 
 
@@ -22,6 +23,8 @@ def run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        version_table=VERSION_TABLE,
+        include_name=owned,
     )
     with context.begin_transaction():
         context.run_migrations()

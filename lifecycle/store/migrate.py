@@ -24,6 +24,11 @@ from lifecycle.errors import SchemaError
 from lifecycle.store.engine import for_writing, shown_url
 from lifecycle.store.schema import metadata
 
+#: Where the database's revision is kept. Not Alembic's default ``alembic_version``: an
+#: application that embeds lifecycle in its own database most likely migrates it with
+#: Alembic too, and the two would read and overwrite each other's revision.
+VERSION_TABLE = "lifecycle_version"
+
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the packaged migrations (and ``connection``, if given)."""
@@ -56,7 +61,8 @@ def head_revision() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at, or None for an empty database."""
-    return MigrationContext.configure(connection).get_current_revision()
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
 
 
 def _known(connection: Connection) -> str | None:
@@ -170,10 +176,20 @@ def _lock(connection: Connection) -> tuple[TextClause, dict[str, Any]] | None:
 
 
 def differences(engine: Engine) -> list[Any]:
-    """What differs between the migrated database and the table definitions (empty when none)."""
+    """What differs between lifecycle's tables and their definitions (empty when none).
+
+    Only lifecycle's own tables are compared: the database may be an application's,
+    whose other tables are none of lifecycle's business.
+    """
+    opts = {"compare_type": True, "version_table": VERSION_TABLE, "include_name": owned}
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts=opts)
         return list(compare_metadata(context, metadata))
+
+
+def owned(name: str | None, kind: str, parent_names: Any) -> bool:
+    """Whether a database object is one that lifecycle's definitions describe."""
+    return kind != "table" or name in metadata.tables
 
 
 def ensure_schema(engine: Engine, *, create: bool) -> None:

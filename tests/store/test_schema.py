@@ -16,9 +16,10 @@ from lifecycle import SchemaError
 from lifecycle.service import Lifecycle
 from lifecycle.store import migrate
 from lifecycle.store.engine import create_engine
+from tests.store.helpers import msg, onboarding
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"events", "account_heads", "quarantine", "alembic_version"}
+TABLES = {"events", "account_heads", "quarantine", "lifecycle_version"}
 
 
 def tables(url: str) -> set[str]:
@@ -36,7 +37,7 @@ def test_upgrade_matches_models_and_round_trips(db_url: str) -> None:
     assert migrate.differences(engine) == []
     assert set(sqlalchemy.inspect(engine).get_table_names()) >= TABLES
     migrate.downgrade(engine, "base")
-    assert set(sqlalchemy.inspect(engine).get_table_names()) <= {"alembic_version"}
+    assert set(sqlalchemy.inspect(engine).get_table_names()) <= {"lifecycle_version"}
     migrate.upgrade(engine)
     assert migrate.differences(engine) == []
     with engine.connect() as connection:
@@ -51,7 +52,7 @@ def test_mariadb_text_compares_byte_for_byte_after_0006(db_url: str) -> None:
     query = sqlalchemy.text(
         "SELECT DISTINCT collation_name FROM information_schema.columns WHERE "
         "table_schema = DATABASE() AND collation_name IS NOT NULL "
-        "AND table_name <> 'alembic_version'"
+        "AND table_name <> 'lifecycle_version'"
     )
     engine = create_engine(db_url)
     try:
@@ -98,7 +99,7 @@ def test_schema_of_a_newer_lifecycle_is_refused_untouched(db_url: str, tmp_path:
     engine = create_engine(db_url)
     migrate.upgrade(engine)
     with engine.begin() as connection:
-        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0099_x'"))
+        connection.execute(sqlalchemy.text("UPDATE lifecycle_version SET version_num = '0099_x'"))
     newer = "is at schema revision 0099_x, which this version of lifecycle does not know"
     for attempt in (
         lambda: Lifecycle(engine),
@@ -154,6 +155,61 @@ def test_db_commands(db_url: str, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert run_cli("db", "current", "--db", db_url, cwd=tmp_path).stdout.startswith("base")
     assert run_cli("db", "check", "--db", db_url, cwd=tmp_path).returncode == 1
+
+
+def test_an_applications_own_alembic_schema_is_left_alone(db_url: str, tmp_path: Path) -> None:
+    """In a database an application migrates with Alembic too, lifecycle keeps its revision
+    in a table of its own: it read the application's revision as a lifecycle one it did not
+    know (and refused to start), or wrote its own over it. `db check` compares only
+    lifecycle's tables; `db downgrade base` removes only them."""
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        for statement in (
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
+            "INSERT INTO alembic_version (version_num) VALUES ('9f3e2a1b7c00')",
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR(40))",
+        ):
+            connection.exec_driver_sql(statement)
+    for command in (("db", "upgrade"), ("db", "check"), ("accounts", "list")):
+        done = run_cli(*command, "--db", db_url, cwd=tmp_path)
+        assert done.returncode == 0, (command, done.stderr)
+    assert run_cli("db", "current", "--db", db_url, cwd=tmp_path).stdout.startswith(
+        migrate.head_revision()
+    )
+    assert run_cli("db", "downgrade", "base", "--db", db_url, cwd=tmp_path).returncode == 0
+    assert tables(db_url) == {"alembic_version", "customers", "lifecycle_version"}
+    with engine.connect() as connection:
+        app = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    assert app == [("9f3e2a1b7c00",)]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_postgresql_schema_of_its_own_holds_every_table(db_url: str, tmp_path: Path) -> None:
+    """With its schema first on the URL's search path, lifecycle works beside an application
+    table of one of its names, and joins the application's transaction given the same path."""
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE SCHEMA lc")
+        connection.exec_driver_sql("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+    url = f"{db_url}?options=-csearch_path%3Dlc"
+    assert run_cli("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0
+    store = Lifecycle(url)
+    assert {v.verdict for v in store.submit_many(onboarding("acct_1"))} == {"accepted"}
+    with engine.begin() as connection:
+        connection.exec_driver_sql("SET LOCAL search_path TO lc, public")
+        verdict = store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection)
+        assert verdict.verdict == "accepted"
+    assert store.state("acct_1").version == 5  # type: ignore[union-attr]
+    assert [s.version for s in store.replay()] == [5]
+    store.close()
+    for command in (("db", "check"), ("replay", "--verify"), ("relay", "status")):
+        done = run_cli(*command, "--db", url, cwd=tmp_path)
+        assert done.returncode == 0, (command, done.stderr)
+    inspector = sqlalchemy.inspect(engine)
+    assert set(inspector.get_table_names(schema="lc")) >= TABLES
+    assert inspector.get_table_names(schema="public") == ["events"]
+    engine.dispose()
 
 
 @pytest.mark.slow
