@@ -54,21 +54,29 @@ def decode_line(line: bytes | str) -> list[Item]:
     A line that is not a JSON object gives one :class:`Malformed` item; so does
     a batch entry that is not an object.
     """
+    return decode(line)[0]
+
+
+def decode(line: bytes | str) -> tuple[list[Item], bool]:
+    """:func:`decode_line`, and whether the line is one message as it stands.
+
+    Only then is the line itself that message's JSON: a batch's items are new
+    objects with its context merged in, even when it has only one.
+    """
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         detail = str(exc.args[0] if exc.args else exc)
-        return [
-            Malformed(
-                TOO_DEEP if detail.startswith("depth limit") else f"not valid JSON ({detail})"
-            )
-        ]
+        reason = TOO_DEEP if detail.startswith("depth limit") else f"not valid JSON ({detail})"
+        return [Malformed(reason)], False
     if type(value) is not dict:
-        return [Malformed(f"not a JSON object (got {_kind(value)})")]
-    if len(line) > _SHORT:
-        return _within_limits(line, value)
+        return [Malformed(f"not a JSON object (got {_kind(value)})")], False
     batch = value.get("batch")
-    return [value] if type(batch) is not list else expand_batch(value, batch)
+    if type(batch) is list:
+        return _batch(line, value, batch), False
+    if len(line) > _SHORT and (reason := refusal(line, value)) is not None:
+        return [Malformed(reason)], False
+    return [value], True
 
 
 #: Every level takes an opening and a closing bracket, so a line this short can be
@@ -76,13 +84,11 @@ def decode_line(line: bytes | str) -> list[Item]:
 _SHORT = 2 * MAX_DEPTH
 
 
-def _within_limits(line: bytes | str, value: dict[str, Any]) -> list[Item]:
-    """:func:`decode_line` for a line long enough to nest too deep or be too large."""
-    batch = value.get("batch")
-    if type(batch) is not list:
-        reason = refusal(line, value)
-        return [value if reason is None else Malformed(reason)]
+def _batch(line: bytes | str, value: dict[str, Any], batch: list[Any]) -> list[Item]:
+    """The items of a batch line, each refused that nests too deep or is too large."""
     items = expand_batch(value, batch)
+    if len(line) <= _SHORT:
+        return items
     # Most lines are cleared by counting their opening brackets.
     deep = _brackets(line) > MAX_DEPTH
     large = _size(line) > MAX_BYTES

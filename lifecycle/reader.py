@@ -18,7 +18,7 @@ import orjson
 
 from lifecycle._frozen import fast_init
 from lifecycle.errors import InputError
-from lifecycle.messages import Item, Malformed, decode_line, kept
+from lifecycle.messages import Item, Malformed, decode, kept
 
 STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -128,8 +128,7 @@ class InputItem:
 
 def items_of(line: InputLine) -> list[InputItem]:
     """The messages of one line, in order."""
-    items = decode_line(line.raw)
-    whole = len(items) == 1 and not isinstance(items[0], Malformed) and "batch" not in items[0]
+    items, whole = decode(line.raw)
     out = []
     for index, item in enumerate(items):
         if isinstance(item, Malformed):

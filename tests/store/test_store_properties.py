@@ -52,10 +52,14 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def as_lines(stream: list[dict[str, Any]], styles: list[int]) -> list[InputLine]:
-    """Encode messages as JSONL lines in varied but valid JSON spellings."""
+    """Encode messages as JSONL lines in varied but valid JSON spellings; style 3 sends a
+    message as a batch of one that carries its context."""
     lines = []
     for number, (message, style) in enumerate(zip(stream, styles, strict=False), start=1):
-        if style == 1:
+        if style == 3:
+            own = {k: v for k, v in message.items() if k != "context"}
+            raw = orjson.dumps({"batch": [own], "context": message.get("context")})
+        elif style == 1:
             raw = orjson.dumps(message, option=orjson.OPT_INDENT_2).replace(b"\n", b" ")
         elif style == 2:
             raw = b"  " + orjson.dumps(dict(reversed(message.items())))
@@ -66,15 +70,30 @@ def as_lines(stream: list[dict[str, Any]], styles: list[int]) -> list[InputLine]
 
 
 @SETTINGS
-@given(stream=streams(), styles=st.lists(st.integers(0, 2), min_size=60, max_size=60))
+@given(stream=streams(), styles=st.lists(st.integers(0, 3), min_size=60, max_size=60))
 def test_round_trip_is_byte_for_byte(store: Lifecycle, stream: list[dict[str, Any]],
                                      styles: list[int]) -> None:  # fmt: skip
-    """What goes in comes out: accepted lines in order, payload identical to the line sent."""
+    """What goes in comes out: accepted messages in order, the payload identical to the line
+    sent; a batch's item is stored as the message it stands for, the batch's context in it
+    (a batch of one was stored as the whole batch, and sent to Segment so)."""
     wipe(store)
-    lines = as_lines(stream, styles + [0] * len(stream))
+    styles = styles + [0] * len(stream)
+    lines = as_lines(stream, styles)
     results = store.submit_lines(lines)
-    accepted = [item.raw.rstrip(b"\n").decode() for item, v in results if v.accepted]
-    assert [e.payload for e in store.events()] == accepted
+    sent = {
+        line.number: (message, style)
+        for line, message, style in zip(lines, stream, styles, strict=False)
+    }
+    stored = iter(store.events())
+    for item, verdict in results:
+        if verdict.accepted:
+            payload = next(stored).payload
+            message, style = sent[item.line]
+            if style == 3:
+                assert orjson.loads(payload) == message
+            else:
+                assert payload == item.raw.rstrip(b"\n").decode()
+    assert next(stored, None) is None
 
 
 @SETTINGS
