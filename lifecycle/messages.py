@@ -67,8 +67,8 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         detail = str(exc.args[0] if exc.args else exc)
-        reason = TOO_DEEP if detail.startswith("depth limit") else f"not valid JSON ({detail})"
-        return [Malformed(reason)], False
+        why = TOO_DEEP if detail.startswith("depth limit") else f"not valid JSON ({detail})"
+        return [Malformed(why)], False
     if type(value) is not dict:
         return [Malformed(f"not a JSON object (got {_kind(value)})")], False
     batch = value.get("batch")
