@@ -28,9 +28,9 @@ good (another 4xx) is split in halves until the refused message stands alone;
 that one is *parked* with the answer, and the rest go on. A message larger
 than Segment's 32 KB limit, with a ``messageId`` over its 100 characters, or
 nested too deeply for the client library to write as JSON, is parked without
-being sent. 401, 403, 404 (and
-405, 407, redirects) mean the write key or the host is wrong: the relay stops
-with :class:`RelayError` and parks nothing.
+being sent. 401, 403, 404 (and 405, 407, a redirect, a 2xx other than 200, a TLS
+failure) mean the write key or the host is wrong: the relay stops with
+:class:`RelayError` and parks nothing.
 """
 
 from __future__ import annotations
@@ -178,6 +178,9 @@ class _Segment:
             requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema,
             requests.exceptions.TooManyRedirects,
+            # A certificate that does not verify, or https to a port that speaks http: the
+            # host is wrong (it is a ConnectionError, which would be retried for ever).
+            requests.exceptions.SSLError,
         )
         self._request_error: type[Exception] = requests.exceptions.RequestException
         self.write_key = write_key
@@ -188,7 +191,7 @@ class _Segment:
     def send(self, batch: list[dict[str, Any]], retry_count: int) -> _Answer:
         """POST ``batch`` to ``/v1/batch``; classify the outcome."""
         try:
-            self._post(
+            response = self._post(
                 self.write_key,
                 self.host,
                 gzip=self.gzip,
@@ -206,7 +209,28 @@ class _Segment:
             return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
         except RecursionError:
             return _Answer(_UNSENDABLE, TOO_DEEP_TO_SEND)
-        return _Answer(_OK)
+        return _success(response)
+
+
+def _success(response: Any) -> _Answer:
+    """What a 2xx answer means: delivered only when Segment's API itself answered 200.
+
+    The HTTP client follows redirects, so a 2xx may come from elsewhere: after a 301,
+    302 or 303 it fetched the new address with a bodiless GET, so nothing was uploaded.
+    Either way the host is wrong, as it is for a 2xx other than Segment's 200.
+    """
+    hops = getattr(response, "history", None)
+    if hops:
+        codes = ", ".join(str(hop.status_code) for hop in hops)
+        return _Answer(
+            _FATAL,
+            f"the host redirected the request (HTTP {codes}) to {response.url}, which answered"
+            f" {response.status_code}: nothing is taken as delivered; use Segment's API host",
+        )
+    status = getattr(response, "status_code", 200)
+    if status != 200:
+        return _Answer(_FATAL, f"HTTP {status}: Segment's API answers 200; not taken as delivered")
+    return _Answer(_OK)
 
 
 def _classify(exc: Any) -> _Answer:
@@ -364,6 +388,12 @@ def _check_host(host: str | None) -> None:
         raise RelayError(
             f"host {host!r}: expected an http(s) URL such as {DEFAULT_HOST} (the client "
             "library adds /v1/batch)"
+        )
+    if "?" in host or "#" in host:
+        # The library appends /v1/batch to the text: it would land in the query or be cut off.
+        raise RelayError(
+            f"host {host!r}: a query or fragment cannot take the /v1/batch the client library"
+            " appends; give the scheme, host and path only"
         )
 
 

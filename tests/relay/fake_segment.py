@@ -8,7 +8,9 @@ queued and consumed one per request, in order:
 * ``fail(status, retry_after=...)``: answer ``status`` without recording;
 * ``slow(seconds)``: record the batch (Segment has it), then wait before the 200 —
   past the client's timeout this is a batch received but never acknowledged;
-* ``refuse(message_id)``: answer 400 to every request holding that message.
+* ``refuse(message_id)``: answer 400 to every request holding that message;
+* ``redirect(status)``: answer ``status`` with ``Location: /moved``, a page that
+  answers 200 to any request (counted in ``moved``) and records nothing.
 
 ``stop()`` closes the listening socket and every open connection, so a later
 request is refused until ``start()`` binds the same port again.
@@ -30,6 +32,8 @@ from typing import Any
 
 MAX_MESSAGE = 32 << 10
 MAX_BODY = 500 << 10
+#: Where ``redirect()`` sends a request: a page that answers 200 to anything.
+MOVED = "/moved"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Fault:
     status: int | None = None
     retry_after: str | None = None
     delay: float = 0.0
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class FakeSegment:
     requests: list[Request] = field(default_factory=list)
     arrivals: list[Arrival] = field(default_factory=list)
     unauthorized: int = 0
+    moved: int = 0
     refused_ids: set[str] = field(default_factory=set)
     delay: float = 0.0
 
@@ -123,6 +129,11 @@ class FakeSegment:
         with self._lock:
             self._faults.extend([Fault(status=status, retry_after=retry_after)] * times)
 
+    def redirect(self, status: int, times: int = 1) -> None:
+        """The next ``times`` requests are redirected to ``/moved``, unrecorded."""
+        with self._lock:
+            self._faults.extend([Fault(status=status, location=MOVED)] * times)
+
     def slow(self, seconds: float, times: int = 1) -> None:
         """The next ``times`` requests are recorded, then answered 200 after ``seconds``."""
         with self._lock:
@@ -168,6 +179,12 @@ class FakeSegment:
     def _handle(self, handler: _Handler) -> None:
         with self._lock:
             self._sockets.add(handler.connection)
+        if handler.path == MOVED:
+            handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+            with self._lock:
+                self.moved += 1
+            handler.answer(200, {"page": "moved"})
+            return
         if handler.path != "/v1/batch":
             handler.answer(404, {"code": "not_found", "message": "no such endpoint"})
             return
@@ -198,6 +215,8 @@ class FakeSegment:
         if fault is not None and fault.status is not None:
             self._log(number, fault.status, batch, len(body), record=False)
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            if fault.location:
+                headers["Location"] = fault.location
             handler.answer(fault.status, {"code": "fault", "message": "injected"}, headers)
             return
         if refused:
@@ -230,6 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
     segment: FakeSegment
 
     def do_POST(self) -> None:
+        self.segment._handle(self)
+
+    def do_GET(self) -> None:
         self.segment._handle(self)
 
     def answer(

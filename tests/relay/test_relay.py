@@ -27,7 +27,7 @@ from lifecycle.relay import (
 from lifecycle.service import Lifecycle
 from lifecycle.store.outbox import shard_of
 from tests.relay.fake_segment import FakeSegment, free_port
-from tests.relay.helpers import assert_delivered, relay_for, submit_history
+from tests.relay.helpers import FAST, assert_delivered, relay_for, submit_history
 from tests.store.helpers import msg, onboarding
 from tests.tcp_proxy import TcpProxy
 
@@ -220,6 +220,59 @@ def test_wrong_write_key_stops_the_relay(db_url: str, segment: FakeSegment) -> N
     with relay_for(db_url, segment) as relay:
         status = relay.status()
     assert (status.pending, status.parked) == (4, 0)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_stops_the_relay_with_nothing_delivered(
+    db_url: str, segment: FakeSegment, status: int
+) -> None:
+    """A host that redirects is the wrong host: the HTTP client followed it (after 301-303
+    with a bodiless GET, so nothing was uploaded) and the page it reached answered 200,
+    which had marked every event delivered. Now RelayError, and all stays pending."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_r"))
+    segment.redirect(status)
+    with relay_for(db_url, segment) as relay, pytest.raises(RelayError) as raised:
+        relay.run()
+    assert f"the host redirected the request (HTTP {status}) to {segment.url}/moved" in str(
+        raised.value
+    )
+    assert segment.moved == 1 and segment.arrivals == []
+    with relay_for(db_url, segment) as relay:
+        status_now = relay.status()
+        assert (status_now.pending, status_now.delivered, status_now.parked) == (4, 0, 0)
+        assert relay.run().delivered == 4  # the same host, now answering: all go
+
+
+def test_a_2xx_other_than_200_is_not_taken_as_delivered(db_url: str, segment: FakeSegment) -> None:
+    """Segment's API answers 200; a 202 comes from something else, and proves nothing."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_a"))
+    segment.fail(202)
+    with relay_for(db_url, segment) as relay, pytest.raises(RelayError, match="HTTP 202"):
+        relay.run()
+    with relay_for(db_url, segment) as relay:
+        assert relay.status().pending == 4
+
+
+def test_https_to_a_plain_http_server_stops_at_once(db_url: str, segment: FakeSegment) -> None:
+    """A TLS failure means the host is wrong: it was retried as an outage, for ever with
+    --follow. Now RelayError on the first attempt."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_t"))
+    https = segment.url.replace("http:", "https:")
+    relay = Relay(db_url, write_key=segment.write_key, host=https, backoff=FAST)
+    with relay, pytest.raises(RelayError, match="SSLError") as raised:
+        relay.run(max_failures=50)
+    assert not str(raised.value).startswith("gave up")
+    assert segment.arrivals == []
+
+
+@pytest.mark.parametrize("host", ["https://api.segment.io?x=1", "https://api.segment.io/#f"])
+def test_a_host_with_a_query_or_fragment_is_refused_up_front(host: str, tmp_path: Path) -> None:
+    """The library appends /v1/batch to the host's text, into the query or the fragment."""
+    with pytest.raises(RelayError, match="a query or fragment cannot take the /v1/batch"):
+        Relay(f"sqlite:///{tmp_path / 'never.db'}", write_key="k", host=host)
 
 
 @pytest.mark.parametrize("host", ["api.segment.io", "ftp://api.segment.io", "http://", "a b"])
