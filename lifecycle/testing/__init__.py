@@ -1,7 +1,7 @@
 """Test helpers for code that uses lifecycle: strategies, model-based cases, a state machine.
 
 * :mod:`lifecycle.testing.strategies`: Hypothesis strategies of messages and histories;
-* :mod:`lifecycle.testing.mutations`: mutated legal histories and their verdicts;
+* ``mutations`` and ``Mutation``: mutated legal histories and their verdicts;
 * :mod:`lifecycle.testing.model`: deterministic cases from the policy's graph;
 * :mod:`lifecycle.testing.machine`: a state machine base for code that emits events;
 * :mod:`lifecycle.testing.plugin`: pytest fixtures (loaded automatically).
@@ -32,7 +32,7 @@ from lifecycle.testing.model import (
 
 if TYPE_CHECKING:
     from lifecycle.testing.machine import LifecycleMachine
-    from lifecycle.testing.mutations import Mutation, mutations
+    from lifecycle.testing._mutations import Mutation, mutations
     from lifecycle.testing.strategies import (
         Message,
         illegal_histories,
@@ -62,11 +62,11 @@ __all__ = [
 _LAZY = {
     "LifecycleMachine": "machine",
     "Message": "strategies",
-    "Mutation": "mutations",
+    "Mutation": "_mutations",
     "illegal_histories": "strategies",
     "legal_histories": "strategies",
     "messages": "strategies",
-    "mutations": "mutations",
+    "mutations": "_mutations",
 }
 
 

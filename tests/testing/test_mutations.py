@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,3 +42,19 @@ def test_a_retargeted_event_needs_its_account(data: st.DataObject) -> None:
     moved = mutation.history[mutation.index]
     expected = "accepted" if moved["event"] == "Account Created" else "account_unknown"
     assert mutation.outcome(mutation.index) == expected
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "from lifecycle.testing import Mutation, mutations",
+        "from lifecycle.testing import mutations, Mutation",
+        "import lifecycle.testing as t; t.Mutation; mutations = t.mutations",
+    ],
+)
+def test_mutations_is_the_strategy_whatever_was_imported_first(imports: str) -> None:
+    """Importing ``Mutation`` first had loaded a submodule of the same name as the strategy,
+    and ``from lifecycle.testing import mutations`` then gave that module."""
+    code = f"{imports}\nimport inspect\nassert not inspect.ismodule(mutations), mutations"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
