@@ -17,6 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection, Engine
 
@@ -82,14 +83,26 @@ def _known(connection: Connection) -> str | None:
     )
 
 
-def _target(revision: str) -> None:
-    """Refuse a revision no migration here has, naming those there are, before anything runs.
+def _target(revision: str, *, up: bool) -> None:
+    """Refuse, before anything runs, a revision no migration here has (naming those there
+    are) and a target on the wrong side (``downgrade head``, ``upgrade -1``).
 
-    Alembic would say only that it "can't locate" it, which the command line showed
-    as a database error.
+    Alembic would say only that it "can't locate" it, or that a relative revision
+    "didn't produce" its migrations, which the command line showed as a database error.
     """
-    if revision in ("head", "base") or (revision.lstrip("+-").isdigit() and revision[0] in "+-"):
-        return  # the ends, and steps relative to where the database is
+    step = revision[:1] in ("+", "-") and revision[1:].isdigit()
+    if revision in ("head", "base") or step:
+        wrong = ("base", "-") if up else ("head", "+")
+        if revision == wrong[0] or revision.startswith(wrong[1]):
+            raise SchemaError(
+                f"{'upgrade' if up else 'downgrade'} {revision}: "
+                + (
+                    "an upgrade goes forward: to head, a revision or a step such as +1"
+                    if up
+                    else "a downgrade goes back: to base, a revision or a step such as -1"
+                )
+            )
+        return
     if revision not in _revisions():
         raise SchemaError(
             f"unknown revision {revision!r}: the revisions are base, {', '.join(_revisions())}"
@@ -105,18 +118,26 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     turns, and those after the first find the schema at the head, instead of
     failing on tables that exist or as "database is locked" on SQLite.
     """
-    _target(revision)
+    _target(revision, up=True)
     with _migrating(engine) as connection:
         _known(connection)
-        command.upgrade(alembic_config(connection), revision)
+        _alembic(command.upgrade, connection, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to ``revision`` (``base`` removes every table)."""
-    _target(revision)
+    _target(revision, up=False)
     with _migrating(engine) as connection:
         _known(connection)
-        command.downgrade(alembic_config(connection), revision)
+        _alembic(command.downgrade, connection, revision)
+
+
+def _alembic(run: Any, connection: Connection, revision: str) -> None:
+    """Run an Alembic command; what it refuses (a step past either end) is a SchemaError."""
+    try:
+        run(alembic_config(connection), revision)
+    except CommandError as exc:
+        raise SchemaError(f"cannot migrate to {revision}: {exc}") from exc
 
 
 #: PostgreSQL advisory lock key held while migrating ("lcmg" in ASCII).

@@ -31,8 +31,8 @@ from lifecycle.testing.model import (
 )
 
 if TYPE_CHECKING:
-    from lifecycle.testing.machine import LifecycleMachine
     from lifecycle.testing._mutations import Mutation, mutations
+    from lifecycle.testing.machine import LifecycleMachine
     from lifecycle.testing.strategies import (
         Message,
         illegal_histories,

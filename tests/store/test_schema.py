@@ -120,7 +120,8 @@ def test_schema_of_a_newer_lifecycle_is_refused_untouched(db_url: str, tmp_path:
 
 def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
     """`db upgrade`/`db downgrade` to a revision no migration has is a usage error that lists
-    the revisions (it was "database error: Can't locate revision"); relative steps work."""
+    the revisions (it was "database error: Can't locate revision"); so is a target on the
+    wrong side, or a step past either end. Relative steps work."""
     db = f"sqlite:///{tmp_path / 'r.db'}"
     assert run_cli("db", "upgrade", "--db", db, cwd=tmp_path).returncode == 0
     head = migrate.head_revision()
@@ -131,6 +132,17 @@ def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: P
             "lifecycle: error: unknown revision '00x9': the revisions are base, 0001, 0002, "
             f"0003, 0004, 0005, {head} and head (or a step from the current one, such as -1)\n"
         )
+    for command, target, why in (
+        ("downgrade", "head", "a downgrade goes back"),
+        ("downgrade", "+1", "a downgrade goes back"),
+        ("upgrade", "base", "an upgrade goes forward"),
+        ("upgrade", "-1", "an upgrade goes forward"),
+        ("upgrade", "+1", "Relative revision +1 didn't produce 1 migrations"),
+        ("downgrade", "-9", "Relative revision -9 didn't produce 9 migrations"),
+    ):
+        done = run_cli("db", command, target, "--db", db, cwd=tmp_path)
+        assert done.returncode == 2 and why in done.stderr, (command, target, done.stderr)
+        assert done.stderr.startswith("lifecycle: error: ")  # not "database error"
     assert run_cli("db", "downgrade", "-1", "--db", db, cwd=tmp_path).returncode == 0
     assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith("0005 ")
     assert run_cli("db", "upgrade", "+1", "--db", db, cwd=tmp_path).returncode == 0
