@@ -666,3 +666,26 @@ def test_sample_history_text_summary() -> None:
     section = text.split("rejections by code:\n")[1].split("\n\n")[0]
     assert {row.split()[0]: int(row.split()[1]) for row in section.splitlines()} == SAMPLE_CODES
     assert SAMPLE.read_bytes().count(b"\n") == 40
+
+
+@pytest.mark.parametrize(
+    ("module", "url", "extra"),
+    [("psycopg", "postgresql://u@127.0.0.1:1/x", "postgres"),
+     ("pymysql", "mariadb://u@127.0.0.1:1/x", "mariadb")],
+)  # fmt: skip
+def test_exit_2_naming_the_extra_when_the_driver_is_missing(
+    module: str, url: str, extra: str
+) -> None:
+    """A server URL whose driver is not installed (plain `pip install lifecycle`) printed an
+    ImportError traceback and exited 1, which scripts read as "rejections found"."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from lifecycle.cli import main\n"
+        f"sys.exit(main(['accounts', 'list', '--db', {url!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    (message,) = done.stderr.splitlines()
+    assert message.startswith("lifecycle: error: cannot open the event store: the ")
+    assert message.endswith(f"driver is not installed (import of {module} halted; None in "
+                            f"sys.modules): pip install 'lifecycle[{extra}]'")  # fmt: skip

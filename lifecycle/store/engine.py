@@ -65,12 +65,25 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         raise StoreError(
             f"cannot open the event store: {shown!r}: {exc}; the database URL {_EXPECTED}"
         ) from None
+    except ImportError as exc:  # the driver is not installed
+        raise StoreError(_missing_driver(parsed.get_backend_name(), exc)) from exc
     _per_process(engine)
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
         if in_memory(engine):
             _one_thread(engine)
     return engine
+
+
+#: The extra that installs the driver lifecycle picks for each server backend.
+_EXTRAS = {"postgresql": "postgres", "mariadb": "mariadb", "mysql": "mariadb"}
+
+
+def _missing_driver(backend: str, error: ImportError) -> str:
+    """Why a URL cannot be opened whose driver is not installed, and what installs it."""
+    extra = _EXTRAS.get(backend)
+    fix = f": pip install 'lifecycle[{extra}]'" if extra else ""
+    return f"cannot open the event store: the {backend} driver is not installed ({error}){fix}"
 
 
 #: The drivers lifecycle picks for a URL that names none (see :func:`_with_settings`).
