@@ -689,3 +689,25 @@ def test_exit_2_naming_the_extra_when_the_driver_is_missing(
     assert message.startswith("lifecycle: error: cannot open the event store: the ")
     assert message.endswith(f"driver is not installed (import of {module} halted; None in "
                             f"sys.modules): pip install 'lifecycle[{extra}]'")  # fmt: skip
+
+
+def test_the_installed_command_finds_a_policy_module_of_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """`lifecycle check --policy myapp.tracking:POLICY` run from the project: the console
+    script's import path held its own directory, not the working one, and the module was
+    "not found" (it worked only as `python -m lifecycle`)."""
+    script = Path(sys.executable).with_name("lifecycle")
+    if not script.exists():
+        pytest.skip("the lifecycle console script is not installed next to this Python")
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    module = "from lifecycle import DEFAULT_POLICY\nPOLICY = DEFAULT_POLICY.extend(name='mine')\n"
+    (tmp_path / "myapp" / "tracking.py").write_text(module)
+    path = write(tmp_path / "in.jsonl", line("Account Created"))
+    done = subprocess.run(
+        [script, "check", path, "--policy", "myapp.tracking:POLICY"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "accepted              1" in done.stdout

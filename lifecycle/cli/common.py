@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -101,6 +102,7 @@ def load_policy(spec: str | None) -> Policy:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InputError(f"--policy {spec!r}: expected module:attribute")
+    _importable_from_here()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -118,6 +120,18 @@ def load_policy(spec: str | None) -> Policy:
     if not isinstance(policy, Policy):
         raise InputError(f"--policy {spec!r}: {attribute} is not a lifecycle Policy")
     return policy
+
+
+def _importable_from_here() -> None:
+    """Let ``--policy`` name a module of the working directory, as ``python -m`` would.
+
+    An installed console script's path starts with its own directory, not the working
+    one, so ``--policy myapp.tracking:POLICY`` run from the project failed to import.
+    The working directory goes last: it never shadows an installed module.
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
 
 
 def make_report(format: str, show: int = 10) -> Report:
