@@ -377,13 +377,17 @@ class Lifecycle:
         """
         with self._snapshot() as conn:
             replayed = history.replay(conn, self.policy)
-            heads = {
-                state.account: state
-                for state in map(state_from_json, conn.execute(_HEAD_STATES).scalars())
-            }
+            heads: dict[str, AccountState] = {}
+            columns: dict[str, dict[str, Any]] = {}
+            for account, version, status, state in conn.execute(_HEAD_ROWS):
+                heads[account] = state_from_json(state)
+                # What `accounts list --status` and the version check read, beside the JSON.
+                columns[account] = {"version (column)": version, "status (column)": status}
             for account in sorted(replayed.keys() | heads.keys()):
                 truth = replayed.get(account)
                 fields = history.differences(heads.get(account), truth)
+                if truth is not None and account in columns:
+                    fields.update(_column_differences(columns[account], truth))
                 if fields:
                     yield history.Difference(account, "head", fields)
                 snap = history.load_account(conn, self.policy, account) if truth else None
@@ -661,8 +665,17 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 #: Every account head's stored state.
 _HEAD_STATES = select(account_heads.c.state)
+_HEAD_ROWS = select(
+    account_heads.c.account, account_heads.c.version, account_heads.c.status, account_heads.c.state
+)
 #: The row store transactions lock: in share mode, or exclusively to run alone.
 _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
+
+
+def _column_differences(columns: dict[str, Any], truth: AccountState) -> dict[str, Any]:
+    """A head row's own version and status columns that disagree with the replayed state."""
+    expected = {"version (column)": truth.version, "status (column)": truth.status}
+    return {k: (v, expected[k]) for k, v in columns.items() if v != expected[k]}
 
 
 def _submission(message: Mapping[str, Any]) -> Submission:

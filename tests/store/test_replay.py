@@ -232,6 +232,25 @@ def test_verify_reports_a_corrupted_head(store: Lifecycle, db_url: str, tmp_path
     assert "acct_1" not in run.stdout
 
 
+def test_verify_reports_a_head_whose_columns_disagree_with_its_state(store: Lifecycle) -> None:
+    """The head's status and version columns (what `accounts list --status` filters on) are
+    compared too: a head whose JSON was right but whose status column was not verified
+    clean, and `accounts list --status deleted` listed an active account."""
+    store.submit_many(account_history("acct_1") + account_history("acct_2"))
+    assert list(store.verify()) == []
+    truth = store.state("acct_2")
+    assert truth is not None
+    with store.engine.begin() as connection:
+        connection.execute(update(account_heads).where(account_heads.c.account == "acct_2")
+                           .values(status="deleted", version=truth.version + 1))  # fmt: skip
+    (difference,) = store.verify()
+    assert (difference.account, difference.source) == ("acct_2", "head")
+    assert difference.fields == {
+        "status (column)": ("deleted", truth.status),
+        "version (column)": (truth.version + 1, truth.version),
+    }
+
+
 def test_replay_command_formats(store: Lifecycle, db_url: str, tmp_path: Path) -> None:
     """`replay` prints the `accounts show` shape as one JSON object, JSON lines or text."""
     store.submit_many(account_history("acct_1") + account_history("acct_2"))
