@@ -415,9 +415,17 @@ def test_exit_2_for_a_directory(tmp_path: Path) -> None:
             "lifecycle ingest: error: argument --batch-size: not an integer: 'many' "
             "(see lifecycle ingest --help)",
         ),
+        (
+            ["audit"],
+            "lifecycle audit: error: the following arguments are required: --policy "
+            "(see lifecycle audit --help)",
+        ),
     ],
-    ids=["unknown-option", "no-file", "bad-format", "show", "until", "workers", "batch-size"],
-)
+    ids=[
+        "unknown-option", "no-file", "bad-format", "show", "until", "workers", "batch-size",
+        "audit-policy",
+    ],
+)  # fmt: skip
 def test_exit_2_for_usage_errors(args: list[str], message: str) -> None:
     """Usage errors exit 2 with one line on stderr and nothing on stdout."""
     assert_usage_error(lifecycle(*args), message)

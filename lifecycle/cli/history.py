@@ -77,15 +77,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "audit",
         help="which stored events would another policy reject?",
         description=(
-            "Re-judge the stored history (or FILEs) under another policy and report the events "
-            "it would reject, grouped by code, with account and position. Read-only. Exit 1 "
-            "when something would be rejected."
+            "Re-judge the stored history under another policy and report the events it would "
+            "reject, grouped by code, with account and position. Read-only. Exit 1 when "
+            "something would be rejected. With FILEs, judge those instead, exactly as "
+            "`check --policy` does (its output and exit codes)."
         ),
     )
     audit.add_argument(
-        "files", nargs="*", metavar="FILE", help="judge these files instead of the store"
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="judge these files instead of the store (as `check --policy` does)",
     )
-    audit.add_argument("--policy", metavar="MODULE:ATTR", help="the policy to audit against")
+    audit.add_argument(
+        "--policy", metavar="MODULE:ATTR", required=True, help="the policy to audit against"
+    )
     add_format_argument(audit, "text", "jsonl")
     audit.add_argument(
         "--show",
