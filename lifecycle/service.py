@@ -658,6 +658,10 @@ def _utc(moment: datetime | None) -> datetime | None:
     """
     if moment is None:
         return None
+    if not isinstance(moment, datetime):
+        # A string (an ISO instant, most likely) failed deep inside with "'str' object has
+        # no attribute 'tzinfo'"; the command line parses --as-of itself.
+        raise TypeError(f"as_of must be a datetime, got {type(moment).__name__}: {moment!r}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return utc_naive(min(max(moment, EARLIEST_TIMESTAMP), LATEST_TIMESTAMP))

@@ -176,6 +176,11 @@ def test_until_and_as_of_give_prefixes(store: Lifecycle) -> None:
     late = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
     assert list(store.replay(as_of=late)) == list(store.replay())
     assert store.load("acct_1", as_of=late) == store.state("acct_1")
+    # An ISO string is not an instant here (the command line parses --as-of itself).
+    text: Any = "2024-01-01"
+    for call in (lambda: list(store.replay(as_of=text)), lambda: store.load("acct_1", as_of=text)):
+        with pytest.raises(TypeError, match="as_of must be a datetime, got str: '2024-01-01'"):
+            call()
 
 
 def test_timestamps_at_the_ends_of_the_storable_years_round_trip(store: Lifecycle) -> None:
