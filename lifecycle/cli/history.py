@@ -39,7 +39,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="rebuild account states from the stored events alone",
         description=(
             "Rebuild account states purely from stored events (never from a cache) and print "
-            "them in the `accounts show` shape. --until stops at a global position, --as-of at "
+            "them in the `accounts show` JSON shape (text: the `accounts list` line). "
+            "--until stops at a global position, --as-of at "
             "the instant the store recorded the events (not the events' own timestamp). "
             "--verify compares a full replay with what the live path reads (account heads, "
             "snapshots) and exits 1 with a diff per account if they differ."

@@ -147,7 +147,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="the parked event with this messageId (repeat for more)",
     )
     requeue.add_argument(
-        "--all", action="store_true", help="every parked event (when no other option is given)"
+        "--all", action="store_true", help="every parked event (not with --account or --message-id)"
     )
     requeue.set_defaults(run=run_requeue)
     backfill = sub.add_parser(
@@ -176,7 +176,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     prune.set_defaults(run=run_prune)
     for command in (status, parked, requeue, backfill, prune):
         # SUPPRESS: `relay --db URL status` keeps the URL given before the command.
-        command.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="database URL")
+        command.add_argument(
+            "--db",
+            metavar="URL",
+            default=argparse.SUPPRESS,
+            help="database URL (default: $LIFECYCLE_DATABASE_URL, else sqlite:///lifecycle.db)",
+        )
 
 
 def open_relay(args: argparse.Namespace, **options: Any) -> Relay:
