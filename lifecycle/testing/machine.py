@@ -13,8 +13,8 @@ Needs ``hypothesis``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import ClassVar
 
 from hypothesis.stateful import RuleBasedStateMachine, invariant
 
@@ -23,7 +23,7 @@ from lifecycle.gate import Gate
 from lifecycle.policy import Policy
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
-from lifecycle.testing._assertions import verdict_table
+from lifecycle.testing._assertions import Given, judged, verdict_table
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -46,25 +46,29 @@ class LifecycleMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.gate = Gate(self.policy)
-        self.emitted: list[Mapping[str, Any]] = []
+        self.emitted: list[Given] = []
         self.verdicts: list[Verdict] = []
 
-    def emit(self, message: Mapping[str, Any]) -> Verdict:
-        """Judge one emitted message; fail with every message so far unless it is accepted."""
+    def emit(self, message: Given) -> Verdict:
+        """Judge one emitted message; fail with every message so far unless it is accepted.
+
+        JSON text holding a batch object is judged item by item, each recorded and
+        checked; the verdict returned is the last item's.
+        """
         __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
-        verdict = self.gate.submit(message)
-        self.emitted.append(message)
-        self.verdicts.append(verdict)
-        if not verdict.accepted:
-            raise AssertionError(
-                f"emitted message #{len(self.emitted) - 1} was not accepted: "
-                f"{verdict.verdict} {verdict.code or ''}".rstrip()
-                + "\n"
-                + verdict_table(self.emitted, self.verdicts)
-            )
+        for item, verdict in judged(self.gate, message):
+            self.emitted.append(item)
+            self.verdicts.append(verdict)
+            if not verdict.accepted:
+                raise AssertionError(
+                    f"emitted message #{len(self.emitted) - 1} was not accepted: "
+                    f"{verdict.verdict} {verdict.code or ''}".rstrip()
+                    + "\n"
+                    + verdict_table(self.emitted, self.verdicts)
+                )
         return verdict
 
-    def check_emitted(self, messages: Iterable[Mapping[str, Any]]) -> list[Verdict]:
+    def check_emitted(self, messages: Iterable[Given]) -> list[Verdict]:
         """Judge messages in order with :meth:`emit`; returns their verdicts."""
         return [self.emit(m) for m in messages]
 

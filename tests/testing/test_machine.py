@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -84,3 +85,24 @@ def test_the_machine_finds_an_ordering_bug() -> None:
     text = str(failure.value)
     assert "was not accepted: rejected user_unknown" in text
     assert "Signed In" in text and "#  event" in text
+
+
+class BatchSendingMachine(LifecycleMachine):
+    """An app that sends its events as one Segment batch, with a bug in the middle."""
+
+    @rule()
+    def onboard(self) -> None:
+        app = Accounts()
+        events = app.create("acct_b", "u1") + app.join("acct_b", "u1")[::-1]
+        self.emit(json.dumps({"batch": events}))
+
+
+def test_the_machine_checks_every_item_of_an_emitted_batch() -> None:
+    """A batch emitted as JSON text is judged item by item: only its first item was checked,
+    so the Signed In before Signed Up inside it went unnoticed."""
+    with pytest.raises(AssertionError) as failure:
+        run_state_machine_as_test(
+            BatchSendingMachine,
+            settings=settings(max_examples=5, deadline=None, database=None, print_blob=False),
+        )
+    assert "emitted message #1 was not accepted: rejected user_unknown" in str(failure.value)

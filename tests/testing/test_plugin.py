@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import orjson
 import pytest
 
-from lifecycle import Gate
+from lifecycle import Gate, Lifecycle
 from lifecycle.testing import assert_accepted
 
 CREATED = {"event": "Account Created", "userId": "u1", "context": {"groupId": "acct_1"}}
@@ -30,6 +33,26 @@ def test_assert_accepted_shows_a_verdict_table() -> None:
     assert "!rejected  user_unknown" in lines[3]
     assert "Signed In for acct_1 by u1: user u1 is unknown" in lines[3]
     assert "malformed_json" in lines[4]
+
+
+@pytest.mark.parametrize("store", [False, True], ids=["gate", "store"])
+def test_assert_accepted_checks_every_item_of_a_batch_given_as_text(
+    store: bool, tmp_path: Path
+) -> None:
+    """A batch line is as many messages as it has items: only its first verdict was checked,
+    so a batch whose later items were refused passed. An empty batch fails."""
+    target = Lifecycle(f"sqlite:///{tmp_path / 'a.db'}") if store else Gate()
+    batch = orjson.dumps({"batch": [CREATED, SIGNED_IN, CREATED]})
+    with pytest.raises(AssertionError) as failure:
+        assert_accepted(target, [batch])
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "2 of 3 messages not accepted; first at #1: rejected user_unknown"
+    assert [line.split()[0] for line in lines[2:]] == ["0", "1", "2"]
+    assert "account_exists" in lines[4]
+    fine = orjson.dumps({"batch": [SIGNED_UP, SIGNED_IN]}).decode()
+    assert [v.verdict for v in assert_accepted(target, [fine])] == ["accepted"] * 2
+    with pytest.raises(AssertionError, match="rejected malformed_json"):
+        assert_accepted(target, ['{"batch": []}'])
 
 
 def test_fixtures_are_provided(pytester: pytest.Pytester) -> None:
