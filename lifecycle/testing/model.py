@@ -29,6 +29,7 @@ Pure and free of Hypothesis: usable in any test runner.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,8 +73,8 @@ class StatePath:
 
     @property
     def messages(self) -> list[Message]:
-        """The history as fresh dicts, ready to submit."""
-        return [dict(m) for m in self.history]
+        """The history as fresh dicts, ready to submit (and to change: deep copies)."""
+        return [copy.deepcopy(m) for m in self.history]
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ class TransitionCase:
 
     @property
     def messages(self) -> list[Message]:
-        """The history and the event, as fresh dicts ready to submit."""
-        return [*(dict(m) for m in self.history), dict(self.message)]
+        """The history and the event, as fresh dicts ready to submit (and to change)."""
+        return copy.deepcopy([*self.history, self.message])
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,8 @@ class RefusalCase:
 
     @property
     def messages(self) -> list[Message]:
-        """The history and the event, as fresh dicts ready to submit."""
-        return [*(dict(m) for m in self.history), dict(self.message)]
+        """The history and the event, as fresh dicts ready to submit (and to change)."""
+        return copy.deepcopy([*self.history, self.message])
 
 
 def shortest_paths(policy: Policy) -> list[StatePath]:

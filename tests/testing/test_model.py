@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from lifecycle import Gate
@@ -100,3 +102,19 @@ def test_cases_parametrize_with_readable_ids(case: TransitionCase) -> None:
 def test_custom_refusals_parametrize(case: RefusalCase) -> None:
     """Refusal cases of a custom policy work as pytest parameters."""
     assert Gate(SUBSCRIPTIONS).submit_many(case.messages)[-1].code == case.code
+
+
+def test_changing_the_messages_of_a_case_leaves_the_case_alone() -> None:
+    """``messages`` are deep copies: retargeting one (its ``context``) had changed the
+    case itself, so a list of cases shared by two tests depended on their order."""
+    for case in (
+        shortest_paths(DEFAULT_POLICY)[-1],
+        transition_cases(DEFAULT_POLICY)[3],
+        refusal_cases(DEFAULT_POLICY)[3],
+    ):
+        before = copy.deepcopy(case.messages)
+        changed = case.messages
+        for message in changed:
+            message["context"]["groupId"] = "acct_elsewhere"
+            message.setdefault("properties", {})["extra"] = 1
+        assert case.messages == before, case.name
