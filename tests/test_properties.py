@@ -90,6 +90,8 @@ def test_messages_have_a_valid_envelope(message: Message) -> None:
         messages(events="Signed Up"),
         legal_histories(max_accounts=0),
         illegal_histories(code="no_such_code"),
+        legal_histories(min_events=5, max_events=4),
+        legal_histories(min_events=-1),
         illegal_histories(code="plan_missing", policy=SUBSCRIPTIONS),
     ],
     ids=repr,
@@ -266,3 +268,15 @@ def test_interleaving_does_not_change_verdicts(stream: list[Message | str], orde
         shuffled.append(queue.pop(0))
     verdicts = dict(zip(shuffled, judge([stream[n] for n in shuffled]), strict=True))
     assert [verdicts[n] for n in range(len(stream))] == together
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(legal_histories(max_accounts=4, min_events=60, max_events=80))
+def test_min_events_makes_long_histories(history: list[Message]) -> None:
+    """``min_events`` asks for long histories (the length had a mean of about 20, whatever
+    ``max_events``): a shorter one ends only because every account is deleted."""
+    assert len(history) <= 80
+    accounts = {group_id_of(m) for m in history}
+    deleted = {group_id_of(m) for m in history if m["event"] == "Account Deleted"}
+    assert len(history) >= 60 or (len(accounts) == 4 and deleted == accounts), len(history)
+    assert all(v.accepted for v in Gate().submit_many(history))

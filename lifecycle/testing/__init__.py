@@ -18,6 +18,7 @@ The strategies, mutations and the state machine need ``hypothesis`` (the
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from lifecycle.testing._assertions import assert_accepted, verdict_table
@@ -41,22 +42,26 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "LifecycleMachine",
-    "Message",
-    "Mutation",
     "RefusalCase",
     "StatePath",
     "TransitionCase",
     "assert_accepted",
-    "illegal_histories",
-    "legal_histories",
-    "messages",
-    "mutations",
     "refusal_cases",
     "shortest_paths",
     "transition_cases",
     "verdict_table",
 ]
+if importlib.util.find_spec("hypothesis") is not None:
+    # Without Hypothesis, `from lifecycle.testing import *` takes what works without it.
+    __all__ += [
+        "LifecycleMachine",
+        "Message",
+        "Mutation",
+        "illegal_histories",
+        "legal_histories",
+        "messages",
+        "mutations",
+    ]
 
 # Names that need Hypothesis, and the module each lives in: imported on first use.
 _LAZY = {

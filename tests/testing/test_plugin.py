@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -104,3 +106,24 @@ def test_policy_fixture_can_be_overridden(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_strategies_pass_the_health_checks_in_a_fresh_checkout(tmp_path: Path) -> None:
+    """The first run of a property test over the strategies, with no `.hypothesis` directory
+    yet (a new CI runner), failed the `too_slow` health check every time: Hypothesis built
+    its Unicode table inside the first timed draw."""
+    (tmp_path / "test_fresh.py").write_text(
+        "from hypothesis import given\n"
+        "from lifecycle import Gate\n"
+        "from lifecycle.testing import assert_accepted, legal_histories\n"
+        "@given(legal_histories())\n"
+        "def test_legal(history):\n"
+        "    assert_accepted(Gate(), history)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "test_fresh.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (tmp_path / ".hypothesis" / "unicode_data").exists()  # it was built in this run
