@@ -70,6 +70,27 @@ class Mutation:
         verdict = self.verdicts[position]
         return verdict.code if verdict.code is not None else verdict.verdict
 
+    def __repr__(self) -> str:
+        """One line per message (event, account, user, outcome), not the messages whole:
+        a failing example printed each message three times, hundreds of lines."""
+        rows = [
+            f"  #{n} {_brief(message)} -> {self.outcome(n)}"
+            + (f" (guaranteed {self.guaranteed[n]})" if n in self.guaranteed else "")
+            for n, message in enumerate(self.history)
+        ]
+        return "\n".join([f"Mutation({self.name},", *rows, ")"])
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """What Hypothesis prints for a failing example: the same as :meth:`__repr__`."""
+        printer.text(repr(self))
+
+
+def _brief(message: Mapping[str, Any]) -> str:
+    context = message.get("context")
+    account = context.get("groupId") if isinstance(context, Mapping) else None
+    user = message.get("userId") or message.get("anonymousId")
+    return f"{message.get('event')} {account} {user}"
+
 
 @st.composite
 def mutations(

@@ -58,3 +58,17 @@ def test_mutations_is_the_strategy_whatever_was_imported_first(imports: str) -> 
     code = f"{imports}\nimport inspect\nassert not inspect.ismodule(mutations), mutations"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_a_mutation_prints_one_line_per_message(data: st.DataObject) -> None:
+    """A failing example shows the mutation in a line per message: it printed every message
+    three times over (its dict, its verdict, the verdict's event), hundreds of lines."""
+    mutation = data.draw(mutations(data.draw(HISTORIES)))
+    lines = repr(mutation).splitlines()
+    assert lines[0] == f"Mutation({mutation.name}," and lines[-1] == ")"
+    assert len(lines) == len(mutation.history) + 2
+    for n, line in enumerate(lines[1:-1]):
+        assert line.startswith(f"  #{n} {mutation.history[n].get('event')} ")
+        assert f"-> {mutation.outcome(n)}" in line
