@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from lifecycle.decide import Verdict, judge, malformed
-from lifecycle.messages import Malformed, decode_line
+from lifecycle.messages import Malformed, decode_line, not_an_object, one_by_one
 from lifecycle.policy import Policy
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
@@ -54,7 +54,7 @@ class Gate:
 
     def submit_many(self, messages: Iterable[Mapping[str, Any]]) -> list[Verdict]:
         """Judge messages in order; each sees the effect of the ones before it."""
-        return [self._judge(m) for m in messages]
+        return [self._judge(m) for m in one_by_one(messages, "submit_many")]
 
     def submit_line(self, line: str | bytes) -> list[Verdict]:
         """Judge every message of one line of JSONL input (a message or a batch object)."""
@@ -75,6 +75,8 @@ class Gate:
         return len(self._accounts)
 
     def _judge(self, message: Mapping[str, Any]) -> Verdict:
+        if (wrong := not_an_object(message)) is not None:
+            return malformed(wrong.reason)
         verdict, new = judge(self.policy, message, self._load_state, self._seen)
         if new is not None:
             self._accounts[new.account] = new

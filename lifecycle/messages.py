@@ -16,7 +16,7 @@ that no run can store would stop every ingest of its file at the same place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +180,31 @@ def expand_batch(envelope: Mapping[str, Any], batch: list[Any]) -> list[Item]:
 
 def _merge(shared: dict[str, Any], own: object) -> dict[str, Any]:
     return {**shared, **own} if isinstance(own, dict) else shared
+
+
+def not_an_object(value: object) -> Malformed | None:
+    """Why a message given from Python is not one (it is not a mapping), or None.
+
+    The same verdict as a line holding that JSON value: an application that passes
+    on a request body as it came (``null``, an array) gets a verdict, not a crash.
+    """
+    if isinstance(value, Mapping):
+        return None
+    return Malformed(f"not a JSON object (got {_kind(value)})")
+
+
+def one_by_one(messages: Iterable[Any], method: str) -> Iterable[Any]:
+    """``messages`` given to a ``submit_many``, refused when it is one message or a line.
+
+    Iterating a dict would judge its keys, and a string its characters.
+    """
+    if isinstance(messages, (str, bytes, Mapping)):
+        kind = "a dict" if isinstance(messages, Mapping) else type(messages).__name__
+        raise TypeError(
+            f"{method} takes an iterable of messages, got {kind}: use submit for one message"
+            " or submit_line for a line of JSON text"
+        )
+    return messages
 
 
 def _kind(value: object) -> str:

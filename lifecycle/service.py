@@ -32,7 +32,15 @@ from lifecycle import replay as history
 from lifecycle.decide import Verdict
 from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
-from lifecycle.messages import MAX_DEPTH, TOO_DEEP, Malformed, kept, refusal
+from lifecycle.messages import (
+    MAX_DEPTH,
+    TOO_DEEP,
+    Malformed,
+    kept,
+    not_an_object,
+    one_by_one,
+    refusal,
+)
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
@@ -227,7 +235,7 @@ class Lifecycle:
         and quarantined as its ``repr``: a problem with the data gets a verdict,
         not an exception.
         """
-        subs = [_submission(m) for m in messages]
+        subs = [_submission(m) for m in one_by_one(messages, "submit_many")]
         return self._submit(subs, connection)
 
     def submit_line(
@@ -691,6 +699,8 @@ def _submission(message: Mapping[str, Any]) -> Submission:
         deep = "recursion" in str(exc).lower()
         unwritable = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
         return Submission(*kept(Malformed(unwritable), _shown(message)))
+    if (wrong := not_an_object(message)) is not None:
+        return Submission(*kept(wrong, raw))
     reason = refusal(raw, message)
     return Submission(message, raw) if reason is None else Submission(*kept(Malformed(reason), raw))
 

@@ -218,6 +218,27 @@ def test_a_message_that_cannot_be_json_is_quarantined_not_raised(store: Lifecycl
     assert b"\xed\xa0\x80" in rows[2].raw
 
 
+def test_a_message_that_is_not_an_object_is_a_verdict_not_a_crash(store: Lifecycle) -> None:
+    """A request body passed on as it came (null, an array, a number) is malformed_json and
+    quarantined as its JSON, in the store as in the gate (it was an AttributeError); a
+    string or a dict given as the list of a submit_many is a TypeError (its characters or
+    keys had been judged)."""
+    wrong: list[Any] = [None, [1, 2], 5]
+    expected = [
+        ("malformed_json", f"not a JSON object (got {kind})")
+        for kind in ("null", "an array", "a number")
+    ]
+    assert [(v.code, v.reason) for v in store.submit_many(wrong)] == expected
+    assert [(v.code, v.reason) for v in map(Gate().submit, wrong)] == expected
+    assert store.submit(None).code == "malformed_json"
+    assert [r.raw for r in store.rejections()] == [b"null", b"[1,2]", b"5", b"null"]
+    for target in (store, Gate()):
+        for given in ("abc", b"abc", msg("Account Created", "u1", "acct_1")):
+            with pytest.raises(TypeError, match="submit_many takes an iterable of messages"):
+                target.submit_many(given)  # type: ignore[arg-type]
+    assert list(store.events()) == []
+
+
 def test_messages_nested_too_deep_are_quarantined_not_raised(store: Lifecycle) -> None:
     """A message nested past 128 levels is malformed_json on every path into the store: a
     dict (below and beyond the encoder's own limit, and one that contains itself), a line,
