@@ -83,6 +83,13 @@ def _known(connection: Connection) -> str | None:
     )
 
 
+#: Per direction (up?): the end and the sign of step it cannot take, and why.
+_WRONG_WAY = {
+    True: (("base", "-"), "an upgrade goes forward: to head, a revision or a step such as +1"),
+    False: (("head", "+"), "a downgrade goes back: to base, a revision or a step such as -1"),
+}
+
+
 def _target(revision: str, *, up: bool) -> None:
     """Refuse, before anything runs, a revision no migration here has (naming those there
     are) and a target on the wrong side (``downgrade head``, ``upgrade -1``).
@@ -92,16 +99,9 @@ def _target(revision: str, *, up: bool) -> None:
     """
     step = revision[:1] in ("+", "-") and revision[1:].isdigit()
     if revision in ("head", "base") or step:
-        wrong = ("base", "-") if up else ("head", "+")
-        if revision == wrong[0] or revision.startswith(wrong[1]):
-            raise SchemaError(
-                f"{'upgrade' if up else 'downgrade'} {revision}: "
-                + (
-                    "an upgrade goes forward: to head, a revision or a step such as +1"
-                    if up
-                    else "a downgrade goes back: to base, a revision or a step such as -1"
-                )
-            )
+        (end, sign), why = _WRONG_WAY[up]
+        if revision == end or revision.startswith(sign):
+            raise SchemaError(f"{'upgrade' if up else 'downgrade'} {revision}: {why}")
         return
     if revision not in _revisions():
         raise SchemaError(
