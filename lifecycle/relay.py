@@ -28,9 +28,9 @@ good (another 4xx) is split in halves until the refused message stands alone;
 that one is *parked* with the answer, and the rest go on. A message larger
 than Segment's 32 KB limit, with a ``messageId`` over its 100 characters, or
 nested too deeply for the client library to write as JSON, is parked without
-being sent. 401, 403, 404 (and 405, 407, a redirect, a 2xx other than 200, a TLS
-failure) mean the write key or the host is wrong: the relay stops with
-:class:`RelayError` and parks nothing.
+being sent. 401, 403, 404 (and 405, 407, a redirect, a 2xx other than 200, a
+certificate that does not verify) mean the write key or the host is wrong: the relay
+stops with :class:`RelayError` and parks nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import random
+import ssl
 import threading
 import time
 from collections import deque
@@ -178,10 +179,8 @@ class _Segment:
             requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema,
             requests.exceptions.TooManyRedirects,
-            # A certificate that does not verify, or https to a port that speaks http: the
-            # host is wrong (it is a ConnectionError, which would be retried for ever).
-            requests.exceptions.SSLError,
         )
+        self._tls: type[Exception] = requests.exceptions.SSLError
         self._request_error: type[Exception] = requests.exceptions.RequestException
         self.write_key = write_key
         self.host = host
@@ -203,6 +202,8 @@ class _Segment:
             return _classify(exc)
         except self._invalid as exc:
             return _Answer(_FATAL, f"{type(exc).__name__}: {exc}")
+        except self._tls as exc:
+            return _Answer(_FATAL if _wrong_tls(exc) else _RETRY, f"{type(exc).__name__}: {exc}")
         except self._transient as exc:
             return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
         except self._request_error as exc:
@@ -212,6 +213,43 @@ class _Segment:
         return _success(response)
 
 
+def _wrong_tls(error: BaseException) -> bool:
+    """Whether a TLS failure means the host is wrong, not that the network hiccuped.
+
+    A certificate that does not verify, or ``https`` to a port that speaks plain
+    http, fails the same way every time (and a ConnectionError would be retried for
+    ever); a handshake a busy load balancer cuts short is worth another try.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError) or "WRONG_VERSION_NUMBER" in str(
+            getattr(cause, "reason", "") or ""
+        ):
+            return True
+        cause = cause.__cause__ or cause.__context__ or _first_arg_error(cause)
+    return False
+
+
+def _first_arg_error(error: BaseException) -> BaseException | None:
+    """urllib3 wraps the ssl error in its arguments rather than as a cause."""
+    return next((a for a in error.args if isinstance(a, BaseException)), None)
+
+
+def _redirected(response: Any) -> _Answer | None:
+    """A fatal answer when the HTTP client followed a redirect to get ``response``."""
+    hops = getattr(response, "history", None)
+    if not hops:
+        return None
+    codes = ", ".join(str(hop.status_code) for hop in hops)
+    return _Answer(
+        _FATAL,
+        f"the host redirected the request (HTTP {codes}) to {response.url}, which answered"
+        f" {response.status_code}: nothing is taken as delivered; use Segment's API host",
+    )
+
+
 def _success(response: Any) -> _Answer:
     """What a 2xx answer means: delivered only when Segment's API itself answered 200.
 
@@ -219,14 +257,9 @@ def _success(response: Any) -> _Answer:
     302 or 303 it fetched the new address with a bodiless GET, so nothing was uploaded.
     Either way the host is wrong, as it is for a 2xx other than Segment's 200.
     """
-    hops = getattr(response, "history", None)
-    if hops:
-        codes = ", ".join(str(hop.status_code) for hop in hops)
-        return _Answer(
-            _FATAL,
-            f"the host redirected the request (HTTP {codes}) to {response.url}, which answered"
-            f" {response.status_code}: nothing is taken as delivered; use Segment's API host",
-        )
+    redirected = _redirected(response)
+    if redirected is not None:
+        return redirected
     status = getattr(response, "status_code", 200)
     if status != 200:
         return _Answer(_FATAL, f"HTTP {status}: Segment's API answers 200; not taken as delivered")
@@ -237,6 +270,9 @@ def _classify(exc: Any) -> _Answer:
     """What a non-2xx answer (the library's ``APIError``) means."""
     status = exc.status if isinstance(exc.status, int) else 0
     response = getattr(exc, "response", None)
+    redirected = _redirected(response)
+    if redirected is not None:  # the page it led to refused: no verdict on the events
+        return redirected
     body = getattr(response, "text", None) or str(exc.message)
     detail = f"HTTP {status}: {body}"[:_DETAIL_CHARS]
     if status in _RETRY_STATUS or status >= 500:

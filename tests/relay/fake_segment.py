@@ -75,6 +75,7 @@ class FakeSegment:
     arrivals: list[Arrival] = field(default_factory=list)
     unauthorized: int = 0
     moved: int = 0
+    moved_status: int = 200
     refused_ids: set[str] = field(default_factory=set)
     delay: float = 0.0
 
@@ -129,10 +130,12 @@ class FakeSegment:
         with self._lock:
             self._faults.extend([Fault(status=status, retry_after=retry_after)] * times)
 
-    def redirect(self, status: int, times: int = 1) -> None:
-        """The next ``times`` requests are redirected to ``/moved``, unrecorded."""
+    def redirect(self, status: int, times: int = 1, page: int = 200) -> None:
+        """The next ``times`` requests are redirected to ``/moved``, unrecorded; the page
+        there answers ``page`` to any request."""
         with self._lock:
             self._faults.extend([Fault(status=status, location=MOVED)] * times)
+            self.moved_status = page
 
     def slow(self, seconds: float, times: int = 1) -> None:
         """The next ``times`` requests are recorded, then answered 200 after ``seconds``."""
@@ -183,7 +186,7 @@ class FakeSegment:
             handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
             with self._lock:
                 self.moved += 1
-            handler.answer(200, {"page": "moved"})
+            handler.answer(self.moved_status, {"code": "moved", "message": "a page elsewhere"})
             return
         if handler.path != "/v1/batch":
             handler.answer(404, {"code": "not_found", "message": "no such endpoint"})

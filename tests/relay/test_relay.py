@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -222,16 +227,18 @@ def test_wrong_write_key_stops_the_relay(db_url: str, segment: FakeSegment) -> N
     assert (status.pending, status.parked) == (4, 0)
 
 
-@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize(("status", "page"), [(301, 200), (302, 200), (303, 200), (307, 200),
+                                              (308, 200), (301, 400), (302, 503)])  # fmt: skip
 def test_a_redirect_stops_the_relay_with_nothing_delivered(
-    db_url: str, segment: FakeSegment, status: int
+    db_url: str, segment: FakeSegment, status: int, page: int
 ) -> None:
     """A host that redirects is the wrong host: the HTTP client followed it (after 301-303
     with a bodiless GET, so nothing was uploaded) and the page it reached answered 200,
-    which had marked every event delivered. Now RelayError, and all stays pending."""
+    which had marked every event delivered; a page answering 400 had parked them one by
+    one, and one answering 503 was retried for ever. Now RelayError, and all stays pending."""
     with Lifecycle(db_url, create_schema=True) as store:
         store.submit_many(onboarding("acct_r"))
-    segment.redirect(status)
+    segment.redirect(status, page=page)
     with relay_for(db_url, segment) as relay, pytest.raises(RelayError) as raised:
         relay.run()
     assert f"the host redirected the request (HTTP {status}) to {segment.url}/moved" in str(
@@ -266,6 +273,62 @@ def test_https_to_a_plain_http_server_stops_at_once(db_url: str, segment: FakeSe
         relay.run(max_failures=50)
     assert not str(raised.value).startswith("gave up")
     assert segment.arrivals == []
+
+
+def test_a_tls_handshake_cut_short_is_retried(db_url: str) -> None:
+    """A handshake a busy load balancer closes is a passing failure, retried with backoff:
+    only a certificate that does not verify, or https to plain http, stops the relay."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_h"))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        threading.Thread(target=_close_each, args=(server,), daemon=True).start()
+        host = f"https://127.0.0.1:{server.getsockname()[1]}"
+        relay = Relay(db_url, write_key="k", host=host, backoff=FAST)
+        with relay, pytest.raises(RelayError, match="gave up after 3 failed attempts"):
+            relay.run(max_failures=3)
+
+
+def _close_each(server: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            connection, _ = server.accept()
+            connection.close()
+
+
+def test_a_certificate_that_does_not_verify_stops_at_once(db_url: str, tmp_path: Path) -> None:
+    """A self-signed certificate is the wrong host (or a proxy in the way): RelayError on the
+    first attempt, nothing retried."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)  # fmt: skip
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_c"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with socket.socket() as plain:
+        plain.bind(("127.0.0.1", 0))
+        plain.listen(8)
+        threading.Thread(target=_handshake_each, args=(plain, context), daemon=True).start()
+        host = f"https://127.0.0.1:{plain.getsockname()[1]}"
+        relay = Relay(db_url, write_key="k", host=host, backoff=FAST)
+        with relay, pytest.raises(RelayError) as raised:
+            relay.run(max_failures=50)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+    assert not str(raised.value).startswith("gave up")
+
+
+def _handshake_each(server: socket.socket, context: ssl.SSLContext) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            connection, _ = server.accept()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                context.wrap_socket(connection, server_side=True).close()
+            connection.close()
 
 
 @pytest.mark.parametrize("host", ["https://api.segment.io?x=1", "https://api.segment.io/#f"])
