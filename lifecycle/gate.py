@@ -50,11 +50,11 @@ class Gate:
         if isinstance(message, (str, bytes)):
             verdicts = self.submit_line(message)
             return verdicts[0] if verdicts else malformed("empty batch")
-        return self._judge(message)
+        return self._judge_given(message)
 
     def submit_many(self, messages: Iterable[Mapping[str, Any]]) -> list[Verdict]:
         """Judge messages in order; each sees the effect of the ones before it."""
-        return [self._judge(m) for m in one_by_one(messages, "submit_many")]
+        return [self._judge_given(m) for m in one_by_one(messages, "submit_many")]
 
     def submit_line(self, line: str | bytes) -> list[Verdict]:
         """Judge every message of one line of JSONL input (a message or a batch object)."""
@@ -74,9 +74,13 @@ class Gate:
     def __len__(self) -> int:
         return len(self._accounts)
 
-    def _judge(self, message: Mapping[str, Any]) -> Verdict:
+    def _judge_given(self, message: Mapping[str, Any]) -> Verdict:
+        """:meth:`_judge` for a value given from Python, which may not be an object at all."""
         if (wrong := not_an_object(message)) is not None:
             return malformed(wrong.reason)
+        return self._judge(message)
+
+    def _judge(self, message: Mapping[str, Any]) -> Verdict:
         verdict, new = judge(self.policy, message, self._load_state, self._seen)
         if new is not None:
             self._accounts[new.account] = new

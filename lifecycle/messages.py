@@ -190,7 +190,13 @@ def not_an_object(value: object) -> Malformed | None:
     """
     if isinstance(value, Mapping):
         return None
-    return Malformed(f"not a JSON object (got {_kind(value)})")
+    kind = _kind(value) if is_json_value(value) else f"a {type(value).__name__}"
+    return Malformed(f"not a JSON object (got {kind})")
+
+
+def is_json_value(value: object) -> bool:
+    """Whether ``value`` is of a kind JSON has (null, a number, a string, an array ...)."""
+    return value is None or type(value) in (list, tuple, str, bool, int, float)
 
 
 def one_by_one(messages: Iterable[Any], method: str) -> Iterable[Any]:
@@ -198,7 +204,7 @@ def one_by_one(messages: Iterable[Any], method: str) -> Iterable[Any]:
 
     Iterating a dict would judge its keys, and a string its characters.
     """
-    if isinstance(messages, (str, bytes, Mapping)):
+    if isinstance(messages, (str, bytes, bytearray, memoryview, Mapping)):
         kind = "a dict" if isinstance(messages, Mapping) else type(messages).__name__
         raise TypeError(
             f"{method} takes an iterable of messages, got {kind}: use submit for one message"
@@ -208,6 +214,11 @@ def one_by_one(messages: Iterable[Any], method: str) -> Iterable[Any]:
 
 
 def _kind(value: object) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
+    """What a JSON value (as Python decodes it) is, in JSON's words."""
+    return {
+        list: "an array",
+        tuple: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")

@@ -29,13 +29,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lifecycle import replay as history
-from lifecycle.decide import Verdict
+from lifecycle.decide import Verdict, malformed
 from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
 from lifecycle.messages import (
     MAX_DEPTH,
     TOO_DEEP,
     Malformed,
+    is_json_value,
     kept,
     not_an_object,
     one_by_one,
@@ -219,7 +220,9 @@ class Lifecycle:
     ) -> Verdict:
         """Judge one message (a dict or its JSON text): store it if accepted, else quarantine it."""
         if isinstance(message, (str, bytes)):
-            return self.submit_line(message, connection=connection)[0]
+            verdicts = self.submit_line(message, connection=connection)
+            # An empty batch holds nothing to store: the gate's verdict, nothing quarantined.
+            return verdicts[0] if verdicts else malformed("empty batch")
         return self.submit_many([message], connection=connection)[0]
 
     def submit_many(
@@ -692,6 +695,8 @@ def _column_differences(columns: dict[str, Any], truth: AccountState) -> dict[st
 
 def _submission(message: Mapping[str, Any]) -> Submission:
     """A message given from Python, with the JSON text it would be stored as."""
+    if (wrong := not_an_object(message)) is not None:
+        return Submission(*kept(wrong, _not_an_object_shown(message)))
     try:
         raw = orjson.dumps(message)
     except orjson.JSONEncodeError as exc:
@@ -699,13 +704,22 @@ def _submission(message: Mapping[str, Any]) -> Submission:
         deep = "recursion" in str(exc).lower()
         unwritable = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
         return Submission(*kept(Malformed(unwritable), _shown(message)))
-    if (wrong := not_an_object(message)) is not None:
-        return Submission(*kept(wrong, raw))
     reason = refusal(raw, message)
     return Submission(message, raw) if reason is None else Submission(*kept(Malformed(reason), raw))
 
 
-def _shown(message: Mapping[str, Any]) -> bytes:
+def _not_an_object_shown(value: object) -> bytes:
+    """What the quarantine keeps of a value that is not an object: JSON's own kinds as
+    their JSON, anything else (a dataclass, a set) as its ``repr``."""
+    if is_json_value(value):
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            pass
+    return _shown(value)
+
+
+def _shown(message: object) -> bytes:
     """The quarantine's text of a message that is not JSON: its ``repr``, cut only in depth."""
     try:
         text = repr(message)

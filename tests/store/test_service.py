@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -231,12 +232,35 @@ def test_a_message_that_is_not_an_object_is_a_verdict_not_a_crash(store: Lifecyc
     assert [(v.code, v.reason) for v in store.submit_many(wrong)] == expected
     assert [(v.code, v.reason) for v in map(Gate().submit, wrong)] == expected
     assert store.submit(None).code == "malformed_json"
-    assert [r.raw for r in store.rejections()] == [b"null", b"[1,2]", b"5", b"null"]
+    # Not JSON at all: named by its type, the same in both, and kept as its repr.
+    odd: list[Any] = [Onboarded(), {"a"}]
+    assert [v.reason for v in store.submit_many(odd)] == [v.reason for v in map(Gate().submit, odd)]
+    assert [v.reason for v in Gate().submit_many(odd)] == [
+        "not a JSON object (got a Onboarded)",
+        "not a JSON object (got a set)",
+    ]
+    assert [r.raw for r in store.rejections()] == [
+        b"null",
+        b"[1,2]",
+        b"5",
+        b"null",
+        b"Onboarded(event='Account Created')",
+        b"{'a'}",
+    ]
+    # An empty batch holds nothing: the gate's verdict, and nothing to quarantine.
+    assert store.submit('{"batch": []}').reason == Gate().submit('{"batch": []}').reason
     for target in (store, Gate()):
-        for given in ("abc", b"abc", msg("Account Created", "u1", "acct_1")):
+        for given in ("abc", b"abc", bytearray(b"ab"), msg("Account Created", "u1", "acct_1")):
             with pytest.raises(TypeError, match="submit_many takes an iterable of messages"):
                 target.submit_many(given)  # type: ignore[arg-type]
-    assert list(store.events()) == []
+    assert list(store.events()) == [] and len(list(store.rejections())) == 6
+
+
+@dataclass
+class Onboarded:
+    """Not a mapping: orjson would write it as an object, but it is no message."""
+
+    event: str = "Account Created"
 
 
 def test_messages_nested_too_deep_are_quarantined_not_raised(store: Lifecycle) -> None:
