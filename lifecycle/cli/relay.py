@@ -378,6 +378,9 @@ def run_requeue(args: argparse.Namespace) -> int:
     """Make parked events pending again."""
     if not (args.account or args.message_id or args.all):
         raise InputError("relay requeue: name what to send again: --account, --message-id or --all")
+    if args.all and (args.account or args.message_id):
+        # "--all --account X" would requeue X's events only: say so rather than guess.
+        raise InputError("relay requeue: --all cannot go with --account or --message-id")
     with open_relay(args) as relay:
         count = relay.requeue(account=args.account, message_ids=args.message_id)
     print(f"requeued {count} parked event{'s' * (count != 1)}")

@@ -145,6 +145,9 @@ def test_status_parked_and_errors(tmp_path: Path, segment: FakeSegment) -> None:
     again = run("relay", "requeue", "--db", url, "--message-id", bad)
     assert (again.returncode, again.stdout) == (0, "requeued 1 parked event\n")
     assert run("relay", "requeue", "--db", url, "--all").stdout == "requeued 0 parked events\n"
+    both = run("relay", "requeue", "--db", url, "--all", "--account", "acct_1")
+    assert (both.returncode, both.stdout) == (2, "")
+    assert "--all cannot go with --account or --message-id" in both.stderr
     resent = subprocess.run(
         relay_command(url, segment), env=environment(segment), capture_output=True, text=True
     )
