@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import os
 import re
 import subprocess
@@ -697,6 +698,29 @@ def test_exit_2_naming_the_extra_when_the_driver_is_missing(
     assert message.startswith("lifecycle: error: cannot open the event store: the ")
     assert message.endswith(f"driver is not installed (import of {module} halted; None in "
                             f"sys.modules): pip install 'lifecycle[{extra}]'")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("postgresql+nosuchdrv://u@127.0.0.1:1/x", None),
+     ("postgresql+asyncpg://u@127.0.0.1:1/x",
+      "the postgresql driver is not installed (No module named 'asyncpg'): install asyncpg, "
+      "or drop '+asyncpg' from the URL for lifecycle's own (pip install 'lifecycle[postgres]')"),
+     ("oracle://u@127.0.0.1:1/x",
+      "'oracle://u@127.0.0.1:1/x': the database URL must look like sqlite:///FILE, "
+      "postgresql://USER@HOST/DB or mariadb://USER@HOST/DB")],
+)  # fmt: skip
+def test_exit_2_for_a_driver_lifecycle_does_not_pick(url: str, message: str | None) -> None:
+    """A URL naming another driver is not told to install lifecycle's extra, which would not
+    bring that driver; a database lifecycle does not support gets the usual URL line."""
+    if url.startswith("postgresql+asyncpg") and importlib.util.find_spec("asyncpg"):
+        pytest.skip("asyncpg is installed here")
+    done = lifecycle("accounts", "list", "--db", url)
+    assert (done.returncode, done.stdout) == (2, b"")
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith("lifecycle: error: cannot open the event store: ")
+    if message is not None:
+        assert line.endswith(message), line
 
 
 def test_the_installed_command_finds_a_policy_module_of_the_working_directory(

@@ -66,7 +66,7 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
             f"cannot open the event store: {shown!r}: {exc}; the database URL {_EXPECTED}"
         ) from None
     except ImportError as exc:  # the driver is not installed
-        raise StoreError(_missing_driver(parsed.get_backend_name(), exc)) from exc
+        raise StoreError(_missing_driver(target, exc)) from exc
     _per_process(engine)
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
@@ -79,10 +79,19 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
 _EXTRAS = {"postgresql": "postgres", "mariadb": "mariadb", "mysql": "mariadb"}
 
 
-def _missing_driver(backend: str, error: ImportError) -> str:
-    """Why a URL cannot be opened whose driver is not installed, and what installs it."""
-    extra = _EXTRAS.get(backend)
-    fix = f": pip install 'lifecycle[{extra}]'" if extra else ""
+def _missing_driver(url: sqlalchemy.URL, error: ImportError) -> str:
+    """Why a URL cannot be opened whose driver is not installed, and what installs it:
+    the extra, for the driver lifecycle picks; the driver's own package for another."""
+    backend = url.get_backend_name()
+    if backend not in (*_EXTRAS, "sqlite"):
+        shown = url.render_as_string(hide_password=True)
+        return f"cannot open the event store: {shown!r}: the database URL {_EXPECTED}"
+    install = f"pip install 'lifecycle[{_EXTRAS.get(backend, '')}]'"
+    if url.drivername in _DEFAULT_DRIVERS:
+        fix = f": {install}"
+    else:
+        named = url.get_driver_name()
+        fix = f": install {named}, or drop '+{named}' from the URL for lifecycle's own ({install})"
     return f"cannot open the event store: the {backend} driver is not installed ({error}){fix}"
 
 
