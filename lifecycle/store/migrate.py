@@ -120,7 +120,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """
     _target(revision, up=True)
     with _migrating(engine) as connection:
-        _known(connection)
+        _this_way(revision, _known(connection), up=True)
         _alembic(command.upgrade, connection, revision)
 
 
@@ -128,8 +128,23 @@ def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to ``revision`` (``base`` removes every table)."""
     _target(revision, up=False)
     with _migrating(engine) as connection:
-        _known(connection)
+        _this_way(revision, _known(connection), up=False)
         _alembic(command.downgrade, connection, revision)
+
+
+def _this_way(revision: str, current: str | None, *, up: bool) -> None:
+    """Refuse a named revision on the other side of the database's: Alembic did nothing,
+    and said only that the database was where it was."""
+    if revision not in _revisions():
+        return  # an end or a step: checked by _target
+    there = _revisions().index(revision)
+    here = -1 if current is None else _revisions().index(current)
+    if (there < here) if up else (there > here):
+        way = ("downgrade", "back") if up else ("upgrade", "forward")
+        raise SchemaError(
+            f"{'upgrade' if up else 'downgrade'} {revision}: the database is at"
+            f" {current or 'base'}; to go {way[1]}, run `lifecycle db {way[0]} {revision}`"
+        )
 
 
 def _alembic(run: Any, connection: Connection, revision: str) -> None:

@@ -139,11 +139,21 @@ def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: P
         ("upgrade", "-1", "an upgrade goes forward"),
         ("upgrade", "+1", "Relative revision +1 didn't produce 1 migrations"),
         ("downgrade", "-9", "Relative revision -9 didn't produce 9 migrations"),
+        (
+            "upgrade",
+            "0001",
+            f"the database is at {head}; to go back, run `lifecycle db downgrade 0001`",
+        ),
     ):
         done = run_cli("db", command, target, "--db", db, cwd=tmp_path)
         assert done.returncode == 2 and why in done.stderr, (command, target, done.stderr)
         assert done.stderr.startswith("lifecycle: error: ")  # not "database error"
     assert run_cli("db", "downgrade", "-1", "--db", db, cwd=tmp_path).returncode == 0
+    ahead = run_cli("db", "downgrade", head, "--db", db, cwd=tmp_path)
+    assert ahead.returncode == 2 and ahead.stderr == (
+        f"lifecycle: error: downgrade {head}: the database is at 0005; to go forward, run "
+        f"`lifecycle db upgrade {head}`\n"
+    )
     assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith("0005 ")
     assert run_cli("db", "upgrade", "+1", "--db", db, cwd=tmp_path).returncode == 0
     assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith(f"{head} ")
