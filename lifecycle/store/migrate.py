@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import TextClause, text
+from sqlalchemy import TextClause, inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.errors import SchemaError
@@ -73,6 +73,12 @@ def _known(connection: Connection) -> str | None:
     ship; Alembic would only say it "can't locate" it, mid-command.
     """
     current = current_revision(connection)
+    if current is None and (earlier := _in_alembic_version(connection)) is not None:
+        raise SchemaError(
+            f"{shown_url(connection.engine)} holds lifecycle's tables at revision {earlier},"
+            " recorded in alembic_version as development versions did: run `ALTER TABLE"
+            " alembic_version RENAME TO lifecycle_version` on it, then this again"
+        )
     if current is None or current in _revisions():
         return current
     where = shown_url(connection.engine)
@@ -88,6 +94,19 @@ _WRONG_WAY = {
     True: (("base", "-"), "an upgrade goes forward: to head, a revision or a step such as +1"),
     False: (("head", "+"), "a downgrade goes back: to base, a revision or a step such as -1"),
 }
+
+
+def _in_alembic_version(connection: Connection) -> str | None:
+    """The revision a store made by a development version kept in ``alembic_version``.
+
+    Without this, such a store looked new, and its first migration failed on tables
+    that exist.
+    """
+    inspector = inspect(connection)
+    if not (inspector.has_table("alembic_version") and inspector.has_table("events")):
+        return None
+    kept = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    return next((r for r in kept if r in _revisions()), None)
 
 
 def _target(revision: str, *, up: bool) -> None:

@@ -206,6 +206,29 @@ def test_an_applications_own_alembic_schema_is_left_alone(db_url: str, tmp_path:
     engine.dispose()
 
 
+def test_a_store_of_a_development_version_says_how_to_move_its_revision(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A store whose revision is in alembic_version (as before lifecycle_version) looked
+    new, and its first migration failed on tables that exist; it is refused with the
+    statement that moves the revision, untouched, and opens once that is run."""
+    engine = create_engine(db_url)
+    migrate.upgrade(engine)
+    rename = "ALTER TABLE {} RENAME TO {}"
+    with engine.begin() as connection:
+        connection.exec_driver_sql(rename.format("lifecycle_version", "alembic_version"))
+    told = "recorded in alembic_version as development versions did: run `ALTER TABLE "
+    for attempt in (lambda: Lifecycle(engine), lambda: migrate.upgrade(engine)):
+        with pytest.raises(SchemaError, match=told):
+            attempt()
+    done = run_cli("db", "upgrade", "--db", db_url, cwd=tmp_path)
+    assert done.returncode == 2 and told in done.stderr
+    with engine.begin() as connection:
+        connection.exec_driver_sql(rename.format("alembic_version", "lifecycle_version"))
+    Lifecycle(engine).close()
+    engine.dispose()
+
+
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_a_postgresql_schema_of_its_own_holds_every_table(db_url: str, tmp_path: Path) -> None:
     """With its schema first on the URL's search path, lifecycle works beside an application
