@@ -238,8 +238,8 @@ def _message(
 _KEY_TEXT = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=12)
 # Hypothesis builds its table of Unicode characters the first time text is drawn (and
 # caches it on disk). Drawn inside these strategies, that took the first example of a
-# fresh checkout past the `too_slow` health check, every time: build it now instead.
-_KEY_TEXT.validate()
+# fresh checkout past the `too_slow` health check, every time: build it now instead
+# (validating the default text builds all of it; every text here then finds it ready).
 st.text().validate()
 _ACCOUNT_IDS = st.one_of(st.sampled_from(("acct_1", "acct_2", "acct_3")), _KEY_TEXT)
 _USER_IDS = st.one_of(
