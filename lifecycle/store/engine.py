@@ -86,7 +86,8 @@ def _missing_driver(url: sqlalchemy.URL, error: ImportError) -> str:
     if backend not in (*_EXTRAS, "sqlite"):
         shown = url.render_as_string(hide_password=True)
         return f"cannot open the event store: {shown!r}: the database URL {_EXPECTED}"
-    install = f"pip install 'lifecycle[{_EXTRAS.get(backend, '')}]'"
+    extra = _EXTRAS.get(backend)  # none for SQLite: its own driver is Python's sqlite3
+    install = f"pip install 'lifecycle[{extra}]'" if extra else "Python's sqlite3"
     if url.drivername in _DEFAULT_DRIVERS:
         fix = f": {install}"
     else:
