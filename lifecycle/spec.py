@@ -167,7 +167,13 @@ def parse_datetime(value: str) -> datetime | None:
     or ``z`` is read as its capital, as RFC 3339 allows. Used for the envelope
     ``timestamp``.
     """
-    if len(value) < 11 or not value[:4].isdigit():
+    # Python's parser takes any character between the date and the time.
+    if len(value) < 11 or value[(at := 10 if value[4] == "-" else 8)] not in "Tt ":
+        return None
+    # It also reads a fraction of the hour or minute (``04.5``, ``04:09.5``, which
+    # ISO-8601 reads as 04:30 and 04:09:30) as a fraction of a second.
+    early = value[at + 3 : at + 7]
+    if "." in early or "," in early:
         return None
     try:
         parsed = datetime.fromisoformat(value)
@@ -178,12 +184,39 @@ def parse_datetime(value: str) -> datetime | None:
             parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             return None
+    if not _iso_tail(value):
+        return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+def _iso_tail(value: str) -> bool:
+    """Whether the end of a date-time ``fromisoformat`` took is ISO-8601 in shape too.
+
+    Python's parser also takes a space before the offset, a ``.`` with no digits
+    after it and an offset with seconds (``...47.Z``, ``...47 +01:00:30``): none of
+    them is ISO-8601. Looked at by position, on every message: a regular expression
+    cost three times the parse.
+    """
+    last = value[-1]
+    if last == "Z" or last == "z":
+        return value[-2] in _DIGITS
+    # The offset starts at its sign; what comes before it is the time's last digit.
+    sign = max(value.rfind("+"), value.rfind("-", 11))
+    if sign < 0:
+        return last in _DIGITS
+    return value[sign - 1] in _DIGITS and len(value) - sign in (3, 5, 6)
+
+
+_DIGITS = frozenset("0123456789")
+
+
 def parse_date(value: str) -> datetime | None:
-    """Parse a spec Date property: an ISO-8601 date-time, or a date meaning midnight UTC."""
-    if len(value) == 10:
+    """Parse a spec Date property: an ISO-8601 date-time, or a date meaning midnight UTC.
+
+    A date alone is extended (``2018-08-28``, ``2018-W35-2``) or basic
+    (``20180828``, ``2018W352``).
+    """
+    if len(value) in (8, 10):
         try:
             day = date.fromisoformat(value)
         except ValueError:

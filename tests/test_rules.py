@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lifecycle import REJECTION_CODES, AccountState, Gate, TrialState, UserState, Verdict
+from lifecycle.spec import parse_datetime
 
 ACCT = "acct_1"
 USER = "u1"
@@ -487,6 +492,10 @@ def test_anonymous_id_when_user_id_is_empty_or_null() -> None:
         "2024-01-01T09:00:00",
         "2024-01-01T09:00:00.123456789Z",  # nanoseconds, as Go and Java clients send
         "2024-01-01t09:00:00.5z",  # RFC 3339 allows lower case
+        "2024-01-01 09:00:00+02:00",  # and a space between date and time
+        "2024-01-01T09:00:00,5+0200",  # a decimal comma, an offset without colon
+        "20240101T090000Z",  # the basic format
+        "2024-W01-1T09:00Z",  # a week date
     ],
 )
 def test_valid_timestamps(timestamp: str) -> None:
@@ -501,6 +510,27 @@ def test_valid_timestamps(timestamp: str) -> None:
 @pytest.mark.parametrize("timestamp", ["2024-01-01", "2024-13-01T00:00:00Z", "", 1704099600])
 def test_invalid_timestamps(timestamp: object) -> None:
     """A date without a time, an impossible date, an empty string or a number is invalid."""
+    verdict = gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp})
+    assert (verdict.code, verdict.field) == ("invalid_timestamp", "timestamp")
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2024-01-01x09:00:00Z",
+        "2024-01-01\u00e909:00:00Z",
+        "2024-01-01\x0009:00:00Z",
+        "2024-01-01T09:00:00.Z",
+        "2024-01-01T09:00:00 Z",
+        "2024-01-01T09:00:00 +01:00",
+        "2024-01-01T09:00:00+01:00:30",
+        "2024-01-01T09:00:00+01:00:00.5",
+    ],
+)
+def test_timestamps_only_python_would_parse(timestamp: str) -> None:
+    """Shapes Python's ``fromisoformat`` takes and ISO-8601 does not are invalid_timestamp:
+    another separator than ``T`` or a space, an empty fraction, a space before the
+    offset, an offset with seconds."""
     verdict = gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp})
     assert (verdict.code, verdict.field) == ("invalid_timestamp", "timestamp")
 
@@ -546,10 +576,21 @@ def test_string_property_must_be_a_string() -> None:
     assert (verdict.code, verdict.field) == ("invalid_property", "properties.role")
 
 
-def test_date_property_must_be_a_date() -> None:
+@pytest.mark.parametrize(
+    "value", ["next week", "2018-08-28x00:00", "2018-240", "2018-08-28T00:00 Z"]
+)
+def test_date_property_must_be_a_date(value: str) -> None:
     """A Date property that is not an ISO-8601 date is invalid_property."""
-    verdict = gate_after(*CREATED).submit(track("Trial Started", trial_start_date="next week"))
+    verdict = gate_after(*CREATED).submit(track("Trial Started", trial_start_date=value))
     assert (verdict.code, verdict.field) == ("invalid_property", "properties.trial_start_date")
+
+
+@pytest.mark.parametrize("value", ["2018-08-28", "20180828", "2018-W35-2", "2018W352"])
+def test_date_property_dates_alone(value: str) -> None:
+    """A date alone, extended or basic, calendar or week date, is midnight UTC of that day."""
+    gate = gate_after(*CREATED)
+    message = track("Trial Started", trial_start_date=value, trial_end_date="2018-08-27")
+    assert gate.submit(message).code == "trial_dates_inverted"
 
 
 def test_unknown_properties_of_any_type_are_allowed() -> None:
@@ -854,3 +895,39 @@ def test_state_records_version_and_timestamps() -> None:
         "2024-01-01T08:59:00Z",
         "2024-01-01T09:00:00Z",
     )
+
+
+#: ISO-8601 date-times as the timestamp rule reads them (extended or basic calendar and
+#: week dates; ``T``, ``t`` or a space before the time; ``.`` or ``,`` fractions of a
+#: second, the only ones Python reads right).
+_ISO_DATE_TIME = re.compile(
+    r"\d{4}(?:-\d{2}-\d{2}|\d{4}|-W\d{2}-\d|W\d{3})[Tt ]"
+    r"(?:\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d+)?)?)?|\d{2}(?:\d{2}(?:\d{2}(?:[.,]\d+)?)?)?)"
+    r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?",
+    re.ASCII,
+)
+
+
+def _python_parses(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.upper())
+    except ValueError:
+        return False
+    return True
+
+
+@given(
+    st.sampled_from(["2018-08-28", "20180828", "2018-W35-2", "2018W352", "2018-02-30"]),
+    st.sampled_from(["T", "t", " ", "x", "é", "\0", "-", ""]),
+    st.sampled_from(["04", "04:09", "0409", "04:09:47", "040947", "04:09:4", "24:00", "04:0947"]),
+    st.sampled_from(["", ".", ",", ".5", ",123", ".1234567", " ", ". 5"]),
+    st.sampled_from(["", "Z", "z", " Z", "+01", "+0100", "+01:00", "-05:30", " +01:00"]),
+    st.sampled_from(["", ":30", ":30.5", "0", " "]),
+)
+def test_timestamps_are_iso_8601_date_times(
+    day: str, sep: str, time: str, fraction: str, offset: str, extra: str
+) -> None:
+    """A timestamp is valid exactly when it is an ISO-8601 date-time Python can read."""
+    text = day + sep + time + fraction + offset + (extra if offset[-1:].isdigit() else "")
+    expected = bool(_ISO_DATE_TIME.fullmatch(text)) and _python_parses(text)
+    assert (parse_datetime(text) is not None) == expected
