@@ -135,10 +135,23 @@ def too_deep(message: Mapping[str, Any]) -> bool:
 
 
 def _size(line: bytes | str) -> int:
-    """How many bytes ``line`` takes (in UTF-8), counted only when it could matter."""
+    """How many bytes ``line`` takes (in UTF-8) without its line ending, which is not
+    part of the message, counted only when it could matter."""
     if isinstance(line, bytes) or len(line) <= MAX_BYTES // 4:
-        return len(line)
-    return len(line.encode("utf-8", "surrogatepass"))
+        size = len(line)
+    else:
+        size = len(line.encode("utf-8", "surrogatepass"))
+    return size - _ending(line)
+
+
+def _ending(line: bytes | str) -> int:
+    """How long the line ending ``line`` ends with is: 2 (CRLF), 1 (LF) or 0."""
+    end = line[-2:]
+    return 2 if end in _CRLF else 1 if end[-1:] in _LF else 0
+
+
+_CRLF = (b"\r\n", "\r\n")
+_LF = (b"\n", "\n")
 
 
 def kept(item: Malformed, raw: bytes) -> tuple[Malformed, bytes]:
@@ -147,9 +160,10 @@ def kept(item: Malformed, raw: bytes) -> tuple[Malformed, bytes]:
     The quarantine must be able to store whatever it is given, like the events table;
     a longer line keeps its file and line number, which lead back to the rest.
     """
-    if len(raw) <= MAX_BYTES:
+    size = len(raw) - _ending(raw)
+    if size <= MAX_BYTES:
         return item, raw
-    note = f"; the quarantine keeps its first {MAX_BYTES:,} of {len(raw):,} bytes"
+    note = f"; the quarantine keeps its first {MAX_BYTES:,} of {size:,} bytes"
     return Malformed(item.reason + note), raw[:MAX_BYTES]
 
 

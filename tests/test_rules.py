@@ -831,7 +831,10 @@ def test_messages_over_4_mib_are_malformed() -> None:
     at_limit["properties"]["pad"] = "x" * (limit - len(orjson.dumps(at_limit)))
     assert len(orjson.dumps(at_limit)) == limit
     over = {**at_limit, "properties": {"pad": at_limit["properties"]["pad"] + "é"}}
-    assert Gate().submit_line(orjson.dumps(at_limit))[0].verdict == "accepted"
+    for ending in (b"", b"\n", b"\r\n"):  # the line ending is not part of the message
+        line = orjson.dumps(at_limit) + ending
+        assert Gate().submit_line(line)[0].verdict == "accepted"
+        assert Gate().submit_line(line.decode())[0].verdict == "accepted"
     (verdict,) = Gate().submit_line(orjson.dumps(over).decode())  # str: counted in bytes
     assert (verdict.code, verdict.reason) == (
         "malformed_json",

@@ -361,8 +361,8 @@ def test_messages_over_4_mib_are_quarantined_with_their_first_4_mib(store: Lifec
     verdicts = [v for _, v in store.submit_lines(lines)]
     assert [v.code for v in verdicts] == [None, "malformed_json", "malformed_json", None]
     assert verdicts[2].reason == (
-        f"the message is {len(raws[2]) + 1:,} bytes, more than the {limit:,} (4 MiB) a message"
-        f" may have; the quarantine keeps its first {limit:,} of {len(raws[2]) + 1:,} bytes"
+        f"the message is {len(raws[2]):,} bytes, more than the {limit:,} (4 MiB) a message"
+        f" may have; the quarantine keeps its first {limit:,} of {len(raws[2]):,} bytes"
     )
     from_python = {**big, "messageId": "from-python"}
     (verdict,) = store.submit_many([from_python])
