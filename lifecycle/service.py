@@ -60,7 +60,15 @@ from lifecycle.store.engine import (
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
 from lifecycle.store.schema import account_heads, bulk_lock, events, quarantine
-from lifecycle.store.writer import API, HeadCache, NeedsCare, Outcome, Submission, write
+from lifecycle.store.writer import (
+    API,
+    HeadCache,
+    NeedsCare,
+    Outcome,
+    Repeats,
+    Submission,
+    write,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +210,7 @@ class Lifecycle:
         self._write_engine = for_writing(self.engine)
         self._heads = HeadCache()
         self._careful = False
+        self._repeats = Repeats()
         if create_schema is None:
             create_schema = self.engine.dialect.name == "sqlite"
         try:
@@ -555,6 +564,8 @@ class Lifecycle:
         after: Callable[[Connection, list[Verdict]], None] | None,
         heads: HeadCache,
     ) -> Outcome:
+        if not careful and quarantine:
+            careful = self._repeats.any_in(conn, subs)
         outcome = write(
             conn,
             self.policy,

@@ -41,6 +41,7 @@ _DIGEST_VERDICTS = select(quarantine.c.digest, quarantine.c.code, quarantine.c.r
     quarantine.c.digest.in_(bindparam("keys", expanding=True))
 )
 _INSERT_QUARANTINE = insert(quarantine)
+_HOLDS_SOURCE = select(quarantine.c.id).where(quarantine.c.source == bindparam("source")).limit(1)
 
 
 def chunks(keys: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
@@ -125,6 +126,11 @@ def quarantined(connection: Connection, digests: Sequence[str]) -> dict[str, tup
     return {digest: (code, reason) for digest, code, reason in _pairs(
         connection, _DIGEST_VERDICTS, digests
     )}  # fmt: skip
+
+
+def holds_source(connection: Connection, source: str) -> bool:
+    """Whether the quarantine holds any line of ``source`` (a file judged before)."""
+    return connection.execute(_HOLDS_SOURCE, {"source": source}).first() is not None
 
 
 def append_events(connection: Connection, rows: Iterable[tuple[Any, ...]]) -> None:

@@ -89,6 +89,53 @@ class HeadCache:
                 self._states.pop(account, None)
 
 
+class Repeats:
+    """Which files of the input the quarantine holds lines of: files judged before.
+
+    A line of such a file may be one the quarantine holds, which must come back
+    with the rejection it got (see :func:`_rejected_before`) whatever else its
+    submission holds, so the submission is judged carefully. The quarantine is
+    asked once per file, and again when lines of it come a second time (the file
+    judged again by this process); a file it holds no line of is judged as usual.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, bool] = {}
+        #: One bit per line number judged, per file.
+        self._judged: dict[str, bytearray] = {}
+        self._lock = threading.Lock()
+
+    def any_in(self, conn: Connection, subs: Sequence[Submission]) -> bool:
+        """Whether ``subs`` come from a file the quarantine holds lines of."""
+        lines = [(s.source, s.line or 0) for s in subs if s.source != API]
+        if not lines:
+            return False
+        with self._lock:
+            again = {source for source, line in lines if self._seen(source, line)}
+            for source, line in lines:
+                self._mark(source, line)
+            held = False
+            for source in dict.fromkeys(source for source, _ in lines):
+                known = self._held.get(source)
+                if known is None or (not known and source in again):
+                    known = repository.holds_source(conn, _fitting(source, MAX_SOURCE_CHARS))
+                    self._held[source] = known
+                held = held or known
+            return held
+
+    def _seen(self, source: str, line: int) -> bool:
+        bits = self._judged.get(source)
+        return (
+            bits is not None and (line >> 3) < len(bits) and bool(bits[line >> 3] >> (line & 7) & 1)
+        )
+
+    def _mark(self, source: str, line: int) -> None:
+        bits = self._judged.setdefault(source, bytearray())
+        if (line >> 3) >= len(bits):
+            bits.extend(bytes(max((line >> 3) + 1 - len(bits), len(bits))))
+        bits[line >> 3] |= 1 << (line & 7)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a submission decided: a verdict per message and the accounts' new states."""

@@ -152,6 +152,51 @@ def test_a_resumed_ingest_ends_as_one_uninterrupted_run(
     assert stored == [r["messageId"] for r in expected if r["verdict"] == "accepted"]
 
 
+def _judged_again(db_url: str, tmp_path: Path, batch_size: str, one_run: bool) -> None:
+    """Ingest a file, then one that moves its account, then the first file again."""
+    Lifecycle(db_url, create_schema=True).close()
+    first = write_jsonl(
+        tmp_path / "first.jsonl",
+        [msg("Signed In", "u1", "acct_1", mid="m1"), msg("Account Created", "u1", "acct_1")],
+    )
+    later = write_jsonl(tmp_path / "later.jsonl", [msg("Signed Up", "u1", "acct_1")])
+    options = ("--db", db_url, "--format", "jsonl", "--batch-size", batch_size)
+    if one_run:
+        out = cli("ingest", str(first), str(later), str(first), *options, cwd=tmp_path).stdout
+        again = verdict_lines(out)[3:]
+    else:
+        for path in (first, later):
+            cli("ingest", str(path), *options, cwd=tmp_path)
+        again = verdict_lines(cli("ingest", str(first), *options, cwd=tmp_path).stdout)
+    assert [(r["verdict"], r.get("code")) for r in again] == [
+        ("rejected", "account_unknown"),
+        ("duplicate", None),
+    ]
+    with Lifecycle(db_url) as store:
+        assert [r.message_id for r in store.rejections()] == ["m1"]
+        assert [e.event for e in store.events()] == ["Account Created", "Signed Up"]
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2", "100000"])
+def test_a_file_judged_again_keeps_its_rejections_whatever_the_batch_size(
+    db_url: str, tmp_path: Path, batch_size: str
+) -> None:
+    """A file ingested again after other input moved its accounts: each line the quarantine
+    holds comes back with its first rejection, in whatever transaction it lands. A line
+    alone in its transaction had been judged afresh (accepted here), one sharing it with
+    a stored line had not, so the verdict depended on ``--batch-size``."""
+    _judged_again(db_url, tmp_path, batch_size, one_run=False)
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2"])
+def test_a_file_given_twice_to_one_ingest_keeps_its_rejections(
+    db_url: str, tmp_path: Path, batch_size: str
+) -> None:
+    """The same, the file given twice to one run: its lines come again after their first
+    transaction committed, and the quarantine is asked again."""
+    _judged_again(db_url, tmp_path, batch_size, one_run=True)
+
+
 @pytest.mark.slow
 def test_killed_ingest_resumes_without_duplicates(db_url: str, tmp_path: Path) -> None:
     """An ingest killed half-way and run again stores every event exactly once."""
