@@ -112,7 +112,10 @@ class Backoff:
         jitter = random.random()
         if retry_after is not None:
             return min(retry_after, self.max_retry_after) + jitter * self.base
-        ceiling = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
+        # The exponent stops growing long before a float would overflow (2.0 ** 1024
+        # raised after a day of failures): by then the cap decides.
+        doubling = 2.0 ** min(max(0, failures - 1), 64)
+        ceiling = min(self.cap, self.base * doubling)
         return ceiling * (0.5 + jitter / 2)
 
 
@@ -608,7 +611,7 @@ class Relay:
             except (StoreError, DBAPIError) as exc:
                 failures += 1
                 report.failures += 1
-                self._sleep(self._outage(exc, failures, max_failures))
+                self._sleep(self._outage(exc, failures, max_failures), wakeable=False)
                 continue
             report.requests += outcome.requests
             report.delivered += len(outcome.delivered)
@@ -635,7 +638,7 @@ class Relay:
                     outcome.error,
                     wait,
                 )
-                self._sleep(wait)
+                self._sleep(wait, wakeable=False)
                 continue
             failures = 0
             if drained:
@@ -666,7 +669,11 @@ class Relay:
         self._stop = True
 
     def wake(self) -> None:
-        """Cut a following relay's idle wait short (call it after submitting events)."""
+        """Cut a following relay's idle wait short (call it after submitting events).
+
+        A wait after a failure (the backoff, or what ``Retry-After`` asks) runs its
+        course.
+        """
         self._wake = True
 
     def start(self) -> threading.Thread:
@@ -875,15 +882,19 @@ class Relay:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _sleep(self, seconds: float) -> None:
-        """Wait ``seconds``, returning early on :meth:`stop` or :meth:`wake`."""
+    def _sleep(self, seconds: float, *, wakeable: bool = True) -> None:
+        """Wait ``seconds``, returning early on :meth:`stop`, and on :meth:`wake` if
+        ``wakeable``: an idle wait, not a backoff or ``Retry-After`` (an application
+        that wakes the relay after every submit would otherwise retry a failing
+        Segment without pause)."""
         deadline = time.monotonic() + seconds
-        while not self._stop and not self._wake:
+        while not self._stop and not (wakeable and self._wake):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             time.sleep(min(0.05, remaining))
-        self._wake = False
+        if wakeable:
+            self._wake = False
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:

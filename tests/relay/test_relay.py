@@ -454,6 +454,37 @@ def test_backoff_is_exponential_with_jitter_and_honours_retry_after() -> None:
     assert backoff.delay(1, retry_after=10_000) <= 301.0
 
 
+def test_backoff_stays_at_its_cap_however_long_the_outage() -> None:
+    """The 1,025th failure in a row (13 hours of outage at the default cap) raised
+    OverflowError computing 2.0 ** 1024, which ended a following relay."""
+    backoff = Backoff(base=0.5, cap=60.0)
+    assert all(30.0 <= backoff.delay(failures) <= 60.0 for failures in (1025, 10**6, 10**12))
+
+
+def test_waking_a_relay_does_not_cut_its_waits_after_a_failure(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """`wake()` after every submit, as the docs show, ends idle waits only: a relay told to
+    wait by ``Retry-After`` waits, and one backing off backs off. It had retried a 429
+    with ``Retry-After: 30`` a thousand times in 20 seconds."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_1"))
+    segment.fail(429, times=1, retry_after="1")
+    segment.fail(503, times=1)
+    backoff = Backoff(base=0.4, cap=0.4)
+    with relay_for(db_url, segment, backoff=backoff) as relay:
+        relay.start()
+        started = time.monotonic()
+        while len(segment.first_arrivals()) < 4 and time.monotonic() - started < 10:
+            relay.wake()
+            time.sleep(0.005)
+        took = time.monotonic() - started
+        assert relay.error is None
+    assert len(segment.first_arrivals()) == 4
+    assert took >= 1.0 + 0.2  # Retry-After, then at least half the backoff
+    assert len(segment.requests) == 3  # two failed attempts and one delivery, no more
+
+
 def test_retry_after_parses_seconds_and_dates() -> None:
     """Retry-After as delta-seconds or as an HTTP date."""
 
