@@ -180,7 +180,7 @@ def write(
     # Lines of a file judged before (a re-run): the rejection they got, not a new verdict.
     earlier = _rejected_before(conn, subs) if careful and quarantine else None
     found_stored = bool(seen or rebuilt or earlier)
-    before = {a: s.version for a, s in states.items() if a not in rebuilt}
+    before = {a: s.version for a, s in states.items()}
     judging = _Judging(policy, states, seen, recorded, earlier or {})
     repository.append_events(conn, judging.rows(subs))
     verdicts, event_rows = judging.verdicts, judging.event_rows
@@ -189,7 +189,8 @@ def write(
     if forward:
         # The Segment outbox: one pending row per appended event, in this same transaction.
         outbox.enqueue(conn, event_rows)
-    moved = [s for a, s in states.items() if before.get(a) != s.version]
+    # A rebuilt account's head row is missing: it is written even if nothing moved it.
+    moved = [s for a, s in states.items() if a in rebuilt or before.get(a) != s.version]
     if deferred is None:
         repository.write_heads(conn, [head_row(s, recorded) for s in moved])
     if snapshot_every:

@@ -726,6 +726,27 @@ def test_lost_heads_are_rebuilt_from_events(store: Lifecycle) -> None:
     assert store.state("acct_1").version == 5  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("resent", [True, False], ids=["a resent event", "a rejected one"])
+def test_lost_heads_of_accounts_with_a_snapshot_at_their_version(
+    db_url: str, resent: bool
+) -> None:
+    """An account whose head row is lost and whose latest snapshot is at its version: a
+    submission that adds no event to it rebuilt the head and wrote that snapshot again,
+    which its primary key refused; taken for a lost race, every such submission ended in
+    ConcurrencyError, though no one else was writing."""
+    history = onboarding("acct_1")
+    with Lifecycle(db_url, create_schema=True, snapshot_every=2) as store:
+        store.submit_many(history)
+        with store.engine.begin() as connection:
+            connection.execute(text("DELETE FROM account_heads"))
+    with Lifecycle(db_url, snapshot_every=2) as store:  # no cached heads either
+        again = history[-1] if resent else msg("Signed In", "stranger", "acct_1")
+        assert store.submit(again).verdict == ("duplicate" if resent else "rejected")
+        assert store.state("acct_1") is not None
+        assert store.state("acct_1").version == 4  # type: ignore[union-attr]
+        assert store.submit(msg("Trial Ended", "u1", "acct_1")).verdict == "accepted"
+
+
 def test_concurrent_writer_forces_a_re_decision(db_url: str) -> None:
     """A writer that loses the race re-reads the account and decides again."""
     setup = Lifecycle(db_url, create_schema=True)
