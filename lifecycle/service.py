@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lifecycle import replay as history
-from lifecycle.decide import Verdict, malformed
+from lifecycle.decide import IGNORED, Verdict, malformed
 from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
 from lifecycle.messages import (
@@ -112,11 +112,20 @@ class RetryReport:
     duplicate: int = 0
     still_rejected: int = 0
     codes: dict[str, int] = field(default_factory=dict)
-    _pending: tuple[int, int, int, dict[str, int]] | None = None
+    #: Messages the policy now ignores (it does not know their event): they stay, as
+    #: they were, since nothing of them would be stored.
+    ignored: int = 0
+    _pending: tuple[int, int, int, dict[str, int], int] | None = None
 
     def begin(self) -> None:
         """Remember the counts before a transaction (restored if it is retried)."""
-        self._pending = (self.accepted, self.duplicate, self.still_rejected, dict(self.codes))
+        self._pending = (
+            self.accepted,
+            self.duplicate,
+            self.still_rejected,
+            dict(self.codes),
+            self.ignored,
+        )
 
     def commit(self) -> None:
         """The transaction committed: keep the counts."""
@@ -127,10 +136,15 @@ class RetryReport:
     ) -> None:
         """Delete the rows whose message is now stored; refresh the reasons of the others."""
         if self._pending is not None:
-            self.accepted, self.duplicate, self.still_rejected, codes = self._pending
+            self.accepted, self.duplicate, self.still_rejected, codes, self.ignored = (
+                self._pending
+            )
             self.codes = dict(codes)
         gone: list[int] = []
         for row, verdict in zip(rows, verdicts, strict=True):
+            if verdict.verdict == IGNORED:
+                self.ignored += 1
+                continue
             if verdict.code is None:
                 gone.append(row.id)
                 if verdict.verdict == "duplicate":
@@ -150,6 +164,7 @@ class RetryReport:
             "accepted": self.accepted,
             "duplicate": self.duplicate,
             "still_rejected": self.still_rejected,
+            "ignored": self.ignored,
             "codes": dict(sorted(self.codes.items())),
         }
 
@@ -427,8 +442,10 @@ class Lifecycle:
 
         An accepted message is appended and its quarantine row deleted in the same
         transaction; a message that is now a duplicate (its event is stored) leaves
-        too; the others stay, with the code and reason they get today. Running it
-        twice changes nothing the second time.
+        too; the others stay, with the code and reason they get today. One this
+        store's policy ignores (a policy that does not know its event: the store was
+        written under another) stays as it was. Running it twice changes nothing the
+        second time.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -554,6 +554,56 @@ def test_check_with_a_custom_policy(tmp_path: Path, policy_env: dict[str, str]) 
     assert [r["verdict"] for r in verdicts(default)] == ["accepted", "ignored", "ignored"]
 
 
+def test_retry_under_a_custom_policy_and_without_forwarding(
+    tmp_path: Path, policy_env: dict[str, str]
+) -> None:
+    """`rejections retry` of a store written under a custom policy and `--no-forward`.
+    Under the default policy a quarantined `Subscription Started` is ignored: it had been
+    deleted from the quarantine and counted as accepted, with nothing stored. It stays
+    now; `--policy` judges it as the store's policy does; `--no-forward` queues nothing
+    for Segment, as the ingest did not."""
+    from sqlalchemy import func, select
+
+    from lifecycle.service import Lifecycle
+    from lifecycle.store.schema import outbox
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    custom = ("--policy", "tests.policies:SUBSCRIPTIONS")
+    path = write(
+        tmp_path / "subs.jsonl",
+        line("Signed In", messageId="early"),
+        line("Account Created"),
+        line("Subscription Started", properties={"plan_name": "Pro"}),
+        line("Subscription Started", messageId="again"),
+        line("Signed Up"),
+    )
+    ingest = lifecycle("ingest", path, "--db", db, "--no-forward", *custom, env=policy_env)
+    assert ingest.returncode == 1
+    retry = lifecycle("rejections", "retry", "--db", db, "--no-forward", "--format", "json",
+                      env=policy_env)  # fmt: skip
+    assert retry.returncode == 1
+    assert orjson.loads(retry.stdout) == {
+        "accepted": 1,
+        "duplicate": 0,
+        "still_rejected": 0,
+        "ignored": 1,
+        "codes": {},
+    }
+    with Lifecycle(db) as store:
+        assert [(r.message_id, r.code) for r in store.rejections()] == [
+            ("again", "subscription_not_allowed")
+        ]
+        assert [e.message_id for e in store.events()][-1] == "early"
+        with store.engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(outbox)).scalar() == 0
+    text = lifecycle("rejections", "retry", "--db", db, *custom, env=policy_env)
+    assert text.returncode == 1
+    assert text.stdout.splitlines() == [
+        b"lifecycle rejections retry: 0 accepted, 0 already stored, 1 still rejected",
+        b"  subscription_not_allowed          1",
+    ]
+
+
 def test_diagram_with_a_custom_policy(policy_env: dict[str, str]) -> None:
     """`diagram --policy` draws the custom policy, new transition included."""
     result = lifecycle("diagram", "--policy", "tests.policies:SUBSCRIPTIONS", env=policy_env)

@@ -113,15 +113,24 @@ def add_retry_parser(rejection_commands: argparse._SubParsersAction) -> None:  #
         description=(
             "Re-submit quarantined messages in their original order. The ones now legal are "
             "appended and leave the quarantine (so do those whose event is now stored); the "
-            "others stay, with the code and reason they get today. Idempotent. Exit 1 when "
-            "some remain rejected."
+            "others stay, with the code and reason they get today, and so do those the "
+            "policy ignores (a store written under another policy). Idempotent. Exit 1 when "
+            "some remain."
         ),
     )
     retry.add_argument("--code", metavar="C", help="only messages quarantined with this code")
     retry.add_argument("--account", metavar="ID", help="only this account's messages")
+    retry.add_argument(
+        "--policy", metavar="MODULE:ATTR", help="the policy the store is written under"
+    )
+    retry.add_argument(
+        "--no-forward",
+        action="store_true",
+        help="do not queue the accepted events for Segment (input ingested with --no-forward)",
+    )
     add_format_argument(retry, "text", "json")
     add_db_argument(retry)
-    retry.set_defaults(run=run_retry, policy=None)
+    retry.set_defaults(run=run_retry)
 
 
 def _instant(text: str | None) -> datetime | None:
@@ -263,10 +272,12 @@ def run_retry(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.buffer.write(orjson.dumps(report.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
     else:
+        ignored = f", {report.ignored:,} ignored by the policy (kept)" if report.ignored else ""
         print(
             f"lifecycle rejections retry: {report.accepted:,} accepted, "
             f"{report.duplicate:,} already stored, {report.still_rejected:,} still rejected"
+            + ignored
         )
         for code, count in sorted(report.codes.items()):
             print(f"  {code:<24} {count:>10,}")
-    return EXIT_REJECTED if report.still_rejected else EXIT_OK
+    return EXIT_REJECTED if report.still_rejected or report.ignored else EXIT_OK
