@@ -136,9 +136,7 @@ class RetryReport:
     ) -> None:
         """Delete the rows whose message is now stored; refresh the reasons of the others."""
         if self._pending is not None:
-            self.accepted, self.duplicate, self.still_rejected, codes, self.ignored = (
-                self._pending
-            )
+            self.accepted, self.duplicate, self.still_rejected, codes, self.ignored = self._pending
             self.codes = dict(codes)
         gone: list[int] = []
         for row, verdict in zip(rows, verdicts, strict=True):

@@ -727,9 +727,7 @@ def test_lost_heads_are_rebuilt_from_events(store: Lifecycle) -> None:
 
 
 @pytest.mark.parametrize("resent", [True, False], ids=["a resent event", "a rejected one"])
-def test_lost_heads_of_accounts_with_a_snapshot_at_their_version(
-    db_url: str, resent: bool
-) -> None:
+def test_lost_heads_of_accounts_with_a_snapshot_at_their_version(db_url: str, resent: bool) -> None:
     """An account whose head row is lost and whose latest snapshot is at its version: a
     submission that adds no event to it rebuilt the head and wrote that snapshot again,
     which its primary key refused; taken for a lost race, every such submission ended in
