@@ -22,8 +22,10 @@ Pure: no I/O. This is the only module that imports ``transitions``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -454,10 +456,15 @@ def _check_graph(policy: Policy) -> None:
 
 
 def _fingerprint(policy: Policy) -> str:
-    """A stable hash of the definition; snapshots made under another policy are ignored."""
+    """A stable hash of the definition; snapshots made under another policy are ignored.
+
+    Guards and effects count by what they do, not only by name: a function whose body
+    changed (the next version of your rules) or a lambda is told apart by its code.
+    """
 
     def qualname(fn: Callable[..., Any]) -> str:
-        return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        return f"{name}:{_code_digest(fn)}"
 
     definition = {
         "states": policy.states,
@@ -474,3 +481,64 @@ def _fingerprint(policy: Policy) -> str:
     }
     blob = json.dumps(definition, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _code_digest(fn: Callable[..., Any]) -> str:
+    """A hash of what ``fn`` runs: its bytecode, constants, names, defaults and the values
+    it closes over (for a partial: its function and arguments). Other callables count
+    by their type's name; the same Python version gives the same digest."""
+    parts: list[bytes] = []
+    _describe(fn, parts, depth=0)
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def _describe(value: Any, parts: list[bytes], depth: int) -> None:
+    if depth > 8:  # a closure that refers to itself, or a deep chain of partials
+        parts.append(b"...")
+        return
+    if isinstance(value, functools.partial):
+        parts.append(b"partial")
+        _describe(value.func, parts, depth + 1)
+        parts.append(_stable_repr((value.args, sorted(value.keywords.items()))).encode())
+        return
+    code = getattr(value, "__code__", None)
+    if isinstance(code, types.CodeType):
+        _describe_code(code, parts)
+        parts.append(_stable_repr(getattr(value, "__defaults__", None)).encode())
+        parts.append(_stable_repr(getattr(value, "__kwdefaults__", None)).encode())
+        for cell in getattr(value, "__closure__", None) or ():
+            try:
+                content = cell.cell_contents
+            except ValueError:  # an empty cell
+                parts.append(b"<empty>")
+                continue
+            if callable(content):
+                _describe(content, parts, depth + 1)
+            else:
+                parts.append(_stable_repr(content).encode())
+        return
+    parts.append(f"{type(value).__module__}.{type(value).__qualname__}".encode())
+
+
+def _describe_code(code: types.CodeType, parts: list[bytes]) -> None:
+    parts.append(code.co_code)
+    parts.append(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _describe_code(const, parts)
+        else:
+            parts.append(_stable_repr(const).encode())
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` that is the same in every process: sets sorted (string hashes vary from
+    one process to the next), and an object shown by address shown by its type."""
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(_stable_repr(v) for v in value)) + "}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_stable_repr(v) for v in value) + ")"
+    if isinstance(value, dict):
+        items = (f"{_stable_repr(k)}: {_stable_repr(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    text = repr(value)
+    return f"<{type(value).__qualname__}>" if " at 0x" in text else text

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -405,6 +409,56 @@ def test_fingerprint_sees_a_refusal_change() -> None:
         refusals={"Trial Ended": Refusal("trial_not_active", "there is no trial to end")}
     )
     assert reworded.fingerprint != DEFAULT_POLICY.fingerprint
+
+
+def _effect_named_unchanged(body: str) -> Any:
+    """An effect named ``unchanged`` in this module, whose body is ``body``."""
+    namespace: dict[str, Any] = {"__name__": __name__}
+    exec(f"def unchanged(state, event):\n    {body}\n", namespace)
+    return namespace["unchanged"]
+
+
+def test_fingerprint_sees_what_a_function_does() -> None:
+    """A guard or effect that keeps its name and changes its body (the next version of
+    the rules), two lambdas, or two closures over other values: other fingerprints.
+    Hashing names only, snapshots folded by the old body were trusted by the new."""
+    old = tiny(effects={"unchanged": _effect_named_unchanged("return None")})
+    new = tiny(effects={"unchanged": _effect_named_unchanged("return {'users': {}}")})
+    same = tiny(effects={"unchanged": _effect_named_unchanged("return None")})
+    assert old.fingerprint != new.fingerprint
+    assert old.fingerprint == same.fingerprint
+
+    def guard(check: Any) -> Any:
+        return tiny(guards=[Guard("always", "never_refused", check)])
+
+    assert guard(lambda s, e: None).fingerprint != guard(lambda s, e: "no").fingerprint
+
+    def closing_over(answer: str | None) -> Any:
+        return guard(lambda s, e: answer)
+
+    assert closing_over(None).fingerprint != closing_over("no").fingerprint
+    assert closing_over("no").fingerprint == closing_over("no").fingerprint
+
+
+def test_fingerprints_are_the_same_in_every_process() -> None:
+    """The fingerprint of a policy does not depend on the process (string hashing is
+    randomised per process, objects have other addresses): snapshots stay usable."""
+    script = (
+        "from tests.policies import PAUSING, SUBSCRIPTIONS; from lifecycle import DEFAULT_POLICY;"
+        "print(DEFAULT_POLICY.fingerprint, SUBSCRIPTIONS.fingerprint, PAUSING.fingerprint)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    prints = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(prints) == 1
 
 
 # -- diagrams --------------------------------------------------------------------------------------
