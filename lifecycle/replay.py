@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from lifecycle.decide import apply, foreign_history
 from lifecycle.envelope import Event
@@ -104,17 +105,23 @@ def _stored_rows(
     if compiled.positiontup is not None:  # SQLite's qmark style
         params = tuple(params[name] for name in compiled.positiontup)
     driver: Any = connection.connection.driver_connection
-    if dialect.name == "sqlite":
-        cursor = driver.cursor()
-        try:
-            cursor.execute(compiled.string, params)
-            yield iter(lambda: cursor.fetchmany(_CHUNK), [])
-        finally:
-            cursor.close()
-    else:
-        with driver.cursor(name="lifecycle_replay") as cursor:
-            cursor.execute(compiled.string, params)
-            yield iter(lambda: cursor.fetchmany(_SERVER_CHUNK), [])
+    # The driver's own errors become SQLAlchemy's, as on any other path: the store turns
+    # them into StoreError (a lost connection had escaped as psycopg's own error).
+    failure = dialect.loaded_dbapi.Error
+    try:
+        if dialect.name == "sqlite":
+            cursor = driver.cursor()
+            try:
+                cursor.execute(compiled.string, params)
+                yield iter(lambda: cursor.fetchmany(_CHUNK), [])
+            finally:
+                cursor.close()
+        else:
+            with driver.cursor(name="lifecycle_replay") as cursor:
+                cursor.execute(compiled.string, params)
+                yield iter(lambda: cursor.fetchmany(_SERVER_CHUNK), [])
+    except failure as exc:
+        raise DBAPIError.instance(compiled.string, None, exc, failure) from exc
 
 
 def fold(

@@ -324,7 +324,7 @@ class Lifecycle:
         if status is not None:
             query = query.where(account_heads.c.status == status)
         for (state,) in self._stream(query):
-            yield state_from_json(state)
+            yield state_from_json(state, "an account head")
 
     def events(self, account: str | None = None) -> Iterator[StoredEvent]:
         """Stored events in append order, or one account's in version order."""
@@ -369,6 +369,9 @@ class Lifecycle:
         ``recorded_at`` clock (naive datetimes are UTC). Memory is bounded by the
         number of accounts replayed, not by the number of events.
         """
+        if isinstance(accounts, (str, bytes)):
+            raise TypeError(f"accounts must be a list of account ids, got {accounts!r}")
+        until = _position(until)
         if workers > 1 and accounts is None and not in_memory(self.engine):
             try:
                 states = history.replay_partitioned(
@@ -397,6 +400,7 @@ class Lifecycle:
         """One account's state rebuilt from its newest snapshot and the events after it."""
         if not is_storable_key(account):
             return None
+        until = _position(until)
         with self._reading(None) as conn:
             return history.load_account(conn, self.policy, account, until=until, as_of=_utc(as_of))
 
@@ -410,20 +414,27 @@ class Lifecycle:
         """
         with self._snapshot() as conn:
             replayed = history.replay(conn, self.policy)
-            heads: dict[str, AccountState] = {}
+            heads: dict[str, AccountState | StoreError] = {}
             columns: dict[str, dict[str, Any]] = {}
             for account, version, status, state in conn.execute(_HEAD_ROWS):
-                heads[account] = state_from_json(state)
+                heads[account] = _readable(state_from_json, state, f"head of {account!r}")
                 # What `accounts list --status` and the version check read, beside the JSON.
                 columns[account] = {"version (column)": version, "status (column)": status}
             for account in sorted(replayed.keys() | heads.keys()):
                 truth = replayed.get(account)
-                fields = history.differences(heads.get(account), truth)
+                head = heads.get(account)
+                fields = _differences(head, truth)
                 if truth is not None and account in columns:
                     fields.update(_column_differences(columns[account], truth))
                 if fields:
                     yield history.Difference(account, "head", fields)
-                snap = history.load_account(conn, self.policy, account) if truth else None
+                if truth is None:
+                    continue
+                try:
+                    snap = history.load_account(conn, self.policy, account)
+                except StoreError as exc:
+                    yield history.Difference(account, "snapshot", _differences(exc, truth))
+                    continue
                 fields = history.differences(snap, truth)
                 if fields:
                     yield history.Difference(account, "snapshot", fields)
@@ -687,6 +698,20 @@ def _retry_submission(row: QuarantinedMessage) -> Submission:
     return Submission(it.item, row.raw, row.source, row.line, row.batch_index, it.whole_line)
 
 
+#: The largest position a store can hold (a signed 64-bit key on every backend).
+_LAST_POSITION = (1 << 63) - 1
+
+
+def _position(until: int | None) -> int | None:
+    """``until`` as a bound the database takes: past the last possible position it is
+    no bound (a larger number had overflowed the driver)."""
+    if until is None:
+        return None
+    if not isinstance(until, int) or isinstance(until, bool):
+        raise TypeError(f"until must be a position (an int), got {until!r}")
+    return None if until >= _LAST_POSITION else until
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     """An instant as the naive UTC datetime the store compares with (naive means UTC).
 
@@ -711,6 +736,26 @@ _HEAD_ROWS = select(
 )
 #: The row store transactions lock: in share mode, or exclusively to run alone.
 _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
+
+
+def _readable(
+    read: Callable[[Any, str], AccountState], text: Any, where: str
+) -> AccountState | StoreError:
+    """The state ``text`` holds, or the error that says it holds none."""
+    try:
+        return read(text, where)
+    except StoreError as exc:
+        return exc
+
+
+def _differences(
+    stored: AccountState | StoreError | None, truth: AccountState | None
+) -> dict[str, tuple[Any, Any]]:
+    """:func:`history.differences`, a stored row that is no state being one difference."""
+    if isinstance(stored, StoreError):
+        replayed = f"version {truth.version}" if truth is not None else None
+        return {"state": (f"unreadable ({stored.__cause__!r})", replayed)}
+    return history.differences(stored, truth)
 
 
 def _column_differences(columns: dict[str, Any], truth: AccountState) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from lifecycle.envelope import Event
+from lifecycle.errors import StoreError
 from lifecycle.spec import parse_datetime
 from lifecycle.state import AccountState
 
@@ -61,9 +62,20 @@ def state_json(state: AccountState) -> str:
     return state.to_json().decode("utf-8")
 
 
-def state_from_json(text: str | bytes) -> AccountState:
-    """The inverse of :func:`state_json`."""
-    return AccountState.from_dict(orjson.loads(text))
+def state_from_json(text: str | bytes, where: str = "a stored state") -> AccountState:
+    """The inverse of :func:`state_json`.
+
+    A row edited or damaged outside lifecycle raises :class:`StoreError` naming
+    ``where`` (say, "the head of account 'acct_1'"), not whatever decoding it hit.
+    """
+    try:
+        return AccountState.from_dict(orjson.loads(text))
+    except Exception as exc:  # any failure to read it back means the row is not a state
+        raise StoreError(
+            f"{where} is not a readable account state ({type(exc).__name__}: {exc}); "
+            "`lifecycle replay --verify` lists such rows, and lifecycle rebuilds a head "
+            "or snapshot row that is deleted"
+        ) from exc
 
 
 def head_row(state: AccountState, recorded_at: datetime) -> tuple[Any, ...]:

@@ -105,7 +105,7 @@ def _driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
 def head_states(connection: Connection, accounts: Sequence[str]) -> dict[str, AccountState]:
     """The state stored in each account's head row, for the accounts that have one."""
     return {
-        account: state_from_json(state)
+        account: state_from_json(state, _head_of(account))
         for account, state in _pairs(connection, _HEAD_STATES, accounts)
     }
 
@@ -359,7 +359,12 @@ def latest_snapshot(
     if as_of is not None:
         query = query.where(snapshots.c.recorded_at <= as_of)
     row = connection.execute(query.order_by(snapshots.c.version.desc()).limit(1)).first()
-    return state_from_json(row[0]) if row is not None else None
+    where = f"the newest snapshot of account {account!r}"
+    return state_from_json(row[0], where) if row is not None else None
+
+
+def _head_of(account: str) -> str:
+    return f"the head of account {account!r}"
 
 
 def requarantine(connection: Connection, row_id: int, code: str, reason: str) -> None:

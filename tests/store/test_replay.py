@@ -15,9 +15,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, make_url, select, update
 
-from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard, PolicyError
+from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard, PolicyError, StoreError
 from lifecycle import replay as history
 from lifecycle.service import Lifecycle
 from lifecycle.state import LARGE_ACCOUNT
@@ -235,6 +235,76 @@ def test_verify_reports_a_corrupted_head(store: Lifecycle, db_url: str, tmp_path
     assert run.returncode == 1
     assert "acct_2 (head): status: head='deleted' replay='active'" in run.stdout
     assert "acct_1" not in run.stdout
+
+
+@pytest.mark.parametrize("damage", ["{bad", "{}", "[]"])
+def test_unreadable_heads_and_snapshots_are_reported_not_raised(
+    damage: str, db_url: str, tmp_path: Path
+) -> None:
+    """A head or snapshot row that holds no state (edited by hand, damaged) is a difference
+    for `replay --verify` (exit 1), and a one-line error for the commands that read it
+    (exit 2). Both had ended in a traceback with exit 1, read as "a difference found"."""
+    with Lifecycle(db_url, create_schema=True, snapshot_every=2) as store:
+        store.submit_many(account_history("acct_1") + account_history("acct_2"))
+        with store.engine.begin() as connection:
+            connection.execute(update(account_heads).where(account_heads.c.account == "acct_2")
+                               .values(state=damage))  # fmt: skip
+            connection.execute(update(snapshots).where(snapshots.c.account == "acct_1")
+                               .values(state=damage))  # fmt: skip
+        found = {(d.account, d.source): d.fields for d in store.verify()}
+        assert set(found) == {("acct_2", "head"), ("acct_1", "snapshot")}
+        assert found["acct_2", "head"]["state"][0].startswith("unreadable (")
+        with pytest.raises(StoreError, match=r"^the head of account 'acct_2' is not a readable"):
+            store.state("acct_2")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lifecycle", *args, "--db", db_url],
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+
+    verify = cli("replay", "--verify")
+    assert (verify.returncode, verify.stderr) == (1, "replay --verify: 2 differences\n")
+    lines = sorted(verify.stdout.splitlines())
+    assert [line.split("=")[0] for line in lines] == [
+        "acct_1 (snapshot): state: snapshot",
+        "acct_2 (head): state: head",
+    ]
+    assert all("unreadable (" in line for line in lines)
+    show = cli("accounts", "show", "acct_2")
+    assert show.returncode == 2 and show.stdout == ""
+    assert show.stderr.startswith("lifecycle: error: the head of account 'acct_2' is not a")
+    assert len(show.stderr.splitlines()) == 1
+
+
+def test_a_replay_that_loses_its_connection_raises_store_error(db_url: str, backend: str) -> None:
+    """The replay reads through the driver's own cursor; a connection lost mid-replay
+    raised the driver's error (``psycopg.OperationalError``), not the store's."""
+    if backend == "sqlite":
+        pytest.skip("a database file has no connection to lose")
+    from tests.tcp_proxy import TcpProxy
+
+    with Lifecycle(db_url, create_schema=True) as store:
+        for n in range(30):
+            store.submit_many(account_history(f"acct_{n}", users=6, sessions=6))
+        assert store.count_events() > 2_500  # several lists of rows: progress is called early
+    url = make_url(db_url)
+    assert url.host is not None and url.port is not None
+    with TcpProxy(url.host, url.port) as proxy:
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        with Lifecycle(through) as store, pytest.raises(StoreError):
+            list(store.replay(progress=lambda n: proxy.cut()))
+
+
+def test_replay_bounds_and_arguments(store: Lifecycle) -> None:
+    """A position past any a store can hold is no bound (it had overflowed the driver);
+    one account id given as a string, not a list, is a TypeError that says so."""
+    store.submit_many(account_history("acct_1") + account_history("acct_2"))
+    everything = list(store.replay())
+    assert list(store.replay(until=10**20)) == everything
+    assert store.load("acct_1", until=10**20) == everything[0]
+    with pytest.raises(TypeError, match="accounts must be a list of account ids, got 'acct_1'"):
+        list(store.replay(accounts="acct_1"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="until must be a position"):
+        list(store.replay(until="5"))  # type: ignore[arg-type]
 
 
 def test_verify_reports_a_head_whose_columns_disagree_with_its_state(store: Lifecycle) -> None:
