@@ -32,6 +32,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    insert,
     literal_column,
     or_,
     select,
@@ -392,13 +393,28 @@ def requeue(
     connection: Connection, *, account: str | None = None, message_ids: Sequence[str] = ()
 ) -> int:
     """Make parked rows pending again (those of ``account``, or with one of ``message_ids``,
-    or all); returns how many. ``attempts`` and ``last_error`` keep their history."""
-    query = update(outbox).where(outbox.c.status == PARKED).values(status=PENDING)
+    or all); returns how many. ``attempts`` and ``last_error`` keep their history.
+
+    They go to the back of the queue, as new rows: made pending where it stood, a
+    row could become its account's head (see :func:`lock_heads`) while a relay was
+    sending the account's later rows, and a second relay locking that head took
+    those rows too, and sent them again.
+    """
+    query = select(outbox).where(outbox.c.status == PARKED)
     if account is not None:
         query = query.where(outbox.c.account == account)
     if message_ids:
         query = query.where(outbox.c.message_id.in_(list(message_ids)))
-    return connection.execute(query).rowcount
+    query = query.order_by(outbox.c.id).limit(CHUNK)
+    total = 0
+    while rows := connection.execute(query).all():
+        connection.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
+        again = [{**row._asdict(), "status": PENDING} for row in rows]
+        for row in again:
+            del row["id"]
+        connection.execute(insert(outbox), again)
+        total += len(rows)
+    return total
 
 
 def unqueued(connection: Connection, limit: int) -> list[tuple[Any, ...]]:

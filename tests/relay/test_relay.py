@@ -138,6 +138,41 @@ def test_parked_events_can_be_sent_again(db_url: str, segment: FakeSegment) -> N
     assert sorted(segment.message_ids()) == ids
 
 
+def test_requeuing_while_a_relay_sends_the_account_sends_nothing_twice(
+    db_url: str, backend: str, segment: FakeSegment
+) -> None:
+    """An account's first event parked, its later ones in a relay's batch in flight: the
+    parked one requeued, a second relay took it as the account's head, with the rows the
+    first relay was sending, and sent those again. A requeued row goes to the back of the
+    queue, behind rows in flight."""
+    if backend == "sqlite":
+        pytest.skip("SQLite takes one relay at a time (documented)")
+    history = onboarding("acct_1")
+    segment.refuse(history[0]["messageId"])
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit(history[0])
+        with relay_for(db_url, segment) as relay:
+            assert relay.run().parked == 1
+        segment.refused_ids.clear()
+        store.submit_many(history[1:])
+    segment.slow(1.5)
+    before = len(segment.requests)
+    with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
+        sending = threading.Thread(target=first.run)
+        sending.start()
+        deadline = time.monotonic() + 10
+        while len(segment.requests) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [m["messageId"] for m in segment.requests[before].messages] == [
+            m["messageId"] for m in history[1:]
+        ]
+        assert second.requeue() == 1
+        second.run()
+        sending.join()
+        assert first.status().pending == 0
+    assert Counter(segment.message_ids()) == {m["messageId"]: 1 for m in history}
+
+
 def test_oversized_message_is_parked_unsent(db_url: str, segment: FakeSegment) -> None:
     """A message over 32 KB is parked without a request; the account's next events go on."""
     with Lifecycle(db_url, create_schema=True) as store:
