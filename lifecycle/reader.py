@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -74,8 +74,24 @@ def as_batch(document: bytes) -> bytes:
     return b'{"batch":' + stripped + b"}" if stripped.startswith(b"[") else stripped
 
 
-def read_lines(paths: Sequence[str]) -> Iterator[InputLine]:
+def printable(path: str) -> str:
+    """``path`` as text that can be printed and stored: the bytes of a file name that
+    are not UTF-8 (which Python keeps as lone surrogates) shown as U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def stored_name(path: str) -> str:
+    """The name the event store records for ``path``: the file itself, however the path
+    was spelled (``h.jsonl``, ``./h.jsonl``, an absolute path, a link), so that a re-run
+    from another directory is recognised as one."""
+    return path if path == STDIN else printable(os.path.realpath(path))
+
+
+def read_lines(paths: Sequence[str], names: Mapping[str, str] | None = None) -> Iterator[InputLine]:
     """Every non-blank line of every file, in order. Blank lines are skipped.
+
+    Each line names its file as ``names`` says, by default as :func:`printable`
+    shows its path.
 
     A UTF-8 byte order mark at the very start of a file is dropped: otherwise one
     exported from a Windows tool would lose its first message (often an account's
@@ -92,16 +108,17 @@ def read_lines(paths: Sequence[str]) -> Iterator[InputLine]:
     try:
         for path, handle in handles:
             number = 0
+            name = names[path] if names is not None else printable(path)
             try:
                 if is_document(path):
-                    yield InputLine(path, 1, as_batch(handle.read()))
+                    yield InputLine(name, 1, as_batch(handle.read()))
                     continue
                 for raw in handle:
                     number += 1
                     if number == 1:
                         raw = raw.removeprefix(_BOM)
                     if raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
-                        yield InputLine(path, number, raw)
+                        yield InputLine(name, number, raw)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise InputError(f"cannot read {path} after line {number}: {exc}") from exc
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from itertools import chain, islice
 from typing import TYPE_CHECKING, TypeVar
 
@@ -27,7 +27,7 @@ from lifecycle.cli.common import (
 )
 from lifecycle.cli.text import account_line, shown
 from lifecycle.decide import Verdict
-from lifecycle.reader import InputItem, InputLine, read_lines
+from lifecycle.reader import InputItem, InputLine, printable, read_lines, stored_name
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.sorting import sorted_by_timestamp
 from lifecycle.spec import REJECTION_CODES
@@ -182,7 +182,10 @@ CHUNK_LINES = 20_000
 def run_ingest(args: argparse.Namespace) -> int:
     """Judge and store every line, ``--batch-size`` lines per transaction."""
     report = make_report(args.format, args.show)
-    lines = read_lines(args.files)
+    # The store records each file by its own name, the report shows it as it was given.
+    names = {path: stored_name(path) for path in args.files}
+    display = {name: printable(path) for path, name in names.items()}
+    lines = read_lines(args.files, names)
     chunk = min(CHUNK_LINES, args.batch_size)
     with open_store(args) as store, progress(args.files, "ingest") as bar:
         if args.sort_by:
@@ -193,7 +196,7 @@ def run_ingest(args: argparse.Namespace) -> int:
                 return list(zip(batch, verdicts, strict=True))
 
             batches = iter(lambda: list(islice(items, chunk)), [])
-            _in_transactions(store, batches, judge_items, args.batch_size, report)
+            _in_transactions(store, batches, judge_items, args.batch_size, report, display)
         else:
 
             def read() -> Iterator[list[InputLine]]:
@@ -204,7 +207,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             def judge_lines(batch: list[InputLine], conn: Connection) -> Judged:
                 return store.submit_lines(batch, connection=conn)
 
-            _in_transactions(store, read(), judge_lines, args.batch_size, report)
+            _in_transactions(store, read(), judge_lines, args.batch_size, report, display)
     report.finish("lifecycle ingest", len(args.files))
     return EXIT_REJECTED if report.rejected else EXIT_OK
 
@@ -224,8 +227,11 @@ def _in_transactions(
     judge: Callable[[list[T], Connection], Judged],
     size: int,
     report: Report,
+    display: Mapping[str, str],
 ) -> None:
     """Judge ``batches`` in store transactions of about ``size`` messages each.
+
+    ``display`` gives the name each file is reported under.
 
     Verdicts are reported once their transaction has committed, so that what a
     killed ingest printed is stored. They are kept until then without their
@@ -252,7 +258,10 @@ def _in_transactions(
                     if replayable:
                         taken.append(batch)
                     judged = judge(batch, conn)
-                    held.extend((it.file, it.line, it.index, _bare(v)) for it, v in judged)
+                    held.extend(
+                        (display.get(it.file, it.file), it.line, it.index, _bare(v))
+                        for it, v in judged
+                    )
                     count += len(judged)
                     if count >= size:
                         break

@@ -115,15 +115,25 @@ def test_rerun_gives_duplicates_and_no_new_quarantine(db_url: str, tmp_path: Pat
         assert len(list(store.rejections())) == sum(r["verdict"] == "rejected" for r in first)
 
 
-@pytest.mark.parametrize("cut", [3, 9, 23, 41, 60])
+@pytest.mark.parametrize(
+    ("cut", "spelling"),
+    [(3, "same"), (9, "same"), (23, "same"), (41, "same"), (60, "same"), (23, "dotted"),
+     (41, "linked")],
+)  # fmt: skip
 def test_a_resumed_ingest_ends_as_one_uninterrupted_run(
-    db_url: str, tmp_path: Path, cut: int, capfdbinary: pytest.CaptureFixture[bytes]
+    db_url: str,
+    tmp_path: Path,
+    cut: int,
+    spelling: str,
+    capfdbinary: pytest.CaptureFixture[bytes],
 ) -> None:
     """An ingest that stored the first ``cut`` lines of a file (then died), run again on
     the whole file, gives every line the verdict one run gives it — accepted lines come
     back as ``duplicate``, rejected ones with their first rejection — and stores what
     `check` accepts, in order. Judged again against the state the first run left, a line
-    it rejected (a Signed In before the user's Signed Up) had been accepted out of place."""
+    it rejected (a Signed In before the user's Signed Up) had been accepted out of place.
+    The file may be named otherwise the second time (``dir/./h.jsonl``, a link to it):
+    the store knew it by the path as typed, and took it for another file."""
     from lifecycle.cli import main
 
     Lifecycle(db_url, create_schema=True).close()
@@ -137,6 +147,11 @@ def test_a_resumed_ingest_ends_as_one_uninterrupted_run(
     args = ["ingest", str(path), "--db", db_url, "--format", "jsonl", "--batch-size", "5"]
     main(args)
     write_jsonl(path, history)
+    if spelling == "dotted":
+        args[1] = os.path.join(path.parent, ".", path.name)
+    elif spelling == "linked":
+        (tmp_path / "link.jsonl").symlink_to(path)
+        args[1] = str(tmp_path / "link.jsonl")
     capfdbinary.readouterr()
     main(args)
     rerun = verdict_lines(capfdbinary.readouterr().out)
@@ -341,6 +356,23 @@ def test_text_output_escapes_control_characters_from_the_input(tmp_path: Path) -
         assert reason in output, output
     for output in (checked.stdout, listed.stdout, show.stdout, rejected.stdout):
         assert b"\x1b" not in output and b"\tcreated\t9" not in output
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """A file whose name holds bytes that are not UTF-8 (a Latin-1 name on Linux): `check`
+    failed writing its jsonl verdicts and `ingest` writing the quarantine's ``source``,
+    with a traceback and exit 1 (read as "rejections"). The name shows U+FFFD for them."""
+    name = os.fsdecode(b"caf\xe9.jsonl")
+    history = [msg("Account Created", "u1", "acct_1"), msg("Signed In", "ghost", "acct_1")]
+    path = write_jsonl(tmp_path / name, history)
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    for command in (("check",), ("ingest", "--db", db)):
+        run = cli(*command, name, "--format", "jsonl", cwd=tmp_path)
+        assert (run.returncode, run.stderr) == (1, b""), run.stderr
+        assert [r["file"] for r in verdict_lines(run.stdout)] == ["caf\ufffd.jsonl"] * 2
+    with Lifecycle(db) as store:
+        (rejected,) = store.rejections()
+    assert rejected.source == os.path.join(os.path.realpath(tmp_path), "caf\ufffd.jsonl")
 
 
 def test_listing_a_status_no_policy_has_says_so(tmp_path: Path) -> None:
