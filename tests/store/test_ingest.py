@@ -364,7 +364,7 @@ def test_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
     with a traceback and exit 1 (read as "rejections"). The name shows U+FFFD for them."""
     name = os.fsdecode(b"caf\xe9.jsonl")
     history = [msg("Account Created", "u1", "acct_1"), msg("Signed In", "ghost", "acct_1")]
-    path = write_jsonl(tmp_path / name, history)
+    write_jsonl(tmp_path / name, history)
     db = f"sqlite:///{tmp_path / 't.db'}"
     for command in (("check",), ("ingest", "--db", db)):
         run = cli(*command, name, "--format", "jsonl", cwd=tmp_path)
