@@ -45,7 +45,7 @@ from lifecycle.messages import (
 from lifecycle.policy import Policy
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
-from lifecycle.spec import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from lifecycle.spec import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MALFORMED_JSON
 from lifecycle.state import AccountState
 from lifecycle.store import repository
 from lifecycle.store.codec import head_row, state_from_json, utc_naive
@@ -692,8 +692,24 @@ class _Overlay(HeadCache):
 
 
 def _retry_submission(row: QuarantinedMessage) -> Submission:
-    """A quarantined message as a submission again (a batch line gives its own item)."""
+    """A quarantined message as a submission again.
+
+    A message that was read (any code but ``malformed_json``) is kept as its own
+    JSON, whether it was a line or an item of a batch: it is that message again,
+    even when it has a ``batch`` key of its own (read as a line, its inner batch
+    had been judged instead). A malformed one keeps its whole line, whose item is
+    picked out again.
+    """
+    if row.code != MALFORMED_JSON:
+        try:
+            message = orjson.loads(row.raw)
+        except orjson.JSONDecodeError:
+            message = None
+        if type(message) is dict:
+            return Submission(message, row.raw, row.source, row.line, row.batch_index, True)
     items = items_of(InputLine(row.source, row.line or 0, row.raw))
+    if not items:
+        return Submission(Malformed("an empty batch"), row.raw, row.source, row.line)
     it = items[row.batch_index or 0] if len(items) > 1 else items[0]
     return Submission(it.item, row.raw, row.source, row.line, row.batch_index, it.whole_line)
 

@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, make_url, select, update
 
 from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard, PolicyError, StoreError
 from lifecycle import replay as history
+from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.state import LARGE_ACCOUNT
 from lifecycle.store.schema import account_heads, events, snapshots
@@ -376,6 +377,27 @@ def test_quarantine_retry(store: Lifecycle) -> None:
     again = store.retry_rejections()
     assert (again.accepted, again.still_rejected) == (0, 1)
     assert len(list(store.rejections())) == 1
+
+
+@pytest.mark.parametrize("inner", [[], ["acct_a", "acct_b"]], ids=["empty", "two"])
+def test_retry_judges_the_quarantined_item_not_a_batch_inside_it(
+    store: Lifecycle, tmp_path: Path, inner: list[str]
+) -> None:
+    """A batch item with a ``batch`` key of its own, quarantined: retry read its JSON as a
+    line, judged the inner batch instead (storing an event never accepted, and losing
+    the message) or, with an empty one, failed with IndexError."""
+    nested = msg("Signed In", "u1", "nope")
+    nested["batch"] = [msg("Account Created", "u1", account) for account in inner]
+    document = {"batch": [msg("Account Created", "u1", "acct_1"), nested]}
+    path = tmp_path / "doc.json"
+    path.write_bytes(orjson.dumps(document))
+    lines = [InputLine(str(path), 1, path.read_bytes())]
+    assert [v.code for _, v in store.submit_lines(lines)] == [None, "account_unknown"]
+    report = store.retry_rejections()
+    assert (report.accepted, report.still_rejected) == (0, 1)
+    assert [e.account for e in store.events()] == ["acct_1"]
+    (row,) = store.rejections()
+    assert (row.message_id, row.batch_index) == (nested["messageId"], 1)
 
 
 def test_retry_filters_by_code_and_account(store: Lifecycle) -> None:
