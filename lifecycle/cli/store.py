@@ -27,7 +27,7 @@ from lifecycle.cli.common import (
 )
 from lifecycle.cli.text import account_line, shown
 from lifecycle.decide import Verdict
-from lifecycle.reader import InputItem, InputLine, printable, read_lines, stored_name
+from lifecycle.reader import InputItem, items_of, printable, read_lines, stored_name
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.sorting import sorted_by_timestamp
 from lifecycle.spec import REJECTION_CODES
@@ -175,7 +175,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_retry_parser(rejection_commands)
 
 
-#: Lines judged and written at a time within one ingest transaction (bounds memory).
+#: Messages judged and written at a time within one ingest transaction (bounds memory).
 CHUNK_LINES = 20_000
 
 
@@ -190,24 +190,22 @@ def run_ingest(args: argparse.Namespace) -> int:
     with open_store(args) as store, progress(args.files, "ingest") as bar:
         if args.sort_by:
             items = sorted_by_timestamp(lines)
-
-            def judge_items(batch: list[InputItem], conn: Connection) -> Judged:
-                verdicts = store.submit_items(batch, connection=conn)
-                return list(zip(batch, verdicts, strict=True))
-
-            batches = iter(lambda: list(islice(items, chunk)), [])
-            _in_transactions(store, batches, judge_items, args.batch_size, report, display)
         else:
 
-            def read() -> Iterator[list[InputLine]]:
-                while batch := list(islice(lines, chunk)):
-                    bar.advance(sum(len(line.raw) for line in batch))
-                    yield batch
+            def read() -> Iterator[InputItem]:
+                for line in lines:
+                    bar.advance(len(line.raw))
+                    yield from items_of(line)
 
-            def judge_lines(batch: list[InputLine], conn: Connection) -> Judged:
-                return store.submit_lines(batch, connection=conn)
+            items = read()
 
-            _in_transactions(store, read(), judge_lines, args.batch_size, report, display)
+        def judge(batch: list[InputItem], conn: Connection) -> Judged:
+            verdicts = store.submit_items(batch, connection=conn)
+            return list(zip(batch, verdicts, strict=True))
+
+        # Chunks of messages, not of lines: a `.json` document is one line of any length.
+        batches = iter(lambda: list(islice(items, chunk)), [])
+        _in_transactions(store, batches, judge, args.batch_size, report, display)
     report.finish("lifecycle ingest", len(args.files))
     return EXIT_REJECTED if report.rejected else EXIT_OK
 

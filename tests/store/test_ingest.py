@@ -358,6 +358,34 @@ def test_text_output_escapes_control_characters_from_the_input(tmp_path: Path) -
         assert b"\x1b" not in output and b"\tcreated\t9" not in output
 
 
+def test_a_json_document_is_stored_in_transactions_of_batch_size(
+    db_url: str, tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """A `.json` document is one line of any number of messages: it was stored in one
+    transaction whatever ``--batch-size`` said (a killed ingest of a large document kept
+    nothing, and all of it was held in memory until the commit)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from lifecycle.cli import main
+
+    Lifecycle(db_url, create_schema=True).close()
+    path = tmp_path / "export.json"
+    path.write_bytes(orjson.dumps([msg("Account Created", "u1", f"acct_{n}") for n in range(30)]))
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(Engine, "commit", count)
+    try:
+        main(["ingest", str(path), "--db", db_url, "--batch-size", "10", "--format", "jsonl"])
+    finally:
+        event.remove(Engine, "commit", count)
+    assert [r["verdict"] for r in verdict_lines(capfdbinary.readouterr().out)] == ["accepted"] * 30
+    assert len(commits) >= 3
+
+
 def test_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
     """A file whose name holds bytes that are not UTF-8 (a Latin-1 name on Linux): `check`
     failed writing its jsonl verdicts and `ingest` writing the quarantine's ``source``,
