@@ -773,6 +773,52 @@ def test_exit_2_for_a_driver_lifecycle_does_not_pick(url: str, message: str | No
         assert line.endswith(message), line
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("postgresql://u@127.0.0.1:54x2/db", "cannot open the event store: the database URL must"),
+     ("sqlite://x.db", "cannot open the event store: 'sqlite://x.db': Invalid SQLite URL"),
+     ("sqlite://", "'sqlite://' names no file: a store in memory is gone when the command"),
+     ("sqlite:///", "'sqlite:///' names no file"),
+     ("sqlite:///:memory:", "'sqlite:///:memory:' names no file")],
+)  # fmt: skip
+def test_exit_2_with_one_line_for_a_url_that_cannot_be_meant(
+    url: str, message: str, tmp_path: Path
+) -> None:
+    """A port that is not a number had raised ValueError from URL parsing (a traceback,
+    exit 1); a malformed SQLite URL printed SQLAlchemy's four-line message; an SQLite URL
+    naming no file gave a store in memory, reported on, then gone."""
+    path = write(tmp_path / "in.jsonl", line("Account Created"))
+    for command in (("ingest", str(path)), ("accounts", "list"), ("db", "upgrade")):
+        done = lifecycle(*command, "--db", url, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, b""), done.stderr
+        (error,) = done.stderr.decode().splitlines()
+        assert error.startswith(f"lifecycle: error: {message}"), error
+
+
+def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
+    """A mistyped SQLite path given to a command that only reads (or relays) had created
+    and migrated a new empty store, and reported that it held nothing, exit 0. Only
+    `ingest` and `db upgrade` create a store."""
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (
+        ("accounts", "list"),
+        ("rejections", "list"),
+        ("replay",),
+        ("db", "current"),
+        ("relay", "status"),
+    ):
+        done = lifecycle(*command, "--db", url, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, b""), command
+        (error,) = done.stderr.decode().splitlines()
+        assert error == (
+            f"lifecycle: error: no event store at {tmp_path / 'typo.db'} ({url}); "
+            "`lifecycle ingest` or `lifecycle db upgrade` creates one"
+        )
+        assert not (tmp_path / "typo.db").exists()
+    assert lifecycle("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0
+    assert lifecycle("accounts", "list", "--db", url, cwd=tmp_path).returncode == 0
+
+
 def test_the_installed_command_finds_a_policy_module_of_the_working_directory(
     tmp_path: Path,
 ) -> None:

@@ -29,7 +29,7 @@ from lifecycle.cli.common import (
     positive,
     seconds,
 )
-from lifecycle.cli.store import add_db_argument
+from lifecycle.cli.store import add_db_argument, store_url
 from lifecycle.cli.text import shown
 from lifecycle.errors import InputError, RelayError
 
@@ -187,9 +187,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def open_relay(args: argparse.Namespace, **options: Any) -> Relay:
     """The :class:`Relay` for ``--db`` (and the given options)."""
     from lifecycle.relay import Relay
-    from lifecycle.store.engine import database_url
 
-    return Relay(database_url(getattr(args, "db", None)), **options)
+    return Relay(store_url(args), **options)
 
 
 #: Failed attempts in a row after which ``relay --once`` gives up (a few minutes of backoff).

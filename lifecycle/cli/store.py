@@ -8,6 +8,7 @@ its schema on first use; other databases need ``lifecycle db upgrade``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from itertools import chain, islice
@@ -27,6 +28,7 @@ from lifecycle.cli.common import (
 )
 from lifecycle.cli.text import account_line, shown
 from lifecycle.decide import Verdict
+from lifecycle.errors import InputError
 from lifecycle.reader import InputItem, items_of, printable, read_lines, stored_name
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.sorting import sorted_by_timestamp
@@ -51,13 +53,34 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def store_url(args: argparse.Namespace) -> str:
+    """The database URL of ``--db`` (or its defaults), refused when it cannot be meant.
+
+    An SQLite URL must name a file: a store in memory would be gone when the command
+    ends. Only the commands that create a store (``creates``: ``ingest``, ``db
+    upgrade``) may name a file that does not exist; for the others a mistyped path
+    had created, and migrated, a new empty store, and found nothing in it.
+    """
+    from lifecycle.store.engine import database_url, sqlite_file
+
+    url = database_url(getattr(args, "db", None))
+    path = sqlite_file(url)
+    if path == "":
+        raise InputError(f"{url!r} names no file: a store in memory is gone when the command ends")
+    if path is not None and not getattr(args, "creates", False) and not os.path.exists(path):
+        raise InputError(
+            f"no event store at {path} ({url}); `lifecycle ingest` or `lifecycle db upgrade` "
+            "creates one"
+        )
+    return url
+
+
 def open_store(args: argparse.Namespace) -> Lifecycle:
     """The :class:`Lifecycle` for ``--db`` and ``--policy`` (when the command has it)."""
     from lifecycle.service import Lifecycle
-    from lifecycle.store.engine import database_url
 
     return Lifecycle(
-        database_url(args.db),
+        store_url(args),
         policy=load_policy(getattr(args, "policy", None)),
         outbox=not getattr(args, "no_forward", False),
     )
@@ -65,9 +88,9 @@ def open_store(args: argparse.Namespace) -> Lifecycle:
 
 def open_engine(args: argparse.Namespace) -> Engine:
     """An engine for ``--db``, for the schema commands."""
-    from lifecycle.store.engine import create_engine, database_url
+    from lifecycle.store.engine import create_engine
 
-    return create_engine(database_url(args.db))
+    return create_engine(store_url(args))
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,7 +119,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="do not queue the accepted events for Segment (history Segment already has)",
     )
-    ingest.set_defaults(run=run_ingest)
+    ingest.set_defaults(run=run_ingest, creates=True)
 
     db = commands.add_parser("db", help="manage the database schema (migrations)")
     db_commands = db.add_subparsers(title="db commands", metavar="COMMAND", required=True)
@@ -107,7 +130,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "(default: the newest). Several processes may run it at once: they take turns.",
     )
     upgrade.add_argument("revision", nargs="?", default="head", help="target revision (head)")
-    upgrade.set_defaults(run=run_db_upgrade)
+    upgrade.set_defaults(run=run_db_upgrade, creates=True)
     downgrade = db_commands.add_parser(
         "downgrade",
         help="migrate the schema down to REVISION",

@@ -53,17 +53,15 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     unless the URL names another driver. A URL that names no database lifecycle can
     open raises :class:`StoreError` (its password hidden).
     """
-    try:
-        parsed = sqlalchemy.make_url(url)
-    except ArgumentError:
-        raise StoreError(f"cannot open the event store: the database URL {_EXPECTED}") from None
+    parsed = parse_url(url)
     try:
         target, options = _with_settings(parsed, kwargs)
         engine = sqlalchemy.create_engine(target, **options)
     except ArgumentError as exc:  # no such dialect or driver (NoSuchModuleError)
         shown = parsed.render_as_string(hide_password=True)
+        why = str(exc).splitlines()[0]  # SQLite's lists every valid form on more lines
         raise StoreError(
-            f"cannot open the event store: {shown!r}: {exc}; the database URL {_EXPECTED}"
+            f"cannot open the event store: {shown!r}: {why}; the database URL {_EXPECTED}"
         ) from None
     except ImportError as exc:  # the driver is not installed
         raise StoreError(_missing_driver(target, exc)) from exc
@@ -73,6 +71,25 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         if in_memory(engine):
             _one_thread(engine)
     return engine
+
+
+def parse_url(url: str) -> sqlalchemy.URL:
+    """``url`` parsed, or :class:`StoreError` saying what a database URL looks like (a
+    port that is not a number raised ``ValueError``)."""
+    try:
+        return sqlalchemy.make_url(url)
+    except (ArgumentError, ValueError):
+        raise StoreError(f"cannot open the event store: the database URL {_EXPECTED}") from None
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file an ``sqlite://`` URL names: "" for none (a database in memory), None for
+    another backend, an SQLite URI (``?uri=true``), which names it in its own way, or a
+    URL SQLite refuses (``sqlite://x.db``: a host), which :func:`create_engine` explains."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri") or parsed.host:
+        return None
+    return "" if parsed.database in (None, "", ":memory:") else str(parsed.database)
 
 
 #: The extra that installs the driver lifecycle picks for each server backend.

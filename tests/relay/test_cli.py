@@ -88,6 +88,7 @@ def test_sigterm_stops_after_the_batch_in_flight(db_url: str, segment: FakeSegme
 def test_sigint_stops_an_idle_follower(tmp_path: Path, segment: FakeSegment) -> None:
     """A following relay with nothing to do stops promptly on SIGINT, exit 0."""
     url = f"sqlite:///{tmp_path / 'idle.db'}"
+    Lifecycle(url).close()
     process = subprocess.Popen(
         relay_command(url, segment, "--follow", "--verbose"),
         env=environment(segment), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -223,6 +224,7 @@ def test_workers_stop_on_sigterm_and_report_errors(tmp_path: Path, segment: Fake
 def test_workers_stop_when_their_command_is_killed(tmp_path: Path, segment: FakeSegment) -> None:
     """SIGKILL to a `--follow --workers 2` command: its workers stop too, none left behind."""
     url = f"sqlite:///{tmp_path / 'orphans.db'}"
+    Lifecycle(url).close()
     command = subprocess.Popen(
         relay_command(url, segment, "--follow", "--workers", "2", "--verbose"),
         env=environment(segment), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
