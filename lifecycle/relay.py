@@ -331,6 +331,8 @@ def _prepare(row: Pending) -> _Item | str:
             f"the messageId is {len(message_id)} characters, over Segment's"
             f" {MAX_MESSAGE_ID_CHARS}-character limit"
         )
+    if payload is None:
+        return "its event is no longer stored (deleted outside lifecycle)"
     try:
         message = orjson.loads(payload)
     except orjson.JSONDecodeError:

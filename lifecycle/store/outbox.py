@@ -111,10 +111,11 @@ class Slot:
     version: int
 
 
-#: A pending row as the relay sends it: ``(id, message_id, created_at, payload)``.
+#: A pending row as the relay sends it: ``(id, message_id, created_at, payload)``; the
+#: payload is None when the row's event is no longer stored.
 #: ``created_at`` is the event's ``recorded_at`` as the driver returns it (a datetime,
 #: or SQLite's text): it becomes the message's ``timestamp`` only when it has none.
-Pending = tuple[int, str, Any, str]
+Pending = tuple[int, str, Any, str | None]
 
 #: Every row: shard 0 of 1.
 ALL = (0, 1)
@@ -144,7 +145,10 @@ _SEND_COLUMNS = (
     type_coerce(outbox.c.created_at, String()).label("created_at"),
     events.c.payload,
 )
-_JOIN = outbox.join(
+#: An outer join: a pending row whose event is gone (deleted outside lifecycle, say by an
+#: archive of old accounts) comes with no payload, to be parked, instead of staying
+#: pending unseen, which kept `relay --once` running and, read first, stalled the rest.
+_JOIN = outbox.outerjoin(
     events, (events.c.account == outbox.c.account) & (events.c.version == outbox.c.version)
 )
 _LOAD = (
@@ -163,7 +167,7 @@ _FIRST_PENDING = (
 #: The same query for the SQLite driver itself: the relay's hottest read skips row objects.
 _SQLITE_FIRST_PENDING = (
     "SELECT outbox.id, outbox.message_id, outbox.created_at, events.payload FROM outbox "
-    "JOIN events ON events.account = outbox.account AND events.version = outbox.version "
+    "LEFT JOIN events ON events.account = outbox.account AND events.version = outbox.version "
     f"WHERE outbox.status = '{PENDING}' {{shard}}ORDER BY outbox.id LIMIT ?"
 )
 _SQLITE_ALL = _SQLITE_FIRST_PENDING.format(shard="")

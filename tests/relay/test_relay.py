@@ -173,6 +173,39 @@ def test_requeuing_while_a_relay_sends_the_account_sends_nothing_twice(
     assert Counter(segment.message_ids()) == {m["messageId"]: 1 for m in history}
 
 
+def test_rows_whose_event_was_deleted_are_parked(db_url: str, segment: FakeSegment) -> None:
+    """Pending outbox rows whose events were deleted outside lifecycle (an archive of old
+    accounts): the relay read events with an inner join, never saw them, and `--once`
+    ran for ever; read first on a server database, they stalled every other account.
+    They are parked, saying why, and the rest is delivered."""
+    from sqlalchemy import delete
+
+    from lifecycle.store.schema import account_heads, events
+
+    archived, kept = onboarding("acct_old"), onboarding("acct_new")
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(archived + kept)
+        with store.engine.begin() as connection:
+            for table in (events, account_heads):
+                connection.execute(delete(table).where(table.c.account == "acct_old"))
+    with relay_for(db_url, segment, batch_size=2) as relay:
+        reports: list[Any] = []
+        running = threading.Thread(target=lambda: reports.append(relay.run(max_failures=3)))
+        running.start()
+        running.join(timeout=30)
+        if running.is_alive():
+            relay.stop()
+            running.join()
+            pytest.fail("the relay did not finish: rows it cannot see keep it waiting")
+        parked = relay.parked()
+    assert (reports[0].delivered, reports[0].parked) == (4, 4)
+    assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in kept]
+    assert {p.message_id for p in parked} == {m["messageId"] for m in archived}
+    assert {p.reason for p in parked} == {
+        "its event is no longer stored (deleted outside lifecycle)"
+    }
+
+
 def test_oversized_message_is_parked_unsent(db_url: str, segment: FakeSegment) -> None:
     """A message over 32 KB is parked without a request; the account's next events go on."""
     with Lifecycle(db_url, create_schema=True) as store:
