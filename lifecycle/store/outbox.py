@@ -331,7 +331,9 @@ class OutboxStatus:
 
 
 _COUNTS = select(outbox.c.status, func.count()).group_by(outbox.c.status)
-_OLDEST = select(outbox.c.created_at).where(_IS_PENDING).order_by(outbox.c.id).limit(1)
+#: The earliest time a pending row was stored, not the first row's: `relay backfill` queues
+#: old events behind newer ones.
+_OLDEST = select(func.min(outbox.c.created_at)).where(_IS_PENDING)
 _PRUNED = select(func.coalesce(func.sum(outbox_pruned.c.events), 0))
 
 

@@ -206,6 +206,23 @@ def test_rows_whose_event_was_deleted_are_parked(db_url: str, segment: FakeSegme
     }
 
 
+def test_oldest_pending_is_the_earliest_stored_not_the_first_queued(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """`relay backfill` queues old events behind newer ones: the oldest pending age was the
+    first row's, minutes or days younger than what actually waited longest."""
+    with Lifecycle(db_url, create_schema=True, outbox=False) as store:
+        store.submit_many(onboarding("acct_old"))
+    time.sleep(0.05)
+    with Lifecycle(db_url) as store:
+        store.submit_many(onboarding("acct_new"))
+        earliest = min(e.recorded_at for e in store.events())
+    with relay_for(db_url, segment) as relay:
+        assert relay.backfill() == 4
+        oldest = relay.status().oldest_pending
+    assert oldest is not None and oldest.replace(tzinfo=None) == earliest.replace(tzinfo=None)
+
+
 def test_oversized_message_is_parked_unsent(db_url: str, segment: FakeSegment) -> None:
     """A message over 32 KB is parked without a request; the account's next events go on."""
     with Lifecycle(db_url, create_schema=True) as store:
