@@ -72,6 +72,8 @@ DEFAULT_HOST = "https://api.segment.io"
 TRANSIENT_ATTEMPTS = 6
 #: Where the command line reads the write key from when ``--write-key`` is not given.
 WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
+#: Where the relay takes Segment's API from when given none (an EU workspace's, say).
+HOST_ENV = "LIFECYCLE_SEGMENT_HOST"
 #: Segment refuses a message larger than this (as the client library measures it: JSON bytes).
 MAX_MESSAGE_BYTES = 32 << 10
 #: Segment keeps at most this many characters of a ``messageId``; a longer one is not sent.
@@ -495,7 +497,8 @@ class Relay:
     Segment's 500 KB per request); ``timeout`` bounds each connect and read;
     ``poll_interval`` is how long a following relay sleeps when nothing is
     pending (:meth:`wake` cuts it short). The write key defaults to
-    ``$LIFECYCLE_SEGMENT_WRITE_KEY``.
+    ``$LIFECYCLE_SEGMENT_WRITE_KEY`` and the host to ``$LIFECYCLE_SEGMENT_HOST``,
+    as on the command line.
 
     ``shard=(i, n)`` makes this relay deliver only the accounts that hash to
     ``i`` of ``n``: run ``n`` relays, one per shard, to spread the work over
@@ -523,6 +526,9 @@ class Relay:
             raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
         _check_seconds("timeout", timeout)
         _check_seconds("poll_interval", poll_interval)
+        # As the write key: an EU application configured both, and its events went to the
+        # US endpoint, which answers 200 and keeps nothing of another region's key.
+        host = host or os.environ.get(HOST_ENV) or None
         _check_host(host)
         self._owns_engine = not isinstance(bind, Engine)
         self.engine: Engine = (

@@ -36,6 +36,7 @@ from lifecycle.errors import InputError, RelayError
 if TYPE_CHECKING:
     from lifecycle.relay import Relay
 
+#: As in :mod:`lifecycle.relay`, which is imported only when a relay command runs.
 WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
 HOST_ENV = "LIFECYCLE_SEGMENT_HOST"
 

@@ -223,6 +223,26 @@ def test_oldest_pending_is_the_earliest_stored_not_the_first_queued(
     assert oldest is not None and oldest.replace(tzinfo=None) == earliest.replace(tzinfo=None)
 
 
+def test_relay_takes_its_host_and_key_from_the_environment(
+    db_url: str, segment: FakeSegment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Relay()` read the write key from the environment but not the host: an EU
+    application that set both sent its events to the US endpoint, which answers 200 and
+    keeps nothing of them. Arguments still win over the environment."""
+    monkeypatch.setenv("LIFECYCLE_SEGMENT_WRITE_KEY", segment.write_key)
+    monkeypatch.setenv("LIFECYCLE_SEGMENT_HOST", segment.url)
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_1"))
+    with Relay(db_url, backoff=FAST) as relay:
+        assert relay.host == segment.url
+        assert relay.run().delivered == 4
+    with Relay(db_url, host="https://events.eu1.segmentapis.com") as relay:
+        assert relay.host == "https://events.eu1.segmentapis.com"
+    monkeypatch.setenv("LIFECYCLE_SEGMENT_HOST", "https://example.com/v1?x=1")
+    with pytest.raises(RelayError, match="a query or fragment cannot take the /v1/batch"):
+        Relay(db_url)
+
+
 def test_oversized_message_is_parked_unsent(db_url: str, segment: FakeSegment) -> None:
     """A message over 32 KB is parked without a request; the account's next events go on."""
     with Lifecycle(db_url, create_schema=True) as store:
