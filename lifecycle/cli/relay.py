@@ -286,9 +286,12 @@ def _run_workers(args: argparse.Namespace, write_key: str) -> int:
     finally:
         _restore(previous)
     reports = [counts.get() for worker in workers if worker.exitcode == EXIT_OK]
-    _print_counts({name: sum(r[name] for r in reports) for name in reports[0]} if reports else {})
     # A worker ended by a signal counts as a shell reports it: 128 + the signal's number.
-    return max(code if code >= 0 else 128 - code for code in (w.exitcode or 0 for w in workers))
+    worst = max(code if code >= 0 else 128 - code for code in (w.exitcode or 0 for w in workers))
+    if worst == EXIT_OK:
+        _print_counts({name: sum(r[name] for r in reports) for name in reports[0]})
+    # Else each failed worker said why on stderr, and counts of some shards would mislead.
+    return worst
 
 
 def _worker(args: argparse.Namespace, write_key: str, shard: tuple[int, int], counts: Any) -> None:
@@ -378,9 +381,10 @@ def run_requeue(args: argparse.Namespace) -> int:
     """Make parked events pending again."""
     if not (args.account or args.message_id or args.all):
         raise InputError("relay requeue: name what to send again: --account, --message-id or --all")
-    if args.all and (args.account or args.message_id):
-        # "--all --account X" would requeue X's events only: say so rather than guess.
-        raise InputError("relay requeue: --all cannot go with --account or --message-id")
+    if sum(map(bool, (args.all, args.account, args.message_id))) > 1:
+        # "--all --account X" would requeue X's events only, "--account X --message-id M"
+        # only M if it is X's: the synopsis offers one of them, so say so rather than guess.
+        raise InputError("relay requeue: give one of --account, --message-id or --all")
     with open_relay(args) as relay:
         count = relay.requeue(account=args.account, message_ids=args.message_id)
     print(f"requeued {count} parked event{'s' * (count != 1)}")
