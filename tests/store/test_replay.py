@@ -236,6 +236,13 @@ def test_verify_reports_a_corrupted_head(store: Lifecycle, db_url: str, tmp_path
     assert run.returncode == 1
     assert "acct_2 (head): status: head='deleted' replay='active'" in run.stdout
     assert "acct_1" not in run.stdout
+    # It checks every account as of now: given a scope it ignored, it printed a clean run.
+    for option, value in [("--account", "acct_1"), ("--until", "3"), ("--workers", "2")]:
+        command = ["replay", "--verify", option, value, "--db", db_url]
+        scoped = subprocess.run([sys.executable, "-m", "lifecycle", *command],
+                                capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+        assert (scoped.returncode, scoped.stdout) == (2, "")
+        assert f"replay --verify checks every account as of now: drop {option}" in scoped.stderr
 
 
 @pytest.mark.parametrize("damage", ["{bad", "{}", "[]"])
