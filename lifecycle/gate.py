@@ -12,7 +12,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from lifecycle.decide import Verdict, judge, malformed
-from lifecycle.messages import Malformed, decode_line, not_an_object, one_by_one
+from lifecycle.messages import (
+    EMPTY_BATCH,
+    Item,
+    Malformed,
+    batch_of,
+    decode_line,
+    expand_batch,
+    not_an_object,
+    one_by_one,
+)
 from lifecycle.policy import Policy
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
@@ -44,13 +53,17 @@ class Gate:
     def submit(self, message: Mapping[str, Any] | str | bytes) -> Verdict:
         """Judge one message (a dict, or its JSON text) and apply it if accepted.
 
-        JSON text holding a batch object gives the verdict of its first item; use
-        :meth:`submit_line` to judge every item.
+        A batch object (as a dict or as JSON text) has every item judged and
+        gives the verdict of its first; use :meth:`submit_line` for all of them.
         """
         if isinstance(message, (str, bytes)):
             verdicts = self.submit_line(message)
-            return verdicts[0] if verdicts else malformed("empty batch")
-        return self._judge_given(message)
+        elif (batch := batch_of(message)) is not None:
+            # As its JSON text would be: a dict was judged as one message, and ignored.
+            verdicts = [self._judge_item(item) for item in expand_batch(message, batch)]
+        else:
+            return self._judge_given(message)
+        return verdicts[0] if verdicts else malformed(EMPTY_BATCH)
 
     def submit_many(self, messages: Iterable[Mapping[str, Any]]) -> list[Verdict]:
         """Judge messages in order; each sees the effect of the ones before it."""
@@ -58,10 +71,10 @@ class Gate:
 
     def submit_line(self, line: str | bytes) -> list[Verdict]:
         """Judge every message of one line of JSONL input (a message or a batch object)."""
-        return [
-            malformed(item.reason) if isinstance(item, Malformed) else self._judge(item)
-            for item in decode_line(line)
-        ]
+        return [self._judge_item(item) for item in decode_line(line)]
+
+    def _judge_item(self, item: Item) -> Verdict:
+        return malformed(item.reason) if isinstance(item, Malformed) else self._judge(item)
 
     def state(self, account: str) -> AccountState | None:
         """The current state of ``account``, or None if no event of it was accepted."""

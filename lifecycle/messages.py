@@ -174,6 +174,19 @@ def _brackets(line: bytes | str) -> int:
     return line.count(b"{") + line.count(b"[")
 
 
+#: Why a batch object with no items gets a verdict: a submission asks for one.
+EMPTY_BATCH = "batch is an empty array: it holds no message to judge"
+
+
+def batch_of(message: object) -> list[Any] | None:
+    """The ``batch`` list of a batch object given from Python (a dict), else None."""
+    if type(message) is dict:
+        batch = message.get("batch")
+        if type(batch) is list:
+            return batch
+    return None
+
+
 def expand_batch(envelope: Mapping[str, Any], batch: list[Any]) -> list[Item]:
     """The items of a batch object, with its top-level context and integrations merged in."""
     shared = {

@@ -15,6 +15,7 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 
 from __future__ import annotations
 
+import contextlib
 import reprlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,9 +34,11 @@ from lifecycle.decide import IGNORED, Verdict, malformed
 from lifecycle.envelope import is_storable_key
 from lifecycle.errors import ConcurrencyError, StoreError, database_error, first_line
 from lifecycle.messages import (
+    EMPTY_BATCH,
     MAX_DEPTH,
     TOO_DEEP,
     Malformed,
+    batch_of,
     is_json_value,
     kept,
     not_an_object,
@@ -240,11 +243,18 @@ class Lifecycle:
     def submit(
         self, message: Mapping[str, Any] | str | bytes, *, connection: Connection | None = None
     ) -> Verdict:
-        """Judge one message (a dict or its JSON text): store it if accepted, else quarantine it."""
+        """Judge one message (a dict or its JSON text): store it if accepted, else quarantine it.
+
+        A batch object (as a dict or as JSON text) has every item judged and stored,
+        and gives the verdict of its first item, as :meth:`Gate.submit` does.
+        """
+        if batch_of(message) is not None:
+            with contextlib.suppress(TypeError):  # not JSON: judged below, and quarantined
+                message = orjson.dumps(message)
         if isinstance(message, (str, bytes)):
             verdicts = self.submit_line(message, connection=connection)
             # An empty batch holds nothing to store: the gate's verdict, nothing quarantined.
-            return verdicts[0] if verdicts else malformed("empty batch")
+            return verdicts[0] if verdicts else malformed(EMPTY_BATCH)
         return self.submit_many([message], connection=connection)[0]
 
     def submit_many(

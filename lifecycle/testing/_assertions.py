@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from lifecycle.decide import Verdict, malformed
-from lifecycle.messages import Malformed, decode_line
+from lifecycle.messages import EMPTY_BATCH, Malformed, decode_line
 
 _COLUMNS = ("#", "event", "account", "user", "verdict", "code", "reason")
 
@@ -39,7 +39,7 @@ def judged(target: Submitter, given: Given) -> list[tuple[Given, Verdict]]:
         return [(given, target.submit(given))]
     verdicts = target.submit_line(given)
     if not verdicts:
-        return [(given, malformed("empty batch"))]
+        return [(given, malformed(EMPTY_BATCH))]
     items = decode_line(given)
     shown = [given if isinstance(m, Malformed) else m for m in items]
     return list(zip(shown, verdicts, strict=True))

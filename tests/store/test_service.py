@@ -256,6 +256,27 @@ def test_a_message_that_is_not_an_object_is_a_verdict_not_a_crash(store: Lifecyc
     assert list(store.events()) == [] and len(list(store.rejections())) == 6
 
 
+def test_a_batch_object_given_as_a_dict_is_a_batch(store: Lifecycle) -> None:
+    """`submit({"batch": [...]})` was judged as one message, with no event: `ignored`, and
+    nothing stored, where the same object as JSON text stored every item. Both are
+    batches now, in the store and in the gate; an empty one says what is wrong."""
+    items = onboarding("acct_1")[:2]
+    batch = {"batch": items, "context": {"ip": "10.0.0.1"}}
+    gate = Gate()
+    assert gate.submit(batch).verdict == "accepted"
+    assert store.submit(batch).verdict == "accepted"
+    assert [e.message_id for e in store.events()] == [m["messageId"] for m in items]
+    assert store.state("acct_1") == gate.state("acct_1")
+    assert [orjson.loads(e.payload)["context"]["ip"] for e in store.events()] == ["10.0.0.1"] * 2
+    for empty in ({"batch": []}, '{"batch": []}'):
+        for target in (store, Gate()):
+            verdict = target.submit(empty)
+            assert (verdict.code, verdict.reason) == (
+                "malformed_json",
+                "batch is an empty array: it holds no message to judge",
+            )
+
+
 @dataclass
 class Onboarded:
     """Not a mapping: orjson would write it as an object, but it is no message."""
