@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle.decide import apply, foreign_history
+from lifecycle.decide import IGNORED, apply, foreign_history
 from lifecycle.envelope import Event
 from lifecycle.gate import Gate
 from lifecycle.policy import Policy, Refusal
@@ -375,7 +375,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class AuditFinding:
-    """A stored event another policy would reject."""
+    """A stored event another policy would reject (``code``: the rejection's), or that it
+    does not know at all (``code``: ``"ignored"``)."""
 
     position: int
     account: str
@@ -413,3 +414,9 @@ def audit(connection: Connection, policy: Policy) -> Iterator[AuditFinding]:
                     yield AuditFinding(
                         row[0], row[1], row[2], row[3], row[4], verdict.code, verdict.reason or ""
                     )
+                elif verdict.verdict == IGNORED:
+                    # Not an event of this policy: it would not have been stored, and the
+                    # audit judges what follows without it. An audit that passed silently
+                    # over it hid that the policy does not match the store.
+                    reason = f"{row[3]} is not an event of policy {policy.name!r}"
+                    yield AuditFinding(row[0], row[1], row[2], row[3], row[4], IGNORED, reason)

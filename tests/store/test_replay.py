@@ -371,6 +371,23 @@ def test_audit_under_a_stricter_policy(store: Lifecycle) -> None:
     assert list(store.audit(DEFAULT_POLICY)) == []
 
 
+def test_audit_reports_stored_events_its_policy_does_not_know(db_url: str) -> None:
+    """A store written under a policy with more events, audited under one without them:
+    the audit passed over them silently, 0 findings, and judged what followed as if they
+    had not been stored. Each is a finding with the code ``ignored``."""
+    from tests.policies import SUBSCRIPTIONS
+
+    with Lifecycle(db_url, create_schema=True, policy=SUBSCRIPTIONS) as store:
+        store.submit_many([msg("Account Created", "u1", "acct_1"),
+                           msg("Subscription Started", "u1", "acct_1", mid="sub")])  # fmt: skip
+        (finding,) = store.audit(DEFAULT_POLICY)
+    assert (finding.message_id, finding.code, finding.reason) == (
+        "sub",
+        "ignored",
+        "Subscription Started is not an event of policy 'b2b-saas'",
+    )
+
+
 def test_quarantine_retry(store: Lifecycle) -> None:
     """Quarantined messages that are legal now are appended and leave; retrying twice is a no-op."""
     early = msg("Signed In", "u1", "acct_1", mid="early")
