@@ -131,7 +131,7 @@ def parse_event(
     user = user_of(message)
     account = group_id_of(message)
     if user is None:
-        where = f"{sent} for {account}" if account is not None else sent
+        where = f"{sent} for {_shown(account)}" if account is not None else sent
         return EnvelopeError(
             MISSING_USER, "userId", f"{where}: neither userId nor anonymousId is a non-empty string"
         )
@@ -139,7 +139,7 @@ def parse_event(
         return EnvelopeError(
             MISSING_GROUP_ID,
             "context.groupId",
-            f"{sent} by {user}: context.groupId must be a non-empty string",
+            f"{sent} by {_shown(user)}: context.groupId must be a non-empty string",
         )
     message_id = message_id_of(message)
     storable = is_storable_key(user) and is_storable_key(account)
@@ -159,7 +159,8 @@ def parse_event(
         return EnvelopeError(
             INVALID_TIMESTAMP,
             "timestamp",
-            f"{sent} for {account} by {user}: timestamp {timestamp!r} is not an ISO-8601 date-time",
+            f"{sent} for {account} by {user}: timestamp {_value(timestamp)} is not an ISO-8601"
+            " date-time",
         )
     if occurred is not None and not storable_instant(occurred):
         return EnvelopeError(
@@ -176,7 +177,7 @@ def parse_event(
             INVALID_PROPERTY,
             "properties",
             f"{sent} for {account} by {user}: properties must be an object, "
-            f"got {type(properties).__name__}",
+            f"got {_value(properties)}",
         )
     for name, kind in spec.properties.items():
         value = properties.get(name)
@@ -185,7 +186,7 @@ def parse_event(
                 INVALID_PROPERTY,
                 f"properties.{name}",
                 f"{sent} for {account} by {user}: properties.{name} must be "
-                f"{_describe(kind)}, got {value!r}",
+                f"{_describe(kind)}, got {_value(value)}",
             )
     return Event(
         spec.name,
@@ -233,6 +234,24 @@ def _shown(key: str) -> str:
     """A key as a reason shows it: NUL written out, and a long one cut to 40 characters."""
     key = key.replace("\0", "\\u0000")
     return key if len(key) <= 40 else key[:40] + "…"
+
+
+def _value(value: object) -> str:
+    """A value a reason quotes, in JSON's words: a string quoted (cut to 40 characters), a
+    number, ``true``, ``false`` or ``null`` as JSON writes them, an object or an array by
+    its kind. Python's names (``int``, ``True``) and a 100 KB string quoted whole had
+    made reasons that were wrong or unreadable."""
+    if isinstance(value, str):
+        return repr(_shown(value))
+    if value is None or isinstance(value, (bool, int, float)):
+        return (
+            "null"
+            if value is None
+            else str(value).lower()
+            if isinstance(value, bool)
+            else repr(value)
+        )
+    return "an object" if isinstance(value, dict) else "an array"
 
 
 def _has_type(value: object, kind: PropertyType) -> bool:

@@ -566,8 +566,31 @@ def test_properties_must_be_an_object() -> None:
     assert (verdict.code, verdict.field, verdict.reason) == (
         "invalid_property",
         "properties",
-        "Signed Up for acct_1 by u1: properties must be an object, got list",
+        "Signed Up for acct_1 by u1: properties must be an object, got an array",
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [({"timestamp": True}, "timestamp true is not"),
+     ({"timestamp": None, "properties": 5}, "properties must be an object, got 5"),
+     ({"properties": "x" * 100_000}, "properties must be an object, got 'xxxxxxxx"),
+     ({"properties": {"username": {"a": 1}}}, "username must be a string, got an object"),
+     ({"properties": {"username": None}}, None),
+     ({"properties": {"username": False}}, "properties.username must be a string, got false"),
+     ({"properties": {"username": "é" * 50_000 + "x"}}, None)],
+)  # fmt: skip
+def test_reasons_quote_values_in_json_words_and_briefly(
+    given: dict[str, Any], shown: str | None
+) -> None:
+    """Reasons said `got int`, `timestamp True` (Python's names), and quoted a 100 KB value
+    whole. They name JSON kinds and values, and cut a long string to 40 characters."""
+    verdict = gate_after(*CREATED).submit({**track("Signed Up"), **given})
+    if shown is None:
+        assert verdict.accepted
+        return
+    assert verdict.reason is not None and shown in verdict.reason
+    assert len(verdict.reason) < 200
 
 
 def test_string_property_must_be_a_string() -> None:
