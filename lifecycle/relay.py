@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from lifecycle.errors import RelayError, StoreError, database_error, first_line, in_brackets
 from lifecycle.store import outbox
@@ -663,7 +663,11 @@ class Relay:
         nothing having been marked. Other database errors still end the run.
         """
         cause = error.__cause__ if isinstance(error, StoreError) else error
-        if not isinstance(cause, OperationalError):
+        # A connection the server dropped shows as OperationalError, or, used once more
+        # after the driver closed it, as InterfaceError (PyMySQL's "(0, '')").
+        if not isinstance(cause, DBAPIError) or not (
+            isinstance(cause, (OperationalError, InterfaceError)) or cause.connection_invalidated
+        ):
             raise error
         said = in_brackets(cause)
         if max_failures is not None and failures >= max_failures:

@@ -513,7 +513,7 @@ def test_a_following_relay_waits_out_a_database_outage(
             relay.wake()
             time.sleep(1.0)
             proxy.restore()
-            assert _arrived(segment, 8), "the relay did not come back after the outage"
+            assert _arrived(segment, 8), f"the relay did not come back: {relay.error!r}"
             assert thread.is_alive() and relay.error is None
     assert [m["messageId"] for m in segment.first_arrivals()] == [
         m["messageId"] for m in first + second
