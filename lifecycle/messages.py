@@ -67,7 +67,12 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         detail = str(exc.args[0] if exc.args else exc)
-        why = TOO_DEEP if detail.startswith("depth limit") else f"not valid JSON ({detail})"
+        if detail.startswith("depth limit"):
+            why = TOO_DEEP
+        elif detail.startswith("str is not valid UTF-8"):
+            why = _not_utf8(line)
+        else:
+            why = f"not valid JSON ({detail})"
         return [Malformed(why)], False
     if type(value) is not dict:
         return [Malformed(f"not a JSON object (got {_kind(value)})")], False
@@ -77,6 +82,21 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
     if len(line) > _SHORT and (reason := refusal(line, value)) is not None:
         return [Malformed(reason)], False
     return [value], True
+
+
+def _not_utf8(line: bytes | str) -> str:
+    """Why a line the JSON parser found not to be UTF-8 is malformed, naming the first
+    byte at fault (the parser's own words were "str is not valid UTF-8: surrogates not
+    allowed", at column 1, whatever the line)."""
+    raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"not valid JSON (not UTF-8 text: byte 0x{raw[exc.start]:02X} at offset {exc.start}"
+            " is not part of a UTF-8 character)"
+        )
+    return "not valid JSON (not UTF-8 text)"
 
 
 #: Every level takes an opening and a closing bracket, so a line this short can be

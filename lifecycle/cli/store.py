@@ -431,6 +431,9 @@ def run_rejections_list(args: argparse.Namespace) -> int:
                 )
             else:
                 where = item.source + (f":{item.line}" if item.line is not None else "")
+                # The item of a batch line, as `check` shows it: every message of a `.json`
+                # document is on line 1.
+                where += f"[{item.batch_index}]" if item.batch_index else ""
                 print(f"{item.id}\t{shown(where)}\t{item.code}\t{shown(item.reason)}")
     if not listed and args.code is not None and args.code not in REJECTION_CODES:
         # Most likely a typo; a custom policy's own codes are listed all the same.

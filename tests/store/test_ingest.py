@@ -386,6 +386,18 @@ def test_a_json_document_is_stored_in_transactions_of_batch_size(
     assert len(commits) >= 3
 
 
+def test_rejections_list_names_the_item_of_a_batch_line(tmp_path: Path) -> None:
+    """Every message of a `.json` document is on line 1: `rejections list` showed them all
+    as `doc.json:1`; it adds the item's index, as `check` does."""
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    path = tmp_path / "doc.json"
+    path.write_bytes(orjson.dumps([msg("Account Created", "u1", "acct_1"),
+                                   msg("Signed In", "ghost", "acct_1")]))  # fmt: skip
+    cli("ingest", str(path), "--db", db, cwd=tmp_path)
+    listed = cli("rejections", "list", "--db", db, cwd=tmp_path).stdout.decode()
+    assert listed.split("\t")[1] == f"{os.path.realpath(path)}:1[1]"
+
+
 def test_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
     """A file whose name holds bytes that are not UTF-8 (a Latin-1 name on Linux): `check`
     failed writing its jsonl verdicts and `ingest` writing the quarantine's ``source``,
