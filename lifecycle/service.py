@@ -16,7 +16,6 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import reprlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -330,26 +329,12 @@ class Lifecycle:
             return history.load_account(conn, self.policy, account)
 
     def accounts(self, *, status: str | None = None) -> Iterator[AccountState]:
-        """Every stored account's current state (optionally only those in ``status``), in
-        account order.
-
-        Read from the account heads. An account whose head row is missing (deleted by
-        hand: heads are a cache) is replayed from its events, and listed all the same;
-        it had been left out, silently.
-        """
-        with self._reading(None) as conn:
-            headless = [account for (account,) in conn.execute(_HEADLESS)]
-            replayed = [
-                state
-                for account in headless
-                if (state := history.load_account(conn, self.policy, account)) is not None
-                and (status is None or state.status == status)
-            ]
+        """Every stored account's current state (optionally only those in ``status``)."""
         query = _HEAD_STATES.order_by(account_heads.c.account)
         if status is not None:
             query = query.where(account_heads.c.status == status)
-        heads = (state_from_json(state, "an account head") for (state,) in self._stream(query))
-        yield from heapq.merge(heads, replayed, key=lambda state: state.account)
+        for (state,) in self._stream(query):
+            yield state_from_json(state, "an account head")
 
     def events(self, account: str | None = None) -> Iterator[StoredEvent]:
         """Stored events in append order, or one account's in version order."""
@@ -772,13 +757,6 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 #: Every account head's stored state.
 _HEAD_STATES = select(account_heads.c.state)
-#: Accounts with events and no head row, in account order.
-_HEADLESS = (
-    select(events.c.account)
-    .where(~exists().where(account_heads.c.account == events.c.account))
-    .distinct()
-    .order_by(events.c.account)
-)
 _HEAD_ROWS = select(
     account_heads.c.account, account_heads.c.version, account_heads.c.status, account_heads.c.state
 )

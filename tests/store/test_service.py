@@ -747,22 +747,6 @@ def test_lost_heads_are_rebuilt_from_events(store: Lifecycle) -> None:
     assert store.state("acct_1").version == 5  # type: ignore[union-attr]
 
 
-def test_accounts_whose_heads_are_lost_are_listed_all_the_same(store: Lifecycle) -> None:
-    """`accounts()` (and `accounts list`) read the heads only: after they were deleted, it
-    listed nothing, though the docs call heads a cache whose loss costs speed only."""
-    for n in range(3):
-        store.submit_many(onboarding(f"acct_{n}"))
-    store.submit(msg("Account Deleted", "acct_1-u0", "acct_1"))
-    before = list(store.accounts())
-    with store.engine.begin() as connection:
-        connection.execute(text("DELETE FROM account_heads WHERE account <> 'acct_2'"))
-    assert list(store.accounts()) == before
-    assert [s.account for s in store.accounts(status="deleted")] == ["acct_1"]
-    assert [s.account for s in store.accounts(status="active")] == [
-        s.account for s in before if s.status == "active"
-    ]
-
-
 @pytest.mark.parametrize("resent", [True, False], ids=["a resent event", "a rejected one"])
 def test_lost_heads_of_accounts_with_a_snapshot_at_their_version(db_url: str, resent: bool) -> None:
     """An account whose head row is lost and whose latest snapshot is at its version: a
