@@ -243,15 +243,16 @@ def _value(value: object) -> str:
     made reasons that were wrong or unreadable."""
     if isinstance(value, str):
         return repr(_shown(value))
-    if value is None or isinstance(value, (bool, int, float)):
-        return (
-            "null"
-            if value is None
-            else str(value).lower()
-            if isinstance(value, bool)
-            else repr(value)
-        )
-    return "an object" if isinstance(value, dict) else "an array"
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, (int, float)):
+        # A huge int from Python has no decimal text at all past 4,300 digits.
+        text = repr(value) if not isinstance(value, int) or abs(value) < 10**40 else ""
+        return text if 0 < len(text) <= 40 else "a number"
+    if isinstance(value, dict):
+        return "an object"
+    # A value given from Python that is no JSON value is named by its type.
+    return "an array" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
 
 
 def _has_type(value: object, kind: PropertyType) -> bool:

@@ -83,8 +83,12 @@ def printable(path: str) -> str:
 def stored_name(path: str) -> str:
     """The name the event store records for ``path``: the file itself, however the path
     was spelled (``h.jsonl``, ``./h.jsonl``, an absolute path, a link), so that a re-run
-    from another directory is recognised as one."""
-    return path if path == STDIN else printable(os.path.realpath(path))
+    from another directory is recognised as one. What is not a regular file keeps the
+    name it was given."""
+    if path == STDIN or not os.path.isfile(path):
+        # A pipe (``<(cat f)``, /dev/fd/63) resolves to a name of its own on every run.
+        return printable(path)
+    return printable(os.path.realpath(path))
 
 
 def read_lines(paths: Sequence[str], names: Mapping[str, str] | None = None) -> Iterator[InputLine]:

@@ -526,10 +526,11 @@ class Relay:
             raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
         _check_seconds("timeout", timeout)
         _check_seconds("poll_interval", poll_interval)
-        # As the write key: an EU application configured both, and its events went to the
-        # US endpoint, which answers 200 and keeps nothing of another region's key.
-        host = host or os.environ.get(HOST_ENV) or None
         _check_host(host)
+        # As the write key: an EU application configured both, and its events went to the
+        # US endpoint, which answers 200 and keeps nothing of another region's key. A bad
+        # one stops what sends (run), not `status` and the other outbox commands.
+        host = host or os.environ.get(HOST_ENV) or None
         self._owns_engine = not isinstance(bind, Engine)
         self.engine: Engine = (
             bind if isinstance(bind, Engine) else create_engine(database_url(bind))
@@ -574,6 +575,7 @@ class Relay:
             raise ValueError("max_failures must be at least 1")
         if not self.write_key:
             raise RelayError(f"no Segment write key: pass one, or set ${WRITE_KEY_ENV}")
+        _check_host(self.host)
         segment = _Segment(self.write_key, self.host, self.timeout, self.gzip)
         report = RelayReport()
         log.info("relaying to %s (%s)", self.host, "following" if follow else "until drained")

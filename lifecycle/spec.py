@@ -216,7 +216,8 @@ def parse_date(value: str) -> datetime | None:
     A date alone is extended (``2018-08-28``, ``2018-W35-2``) or basic
     (``20180828``, ``2018W352``).
     """
-    if len(value) in (8, 10):
+    if len(value) == 10 or (len(value) == 8 and value[4:5] != "-"):
+        # Python reads "2018-W35" as a date too (day 1 of that week); ISO-8601 does not.
         try:
             day = date.fromisoformat(value)
         except ValueError:

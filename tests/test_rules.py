@@ -578,7 +578,9 @@ def test_properties_must_be_an_object() -> None:
      ({"properties": {"username": {"a": 1}}}, "username must be a string, got an object"),
      ({"properties": {"username": None}}, None),
      ({"properties": {"username": False}}, "properties.username must be a string, got false"),
-     ({"properties": {"username": "é" * 50_000 + "x"}}, None)],
+     ({"properties": {"username": "é" * 50_000 + "x"}}, None),
+     ({"timestamp": datetime(2024, 1, 1)}, "timestamp a datetime is not"),
+     ({"properties": 10**5000}, "properties must be an object, got a number")],
 )  # fmt: skip
 def test_reasons_quote_values_in_json_words_and_briefly(
     given: dict[str, Any], shown: str | None
@@ -600,7 +602,8 @@ def test_string_property_must_be_a_string() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["next week", "2018-08-28x00:00", "2018-240", "2018-08-28T00:00 Z"]
+    "value",
+    ["next week", "2018-08-28x00:00", "2018-240", "2018-08-28T00:00 Z", "2018-W35", "2018-08"],
 )
 def test_date_property_must_be_a_date(value: str) -> None:
     """A Date property that is not an ISO-8601 date is invalid_property."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -384,6 +385,23 @@ def test_a_json_document_is_stored_in_transactions_of_batch_size(
         event.remove(Engine, "commit", count)
     assert [r["verdict"] for r in verdict_lines(capfdbinary.readouterr().out)] == ["accepted"] * 30
     assert len(commits) >= 3
+
+
+def test_a_pipe_keeps_the_name_it_was_given(tmp_path: Path) -> None:
+    """Input given as ``<(cat file)`` resolved to ``/proc/PID/fd/pipe:[N]``, another name on
+    every run: a second run took it for another file, and accepted out of place a line the
+    first had rejected. What is not a regular file keeps its name."""
+    if not Path("/dev/fd").exists() or shutil.which("bash") is None:
+        pytest.skip("process substitution needs bash and /dev/fd")
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    history = [msg("Signed Up", "u1", "ps"), msg("Account Created", "u1", "ps")]
+    path = write_jsonl(tmp_path / "ps.jsonl", history)
+    ingest = f"{sys.executable} -m lifecycle ingest --db {db} --format jsonl <(cat {path})"
+    runs = [subprocess.run(["bash", "-c", ingest], capture_output=True, cwd=tmp_path)
+            for _ in range(2)]  # fmt: skip
+    assert [verdict_lines(r.stdout)[0]["code"] for r in runs] == ["account_unknown"] * 2
+    with Lifecycle(db) as store:
+        assert [e.event for e in store.events()] == ["Account Created"]
 
 
 def test_rejections_list_names_the_item_of_a_batch_line(tmp_path: Path) -> None:
