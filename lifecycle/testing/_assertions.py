@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from lifecycle.decide import Verdict, malformed
-from lifecycle.messages import EMPTY_BATCH, Malformed, decode_line
+from lifecycle.messages import EMPTY_BATCH, Malformed, batch_of, decode_line, expand_batch
 
 _COLUMNS = ("#", "event", "account", "user", "verdict", "code", "reason")
 
@@ -32,9 +32,20 @@ class Submitter(Protocol):
 def judged(target: Submitter, given: Given) -> list[tuple[Given, Verdict]]:
     """Submit ``given`` and pair each message it holds with its verdict.
 
-    JSON text may hold a batch: every item is judged and checked, not only the first
-    (``submit`` answers for the first alone), and an empty batch is not accepted.
+    A batch object, as JSON text or as a dict, has every item judged and checked, not
+    only the first (``submit`` answers for the first alone), and an empty batch is not
+    accepted.
     """
+    if isinstance(given, Mapping) and (batch := batch_of(given)) is not None:
+        items = expand_batch(given, batch)
+        if not items:
+            return [(given, malformed(EMPTY_BATCH))]
+        return [
+            (given, malformed(item.reason))
+            if isinstance(item, Malformed)
+            else (item, target.submit(item))
+            for item in items
+        ]
     if not isinstance(given, (str, bytes)):
         return [(given, target.submit(given))]
     verdicts = target.submit_line(given)

@@ -44,9 +44,12 @@ def test_assert_accepted_checks_every_item_of_a_batch_given_as_text(
     """A batch line is as many messages as it has items: only its first verdict was checked,
     so a batch whose later items were refused passed. An empty batch fails."""
     target = Lifecycle(f"sqlite:///{tmp_path / 'a.db'}") if store else Gate()
-    batch = orjson.dumps({"batch": [CREATED, SIGNED_IN, CREATED]})
+    batch = {"batch": [CREATED, SIGNED_IN, CREATED]}
     with pytest.raises(AssertionError) as failure:
-        assert_accepted(target, [batch])
+        assert_accepted(target, [orjson.dumps(batch)])
+    # As a dict too: `submit` takes it as a batch, and answers for its first item alone.
+    with pytest.raises(AssertionError, match="2 of 3 messages not accepted; first at #1"):
+        assert_accepted(Lifecycle(f"sqlite:///{tmp_path / 'b.db'}") if store else Gate(), [batch])
     lines = str(failure.value).splitlines()
     assert lines[0] == "2 of 3 messages not accepted; first at #1: rejected user_unknown"
     assert [line.split()[0] for line in lines[2:]] == ["0", "1", "2"]
