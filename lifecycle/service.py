@@ -15,7 +15,7 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import reprlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,6 +39,7 @@ from lifecycle.messages import (
     TOO_DEEP,
     Malformed,
     batch_of,
+    expand_batch,
     is_json_value,
     kept,
     not_an_object,
@@ -248,9 +249,19 @@ class Lifecycle:
         A batch object (as a dict or as JSON text) has every item judged and stored,
         and gives the verdict of its first item, as :meth:`Gate.submit` does.
         """
-        if batch_of(message) is not None:
-            with contextlib.suppress(TypeError):  # not JSON: judged below, and quarantined
-                message = orjson.dumps(message)
+        if isinstance(message, Mapping) and (batch := batch_of(message)) is not None:
+            # Its items as given, as the gate judges them (as JSON text, a datetime in one
+            # would have become a string, and been accepted).
+            subs = [
+                dataclasses.replace(
+                    Submission(*kept(item, _not_an_object_shown(message)))
+                    if isinstance(item, Malformed)
+                    else _submission(item),
+                    index=index,
+                )
+                for index, item in enumerate(expand_batch(message, batch))
+            ]
+            return self._submit(subs, connection)[0] if subs else malformed(EMPTY_BATCH)
         if isinstance(message, (str, bytes)):
             verdicts = self.submit_line(message, connection=connection)
             # An empty batch holds nothing to store: the gate's verdict, nothing quarantined.

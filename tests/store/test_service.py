@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,10 @@ def test_a_batch_object_given_as_a_dict_is_a_batch(store: Lifecycle) -> None:
     assert [e.message_id for e in store.events()] == [m["messageId"] for m in items]
     assert store.state("acct_1") == gate.state("acct_1")
     assert [orjson.loads(e.payload)["context"]["ip"] for e in store.events()] == ["10.0.0.1"] * 2
+    # Its items are judged as given, as the gate judges them: a datetime is no timestamp
+    # (turned into JSON text first, it had become one, and been accepted).
+    dated = {"batch": [{**msg("Signed In", "acct_1-u0", "acct_1"), "timestamp": datetime.now(UTC)}]}
+    assert store.submit(dated).code == gate.submit(dated).code == "invalid_timestamp"
     for empty in ({"batch": []}, '{"batch": []}'):
         for target in (store, Gate()):
             verdict = target.submit(empty)
