@@ -92,8 +92,11 @@ def _not_utf8(line: bytes | str) -> str:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        # Shown after the text before it, not at an offset: a `.json` document's line is
+        # the document wrapped in a batch object, whose offsets are not the file's.
+        before = raw[max(0, exc.start - 20) : exc.start].decode("utf-8", "replace")
         return (
-            f"not valid JSON (not UTF-8 text: byte 0x{raw[exc.start]:02X} at offset {exc.start}"
+            f"not valid JSON (not UTF-8 text: byte 0x{raw[exc.start]:02X}, after {before!r},"
             " is not part of a UTF-8 character)"
         )
     return "not valid JSON (not UTF-8 text)"
