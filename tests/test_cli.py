@@ -178,7 +178,7 @@ def test_malformed_lines_are_rejections_not_crashes(tmp_path: Path) -> None:
     assert records[1]["reason"] == "not a JSON object (got an array)"
     # It said "str is not valid UTF-8: surrogates not allowed", at column 1.
     assert records[2]["reason"] == (
-        "not valid JSON (not UTF-8 text: byte 0xFF, after 'reated\", \"userId\": \"',"
+        'not valid JSON (not UTF-8 text: byte 0xFF, after \'reated", "userId": "\','
         " is not part of a UTF-8 character)"
     )
 
