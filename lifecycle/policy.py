@@ -22,6 +22,8 @@ Pure: no I/O. This is the only module that imports ``transitions``.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import hashlib
 import json
@@ -484,40 +486,62 @@ def _fingerprint(policy: Policy) -> str:
 
 
 def _code_digest(fn: Callable[..., Any]) -> str:
-    """A hash of what ``fn`` runs: its bytecode, constants, names, defaults and the values
-    it closes over (for a partial: its function and arguments). Other callables count
-    by their type's name; the same Python version gives the same digest."""
+    """A hash of what ``fn`` runs: its bytecode, constants, defaults, the values it closes
+    over, and the same of the functions it calls by name from its module (for a
+    partial: its function and arguments). Other callables count by their type's name;
+    the same Python version gives the same digest in every process."""
     parts: list[bytes] = []
-    _describe(fn, parts, depth=0)
+    _describe(fn, parts, depth=0, seen=set())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
-def _describe(value: Any, parts: list[bytes], depth: int) -> None:
-    if depth > 8:  # a closure that refers to itself, or a deep chain of partials
+#: How far the functions a function calls are followed (a helper of a helper of ...).
+_DEPTH = 8
+
+
+def _describe(value: Any, parts: list[bytes], depth: int, seen: set[int]) -> None:
+    if depth > _DEPTH or id(value) in seen:  # recursion, or a deep chain of calls
         parts.append(b"...")
         return
     if isinstance(value, functools.partial):
         parts.append(b"partial")
-        _describe(value.func, parts, depth + 1)
+        _describe(value.func, parts, depth + 1, seen)
         parts.append(_stable_repr((value.args, sorted(value.keywords.items()))).encode())
         return
     code = getattr(value, "__code__", None)
-    if isinstance(code, types.CodeType):
-        _describe_code(code, parts)
-        parts.append(_stable_repr(getattr(value, "__defaults__", None)).encode())
-        parts.append(_stable_repr(getattr(value, "__kwdefaults__", None)).encode())
-        for cell in getattr(value, "__closure__", None) or ():
-            try:
-                content = cell.cell_contents
-            except ValueError:  # an empty cell
-                parts.append(b"<empty>")
-                continue
-            if callable(content):
-                _describe(content, parts, depth + 1)
-            else:
-                parts.append(_stable_repr(content).encode())
+    if not isinstance(code, types.CodeType):
+        parts.append(f"{type(value).__module__}.{type(value).__qualname__}".encode())
         return
-    parts.append(f"{type(value).__module__}.{type(value).__qualname__}".encode())
+    seen.add(id(value))
+    _describe_code(code, parts)
+    parts.append(_stable_repr(getattr(value, "__defaults__", None)).encode())
+    parts.append(_stable_repr(getattr(value, "__kwdefaults__", None)).encode())
+    for cell in getattr(value, "__closure__", None) or ():
+        try:
+            content = cell.cell_contents
+        except ValueError:  # an empty cell
+            parts.append(b"<empty>")
+            continue
+        if callable(content):
+            _describe(content, parts, depth + 1, seen)
+        else:
+            parts.append(_stable_repr(content).encode())
+    # A helper it calls by name: changing its body changes what this function does.
+    found = getattr(value, "__globals__", {})
+    for name in _names(code):
+        helper = found.get(name)
+        if isinstance(helper, types.FunctionType):
+            parts.append(name.encode())
+            _describe(helper, parts, depth + 1, seen)
+
+
+def _names(code: types.CodeType) -> list[str]:
+    """The global names ``code`` and the code nested in it (lambdas, comprehensions) use."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(_names(const))
+    return names
 
 
 def _describe_code(code: types.CodeType, parts: list[bytes]) -> None:
@@ -530,15 +554,29 @@ def _describe_code(code: types.CodeType, parts: list[bytes]) -> None:
             parts.append(_stable_repr(const).encode())
 
 
-def _stable_repr(value: Any) -> str:
+def _stable_repr(value: Any, depth: int = 0) -> str:
     """``repr`` that is the same in every process: sets sorted (string hashes vary from
-    one process to the next), and an object shown by address shown by its type."""
+    one process to the next), objects by their fields, not their addresses or a
+    ``repr`` that may hold a set."""
+    if depth > _DEPTH:  # an object that holds itself
+        return "..."
+    deeper = depth + 1
     if isinstance(value, (set, frozenset)):
-        return "{" + ", ".join(sorted(_stable_repr(v) for v in value)) + "}"
+        return "{" + ", ".join(sorted(_stable_repr(v, deeper) for v in value)) + "}"
     if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(_stable_repr(v) for v in value) + ")"
+        return "(" + ", ".join(_stable_repr(v, deeper) for v in value) + ")"
     if isinstance(value, dict):
-        items = (f"{_stable_repr(k)}: {_stable_repr(v)}" for k, v in value.items())
+        items = (f"{_stable_repr(k, deeper)}: {_stable_repr(v, deeper)}" for k, v in value.items())
         return "{" + ", ".join(items) + "}"
+    if value is None or isinstance(value, (str, bytes, int, float, complex, enum.Enum)):
+        return repr(value)
+    kind = type(value).__qualname__
+    if isinstance(value, types.ModuleType):
+        return f"<module {value.__name__}>"
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return kind + _stable_repr(fields, deeper)
+    if hasattr(value, "__dict__"):
+        return kind + _stable_repr(dict(sorted(vars(value).items())), deeper)
     text = repr(value)
-    return f"<{type(value).__qualname__}>" if " at 0x" in text else text
+    return f"<{kind}>" if " at 0x" in text else text

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Refusal
+from dataclasses import dataclass
+
+from lifecycle import DEFAULT_POLICY, STRING, AccountState, EventSpec, Guard, Refusal
+from lifecycle.envelope import Event
 
 #: A custom policy: an account may be activated by a subscription, without a trial.
 SUBSCRIPTIONS = DEFAULT_POLICY.extend(
@@ -34,4 +37,25 @@ PAUSING = DEFAULT_POLICY.extend(
         "Account Resumed": Refusal("not_paused", "only a paused account resumes"),
         **{name: Refusal("account_paused", "the account is paused") for name in _PAUSED_REFUSES},
     },
+)
+
+
+@dataclass(frozen=True)
+class _Allowed:
+    """Settings a guard closes over; its repr holds a set, whose order varies by process."""
+
+    methods: frozenset[str]
+
+
+def _only(allowed: _Allowed) -> Guard:
+    def check(state: AccountState, event: Event) -> str | None:
+        method = event.properties.get("method")
+        return None if method is None or method in allowed.methods else f"method {method}"
+
+    return Guard("known_method", "unknown_method", check)
+
+
+#: A tightened policy whose guard closes over an object holding a set.
+KNOWN_METHODS = DEFAULT_POLICY.with_guard(
+    "Signed In", _only(_Allowed(frozenset({"password", "sso", "magic-link", "passkey"})))
 )

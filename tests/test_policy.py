@@ -439,13 +439,25 @@ def test_fingerprint_sees_what_a_function_does() -> None:
     assert closing_over(None).fingerprint != closing_over("no").fingerprint
     assert closing_over("no").fingerprint == closing_over("no").fingerprint
 
+    def calling(helper_body: str) -> Any:
+        """An effect that calls a helper of its module by name; the helper's body varies."""
+        namespace: dict[str, Any] = {"__name__": __name__}
+        exec(f"def helper(state):\n    {helper_body}\n", namespace)
+        exec("def unchanged(state, event):\n    return helper(state)\n", namespace)
+        return tiny(effects={"unchanged": namespace["unchanged"]})
+
+    assert calling("return None").fingerprint != calling("return {}").fingerprint
+    assert calling("return None").fingerprint == calling("return None").fingerprint
+
 
 def test_fingerprints_are_the_same_in_every_process() -> None:
     """The fingerprint of a policy does not depend on the process (string hashing is
     randomised per process, objects have other addresses): snapshots stay usable."""
     script = (
-        "from tests.policies import PAUSING, SUBSCRIPTIONS; from lifecycle import DEFAULT_POLICY;"
-        "print(DEFAULT_POLICY.fingerprint, SUBSCRIPTIONS.fingerprint, PAUSING.fingerprint)"
+        "from tests.policies import KNOWN_METHODS, PAUSING, SUBSCRIPTIONS;"
+        "from lifecycle import DEFAULT_POLICY;"
+        "print(DEFAULT_POLICY.fingerprint, SUBSCRIPTIONS.fingerprint, PAUSING.fingerprint,"
+        " KNOWN_METHODS.fingerprint)"
     )
     root = Path(__file__).resolve().parent.parent
     prints = {
