@@ -95,9 +95,13 @@ class Repeats:
     A line of such a file may be one the quarantine holds, which must come back
     with the rejection it got (see :func:`_rejected_before`) whatever else its
     submission holds, so the submission is judged carefully. The quarantine is
-    asked once per file, and again when lines of it come a second time (the file
-    judged again by this process); a file it holds no line of is judged as usual.
+    asked once per file (an indexed look-up), and again when lines of it come a
+    second time (the file judged again by this process); a file it holds no line
+    of is judged as usual.
     """
+
+    #: Files remembered; past this many the oldest are forgotten (asked about again).
+    SOURCES = 1024
 
     def __init__(self) -> None:
         self._held: dict[str, bool] = {}
@@ -107,20 +111,26 @@ class Repeats:
 
     def any_in(self, conn: Connection, subs: Sequence[Submission]) -> bool:
         """Whether ``subs`` come from a file the quarantine holds lines of."""
-        lines = [(s.source, s.line or 0) for s in subs if s.source != API]
-        if not lines:
+        sources = {s.source for s in subs if s.source != API}
+        if not sources:
             return False
+        # A line's first message marks it: the rest of a batch line may come in the next
+        # submission, which is not the line coming again.
+        firsts = [(s.source, s.line or 0) for s in subs if s.source != API and not s.index]
         with self._lock:
-            again = {source for source, line in lines if self._seen(source, line)}
-            for source, line in lines:
+            again = {source for source, line in firsts if self._seen(source, line)}
+            for source, line in firsts:
                 self._mark(source, line)
             held = False
-            for source in dict.fromkeys(source for source, _ in lines):
+            for source in sources:
                 known = self._held.get(source)
                 if known is None or (not known and source in again):
                     known = repository.holds_source(conn, _fitting(source, MAX_SOURCE_CHARS))
                     self._held[source] = known
                 held = held or known
+            for table in (self._held, self._judged):
+                while len(table) > self.SOURCES:
+                    del table[next(iter(table))]
             return held
 
     def _seen(self, source: str, line: int) -> bool:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import func, make_url, select
 
+from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.store.schema import events
 from tests.store.helpers import account_history, interleave, msg
@@ -385,6 +386,35 @@ def test_a_json_document_is_stored_in_transactions_of_batch_size(
         event.remove(Engine, "commit", count)
     assert [r["verdict"] for r in verdict_lines(capfdbinary.readouterr().out)] == ["accepted"] * 30
     assert len(commits) >= 3
+
+
+def test_a_file_judged_before_is_found_by_an_index_and_a_long_line_is_not_a_repeat(
+    tmp_path: Path,
+) -> None:
+    """Whether the quarantine holds lines of a file was a scan of the whole quarantine, once
+    per file (15 s for 40 small files against a million rows); it is an index look-up.
+    The rest of a batch line that a submission cut in two is not the line coming again:
+    it had made every later chunk of a `.json` document with a rejection careful."""
+    import sqlite3
+
+    from lifecycle.store.writer import Repeats, Submission
+
+    db = tmp_path / "t.db"
+    with Lifecycle(f"sqlite:///{db}", create_schema=True) as store:
+        repeats = Repeats()
+
+        def items(first: int, last: int) -> list[Submission]:
+            return [Submission({}, b"{}", "doc.json", 1, n) for n in range(first, last)]
+
+        with store.engine.begin() as connection:
+            assert not repeats.any_in(connection, items(0, 10))
+        store.submit_lines([InputLine("doc.json", 1, b'{"batch": [1]}')])  # quarantined
+        with store.engine.begin() as connection:
+            assert not repeats.any_in(connection, items(10, 20))  # the same line, cut
+            assert repeats.any_in(connection, items(0, 5))  # the line again: judged before
+    query = "EXPLAIN QUERY PLAN SELECT id FROM quarantine WHERE source = ? LIMIT 1"
+    plan = " ".join(str(row) for row in sqlite3.connect(db).execute(query, ("doc.json",)))
+    assert "ix_quarantine_source" in plan, plan
 
 
 def test_a_pipe_keeps_the_name_it_was_given(tmp_path: Path) -> None:

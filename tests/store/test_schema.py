@@ -130,7 +130,8 @@ def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: P
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr == (
             "lifecycle: error: unknown revision '00x9': the revisions are base, 0001, 0002, "
-            f"0003, 0004, 0005, {head} and head (or a step from the current one, such as -1)\n"
+            f"0003, 0004, 0005, 0006, {head} and head (or a step from the current one, such as"
+            " -1)\n"
         )
     for command, target, why in (
         ("downgrade", "head", "a downgrade goes back"),
@@ -149,12 +150,13 @@ def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: P
         assert done.returncode == 2 and why in done.stderr, (command, target, done.stderr)
         assert done.stderr.startswith("lifecycle: error: ")  # not "database error"
     assert run_cli("db", "downgrade", "-1", "--db", db, cwd=tmp_path).returncode == 0
+    before = f"{int(head) - 1:04d}"
     ahead = run_cli("db", "downgrade", head, "--db", db, cwd=tmp_path)
     assert ahead.returncode == 2 and ahead.stderr == (
-        f"lifecycle: error: downgrade {head}: the database is at 0005; to go forward, run "
+        f"lifecycle: error: downgrade {head}: the database is at {before}; to go forward, run "
         f"`lifecycle db upgrade {head}`\n"
     )
-    assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith("0005 ")
+    assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith(f"{before} ")
     assert run_cli("db", "upgrade", "+1", "--db", db, cwd=tmp_path).returncode == 0
     assert run_cli("db", "current", "--db", db, cwd=tmp_path).stdout.startswith(f"{head} ")
 
