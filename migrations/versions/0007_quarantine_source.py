@@ -18,9 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     # MariaDB indexes at most 3,072 bytes of a key: the first 255 characters of the name.
-    op.create_index(
-        "ix_quarantine_source", "quarantine", ["source"], mysql_length={"source": 255}
-    )
+    op.create_index("ix_quarantine_source", "quarantine", ["source"], mysql_length={"source": 255})
 
 
 def downgrade() -> None:
