@@ -357,7 +357,18 @@ def latest_snapshot(
     if until is not None:
         query = query.where(snapshots.c.position <= until)
     if as_of is not None:
-        query = query.where(snapshots.c.recorded_at <= as_of)
+        # Below the account's first event recorded after ``as_of``, where a replay cuts its
+        # history: with clocks that disagree between writers, a snapshot recorded before
+        # the instant may follow an event recorded after it.
+        first_after = (
+            select(func.min(events.c.version))
+            .where(events.c.account == account, events.c.recorded_at > as_of)
+            .scalar_subquery()
+        )
+        query = query.where(
+            snapshots.c.recorded_at <= as_of,
+            (first_after.is_(None)) | (snapshots.c.version < first_after),
+        )
     row = connection.execute(query.order_by(snapshots.c.version.desc()).limit(1)).first()
     where = f"the newest snapshot of account {account!r}"
     return state_from_json(row[0], where) if row is not None else None

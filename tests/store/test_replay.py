@@ -23,7 +23,7 @@ from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.state import LARGE_ACCOUNT
 from lifecycle.store.schema import account_heads, events, snapshots
-from tests.store.helpers import account_history, interleave, msg, wipe
+from tests.store.helpers import account_history, interleave, msg, onboarding, wipe
 from tests.store.test_store_properties import streams
 
 SETTINGS = settings(
@@ -149,6 +149,25 @@ def test_a_large_account_replays_loads_and_verifies_like_a_small_one(store: Life
     assert store.load("big") == live
     assert len(live.users) == users - len(range(1, users, 7))
     assert list(store.verify()) == []
+
+
+def test_load_as_of_with_clocks_that_disagree(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers whose clocks disagree record an account's versions 1-4 at :00, :01, :05 and
+    :03. As of :04 a replay cuts the history at version 3, the first recorded after the
+    instant; `load` took the snapshot of version 4 (recorded at :03) and disagreed."""
+    from lifecycle.store import writer
+
+    start = writer.now()
+    clock = iter([start + timedelta(seconds=n) for n in (0, 1, 5, 3)])
+    monkeypatch.setattr(writer, "now", lambda: next(clock))
+    with Lifecycle(db_url, create_schema=True, snapshot_every=2) as store:
+        for message in onboarding("acct_1"):
+            store.submit(message)
+        monkeypatch.undo()
+        instant = start + timedelta(seconds=4)
+        (replayed,) = store.replay(as_of=instant)
+        assert replayed.version == 2
+        assert store.load("acct_1", as_of=instant) == replayed
 
 
 def test_until_and_as_of_give_prefixes(store: Lifecycle) -> None:
