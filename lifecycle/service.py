@@ -16,6 +16,7 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import reprlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -808,12 +809,29 @@ def _submission(message: Mapping[str, Any]) -> Submission:
     try:
         raw = orjson.dumps(message)
     except orjson.JSONEncodeError as exc:
-        # The encoder's own limit (or a cycle) is the depth rule's business.
-        deep = "recursion" in str(exc).lower()
-        unwritable = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
-        return Submission(*kept(Malformed(unwritable), _shown(message)))
+        wide = _wide_ints(message) if "64-bit" in str(exc) else None
+        if wide is None:
+            # The encoder's own limit (or a cycle) is the depth rule's business.
+            deep = "recursion" in str(exc).lower()
+            unwritable = TOO_DEEP if deep else f"cannot be written as JSON ({exc})"
+            return Submission(*kept(Malformed(unwritable), _shown(message)))
+        raw = wide
     reason = refusal(raw, message)
-    return Submission(message, raw) if reason is None else Submission(*kept(Malformed(reason), raw))
+    if reason is not None:
+        return Submission(*kept(Malformed(reason), raw))
+    # ``raw`` is the message's JSON: stored as its payload, not encoded a second time.
+    return Submission(message, raw, whole_line=True)
+
+
+def _wide_ints(message: Mapping[str, Any]) -> bytes | None:
+    """``message`` as JSON when it holds an integer past 64 bits, which JSON allows and the
+    fast encoder refuses (the gate accepts such a message: the store did not), or None
+    when it cannot be written for another reason as well."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _not_an_object_shown(value: object) -> bytes:

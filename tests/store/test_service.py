@@ -281,6 +281,19 @@ def test_a_batch_object_given_as_a_dict_is_a_batch(store: Lifecycle) -> None:
             )
 
 
+def test_integers_past_64_bits_are_stored_as_sent(store: Lifecycle) -> None:
+    """JSON allows any integer; the gate accepts a message with one past 64 bits, and the
+    store refused it as `malformed_json` ("Integer exceeds 64-bit range"), the encoder's
+    limit. It is stored as sent."""
+    message = {**msg("Account Created", "u1", "acct_1"), "properties": {"big": 2**64 + 1}}
+    assert store.submit(message).verdict == Gate().submit(message).verdict == "accepted"
+    (event,) = store.events()
+    assert orjson.loads(event.payload.replace("18446744073709551617", "0"))["properties"] == {
+        "big": 0
+    }
+    assert '"big":18446744073709551617' in event.payload
+
+
 @dataclass
 class Onboarded:
     """Not a mapping: orjson would write it as an object, but it is no message."""
