@@ -829,9 +829,9 @@ def _wide_ints(message: Mapping[str, Any]) -> bytes | None:
     when it cannot be written for another reason as well."""
     try:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
+        return text.encode("utf-8")  # a lone surrogate is no UTF-8: not writable either
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return None
-    return text.encode("utf-8", "surrogatepass")
 
 
 def _not_an_object_shown(value: object) -> bytes:
