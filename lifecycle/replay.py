@@ -411,12 +411,12 @@ def audit(connection: Connection, policy: Policy) -> Iterator[AuditFinding]:
             for row in rows:
                 verdict = gate.submit(orjson.loads(row[5]))
                 if verdict.code is not None:
-                    yield AuditFinding(
-                        row[0], row[1], row[2], row[3], row[4], verdict.code, verdict.reason or ""
-                    )
+                    code, reason = verdict.code, verdict.reason or ""
                 elif verdict.verdict == IGNORED:
                     # Not an event of this policy: it would not have been stored, and the
                     # audit judges what follows without it. An audit that passed silently
                     # over it hid that the policy does not match the store.
-                    reason = f"{row[3]} is not an event of policy {policy.name!r}"
-                    yield AuditFinding(row[0], row[1], row[2], row[3], row[4], IGNORED, reason)
+                    code, reason = IGNORED, f"{row[3]} is not an event of policy {policy.name!r}"
+                else:
+                    continue
+                yield AuditFinding(row[0], row[1], row[2], row[3], row[4], code, reason)

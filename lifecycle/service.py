@@ -439,7 +439,10 @@ class Lifecycle:
             heads: dict[str, AccountState | StoreError] = {}
             columns: dict[str, dict[str, Any]] = {}
             for account, version, status, state in conn.execute(_HEAD_ROWS):
-                heads[account] = _readable(state_from_json, state, f"head of {account!r}")
+                try:
+                    heads[account] = state_from_json(state)
+                except StoreError as exc:  # a row that holds no state is one difference
+                    heads[account] = exc
                 # What `accounts list --status` and the version check read, beside the JSON.
                 columns[account] = {"version (column)": version, "status (column)": status}
             for account in sorted(replayed.keys() | heads.keys()):
@@ -731,7 +734,7 @@ def _retry_submission(row: QuarantinedMessage) -> Submission:
             return Submission(message, row.raw, row.source, row.line, row.batch_index, True)
     items = items_of(InputLine(row.source, row.line or 0, row.raw))
     if not items:
-        return Submission(Malformed("an empty batch"), row.raw, row.source, row.line)
+        return Submission(Malformed(EMPTY_BATCH), row.raw, row.source, row.line)
     it = items[row.batch_index or 0] if len(items) > 1 else items[0]
     return Submission(it.item, row.raw, row.source, row.line, row.batch_index, it.whole_line)
 
@@ -774,16 +777,6 @@ _HEAD_ROWS = select(
 )
 #: The row store transactions lock: in share mode, or exclusively to run alone.
 _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
-
-
-def _readable(
-    read: Callable[[Any, str], AccountState], text: Any, where: str
-) -> AccountState | StoreError:
-    """The state ``text`` holds, or the error that says it holds none."""
-    try:
-        return read(text, where)
-    except StoreError as exc:
-        return exc
 
 
 def _differences(
