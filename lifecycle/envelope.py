@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from lifecycle._frozen import fast_init
+from lifecycle.messages import kind_of
 from lifecycle.spec import (
     DATE,
     INVALID_KEY,
@@ -238,9 +239,9 @@ def _shown(key: str) -> str:
 
 def _value(value: object) -> str:
     """A value a reason quotes, in JSON's words: a string quoted (cut to 40 characters), a
-    number, ``true``, ``false`` or ``null`` as JSON writes them, an object or an array by
-    its kind. Python's names (``int``, ``True``) and a 100 KB string quoted whole had
-    made reasons that were wrong or unreadable."""
+    number, ``true``, ``false`` or ``null`` as JSON writes them, anything else by its
+    kind. Python's names (``int``, ``True``) and a 100 KB string quoted whole had made
+    reasons that were wrong or unreadable."""
     if isinstance(value, str):
         return repr(_shown(value))
     if value is None or isinstance(value, bool):
@@ -249,10 +250,7 @@ def _value(value: object) -> str:
         # A huge int from Python has no decimal text at all past 4,300 digits.
         text = repr(value) if not isinstance(value, int) or abs(value) < 10**40 else ""
         return text if 0 < len(text) <= 40 else "a number"
-    if isinstance(value, dict):
-        return "an object"
-    # A value given from Python that is no JSON value is named by its type.
-    return "an array" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
+    return kind_of(value)
 
 
 def _has_type(value: object, kind: PropertyType) -> bool:

@@ -75,7 +75,7 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
             why = f"not valid JSON ({detail})"
         return [Malformed(why)], False
     if type(value) is not dict:
-        return [Malformed(f"not a JSON object (got {_kind(value)})")], False
+        return [Malformed(f"not a JSON object (got {kind_of(value)})")], False
     batch = value.get("batch")
     if type(batch) is list:
         return _batch(line, value, batch), False
@@ -219,7 +219,7 @@ def expand_batch(envelope: Mapping[str, Any], batch: list[Any]) -> list[Item]:
     for position, item in enumerate(batch):
         if type(item) is not dict:
             items.append(
-                Malformed(f"batch item {position} is not a JSON object (got {_kind(item)})")
+                Malformed(f"batch item {position} is not a JSON object (got {kind_of(item)})")
             )
             continue
         if shared:
@@ -240,8 +240,7 @@ def not_an_object(value: object) -> Malformed | None:
     """
     if isinstance(value, Mapping):
         return None
-    kind = _kind(value) if is_json_value(value) else f"a {type(value).__name__}"
-    return Malformed(f"not a JSON object (got {kind})")
+    return Malformed(f"not a JSON object (got {kind_of(value)})")
 
 
 def is_json_value(value: object) -> bool:
@@ -263,12 +262,19 @@ def one_by_one(messages: Iterable[Any], method: str) -> Iterable[Any]:
     return messages
 
 
-def _kind(value: object) -> str:
-    """What a JSON value (as Python decodes it) is, in JSON's words."""
-    return {
-        list: "an array",
-        tuple: "an array",
-        str: "a string",
-        bool: "a boolean",
-        type(None): "null",
-    }.get(type(value), "a number")
+def kind_of(value: object) -> str:
+    """What a value is, in JSON's words (an object, an array, a string, a number ...), or
+    by its Python type where JSON has no such kind (a set, a datetime)."""
+    return _KINDS.get(type(value)) or f"a {type(value).__name__}"
+
+
+_KINDS = {
+    dict: "an object",
+    list: "an array",
+    tuple: "an array",
+    str: "a string",
+    bool: "a boolean",
+    type(None): "null",
+    int: "a number",
+    float: "a number",
+}
