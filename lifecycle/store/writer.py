@@ -118,10 +118,14 @@ class Repeats:
         # submission, which is not the line coming again.
         firsts = [(s.source, s.line or 0) for s in subs if s.source != API and not s.index]
         with self._lock:
-            again = {source for source, line in firsts if self._seen(source, line)}
+            again = set()
             for source, line in firsts:
+                if self._seen(source, line):  # judged before, or earlier in these subs
+                    again.add(source)
                 self._mark(source, line)
-            held = False
+            # A line twice in one submission (the file given twice, one chunk holding both):
+            # the second must get the first's rejection, which only care looks for.
+            held = len(set(firsts)) < len(firsts)
             for source in sources:
                 known = self._held.get(source)
                 if known is None or (not known and source in again):
@@ -188,10 +192,10 @@ def write(
     states.update(known)
     seen = repository.accepted_ids(conn, _message_ids(subs)) if careful else set()
     # Lines of a file judged before (a re-run): the rejection they got, not a new verdict.
-    earlier = _rejected_before(conn, subs) if careful and quarantine else None
+    earlier, repeats = _rejected_before(conn, subs) if careful and quarantine else (None, {})
     found_stored = bool(seen or rebuilt or earlier)
     before = {a: s.version for a, s in states.items()}
-    judging = _Judging(policy, states, seen, recorded, earlier or {})
+    judging = _Judging(policy, states, seen, recorded, earlier or {}, repeats)
     repository.append_events(conn, judging.rows(subs))
     verdicts, event_rows = judging.verdicts, judging.event_rows
     if not careful:
@@ -225,6 +229,8 @@ class _Judging:
     recorded: datetime
     #: By position in the submission: lines a run of the same file rejected, and why.
     earlier: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: By position: the line came earlier in this submission too, at the position given.
+    repeats: dict[int, int] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
     event_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -241,11 +247,16 @@ class _Judging:
             state = states.get(account)
             return state if state is not None else AccountState(account, initial)
 
-        earlier = self.earlier
+        earlier, repeats = self.earlier, self.repeats
         for position, sub in enumerate(subs):
             if earlier and position in earlier:
                 verdicts.append(_as_before(sub, *earlier[position]))
                 continue
+            if repeats and position in repeats:
+                first = verdicts[repeats[position]]
+                if first.code is not None and first.reason is not None:
+                    verdicts.append(_as_before(sub, first.code, first.reason))
+                    continue
             if isinstance(sub.item, Malformed):
                 verdicts.append(malformed(sub.item.reason))
                 continue
@@ -329,11 +340,32 @@ def _quarantine(
         for position, (sub, verdict) in enumerate(zip(subs, verdicts, strict=True))
         if verdict.code is not None and (earlier is None or position not in earlier)
     ]
+    rows = _once_per_line(rows)
     digests = [r["digest"] for r in rows if r["digest"] is not None]
     if digests and earlier is None:
         known = repository.quarantined(conn, digests)
         rows = [r for r in rows if r["digest"] is None or r["digest"] not in known]
     repository.quarantine_rows(conn, rows)
+
+
+def _once_per_line(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` without the later rows of a line already among them.
+
+    The same file given twice to one ingest (``f.jsonl ./f.jsonl``) brings each of
+    its lines twice into one submission; its rejected lines then had two rows with
+    one digest, which the unique index refused, and the ingest failed as though it
+    had lost a race, however often it was run. A line is quarantined once.
+    """
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        digest = row["digest"]
+        if digest is not None:
+            if digest in seen:
+                continue
+            seen.add(digest)
+        kept.append(row)
+    return kept
 
 
 #: The quarantine's ``source`` column holds this many characters.
@@ -362,20 +394,26 @@ def _digest(sub: Submission, raw: bytes) -> str | None:
     return hashlib.sha256(key).hexdigest()
 
 
-def _rejected_before(conn: Connection, subs: Sequence[Submission]) -> dict[int, tuple[str, str]]:
-    """Positions of the lines of a file that an earlier run rejected, with its code and reason.
+def _rejected_before(
+    conn: Connection, subs: Sequence[Submission]
+) -> tuple[dict[int, tuple[str, str]], dict[int, int]]:
+    """Positions of the lines of a file that an earlier run rejected, with its code and
+    reason; and positions of lines that came earlier in ``subs``, with that position.
 
-    Asked only when the submission is known to repeat stored input (a re-run, or a
-    resumed ingest): judged again against the state that the earlier run went on
-    to build, such a line could be accepted out of its place in the file (a
-    ``Signed In`` rejected before the user's ``Signed Up``), which one uninterrupted
-    run would never do.
+    Asked only when the submission is known to repeat input (a re-run, a resumed
+    ingest, a file given twice): judged again against the state that the first
+    reading went on to build, such a line could be accepted out of its place in the
+    file (a ``Signed In`` rejected before the user's ``Signed Up``), which one
+    reading would never do.
     """
     digests = {i: d for i, sub in enumerate(subs) if (d := _digest(sub, _kept_raw(sub)))}
     if not digests:
-        return {}
+        return {}, {}
     found = repository.quarantined(conn, list(dict.fromkeys(digests.values())))
-    return {i: found[d] for i, d in digests.items() if d in found}
+    first: dict[str, int] = {}
+    repeats = {i: first.setdefault(d, i) for i, d in digests.items()}
+    repeats = {i: p for i, p in repeats.items() if p != i}
+    return {i: found[d] for i, d in digests.items() if d in found}, repeats
 
 
 def _as_before(sub: Submission, code: str, reason: str) -> Verdict:

@@ -205,12 +205,14 @@ def test_a_file_judged_again_keeps_its_rejections_whatever_the_batch_size(
     _judged_again(db_url, tmp_path, batch_size, one_run=False)
 
 
-@pytest.mark.parametrize("batch_size", ["1", "2"])
+@pytest.mark.parametrize("batch_size", ["1", "2", "100000"])
 def test_a_file_given_twice_to_one_ingest_keeps_its_rejections(
     db_url: str, tmp_path: Path, batch_size: str
 ) -> None:
     """The same, the file given twice to one run: its lines come again after their first
-    transaction committed, and the quarantine is asked again."""
+    transaction committed, and the quarantine is asked again; or in the same submission,
+    where the second copy of a rejected line had made a second quarantine row with the
+    first's digest, and the ingest failed every time as though it lost a race."""
     _judged_again(db_url, tmp_path, batch_size, one_run=True)
 
 
