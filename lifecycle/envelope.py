@@ -2,7 +2,8 @@
 
 Steps 2 and 3 of the check order live here: is the message a lifecycle event at
 all (else it is *ignored*), and is its envelope sound (``missing_user``,
-``missing_group_id``, ``invalid_key``, ``invalid_timestamp``, ``invalid_property``).
+``missing_group_id``, ``invalid_key``, ``invalid_timestamp``, ``invalid_property``,
+``message_too_large``).
 Nothing here reads state. Pure: no I/O.
 """
 
@@ -21,6 +22,7 @@ from lifecycle.spec import (
     INVALID_PROPERTY,
     INVALID_TIMESTAMP,
     MAX_KEY_CHARS,
+    MESSAGE_TOO_LARGE,
     MISSING_GROUP_ID,
     MISSING_USER,
     EventSpec,
@@ -29,6 +31,7 @@ from lifecycle.spec import (
     parse_datetime,
     storable_instant,
 )
+from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, fits_unmeasured, oversize
 
 
 @fast_init
@@ -145,7 +148,7 @@ def parse_event(
     message_id = message_id_of(message)
     storable = is_storable_key(user) and is_storable_key(account)
     if (
-        not (storable and (message_id is None or is_storable_key(message_id)))
+        not (storable and (message_id is None or _is_sendable_id(message_id)))
         and (bad := _invalid_key(message, user, account, message_id)) is not None
     ):
         field, why = bad
@@ -189,6 +192,13 @@ def parse_event(
                 f"{sent} for {account} by {user}: properties.{name} must be "
                 f"{_describe(kind)}, got {_value(value)}",
             )
+    if not fits_unmeasured(message) and (size := oversize(message)) is not None:
+        return EnvelopeError(
+            MESSAGE_TOO_LARGE,
+            "message",
+            f"{sent} for {account} by {user}: the message is {size:,} bytes as Segment's client"
+            f" library writes it, more than the {MAX_MESSAGE_BYTES:,} Segment takes",
+        )
     return Event(
         spec.name,
         sent,
@@ -211,19 +221,31 @@ def is_storable_key(key: str) -> bool:
     return len(key) <= MAX_KEY_CHARS and "\0" not in key
 
 
+def _is_sendable_id(message_id: str) -> bool:
+    """True when Segment keeps ``message_id`` whole and the store can index it."""
+    return len(message_id) <= MAX_MESSAGE_ID_CHARS and "\0" not in message_id
+
+
 def _invalid_key(
     message: Mapping[str, Any], user: str, account: str, message_id: str | None
 ) -> tuple[str, str] | None:
     """The field of the first key the event store cannot index, and why; or None.
 
     A key may have at most :data:`MAX_KEY_CHARS` characters and no NUL character
-    (PostgreSQL's text cannot hold one).
+    (PostgreSQL's text cannot hold one). A ``messageId`` may have at most the
+    :data:`MAX_MESSAGE_ID_CHARS` Segment keeps: past them it would take the event
+    under another id, and de-duplication on it would no longer hold.
     """
     user_field = "userId" if message.get("userId") == user else "anonymousId"
     keys = ((user_field, user), ("context.groupId", account), ("messageId", message_id))
     for name, key in keys:
         if key is None:
             continue
+        if name == "messageId" and len(key) > MAX_MESSAGE_ID_CHARS:
+            return name, (
+                f"is {len(key)} characters, more than the {MAX_MESSAGE_ID_CHARS} Segment keeps"
+                " of a messageId"
+            )
         if len(key) > MAX_KEY_CHARS:
             return name, f"is {len(key)} characters, more than the {MAX_KEY_CHARS} a key may have"
         if "\0" in key:

@@ -36,7 +36,6 @@ stops with :class:`RelayError` and parks nothing.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -63,6 +62,7 @@ from lifecycle.store.codec import now
 from lifecycle.store.engine import create_engine, database_url, for_writing, is_transient
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.outbox import OutboxStatus, ParkedEvent, Pending
+from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, as_sent, sent_size
 
 log = logging.getLogger("lifecycle.relay")
 
@@ -74,10 +74,6 @@ TRANSIENT_ATTEMPTS = 6
 WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
 #: Where the relay takes Segment's API from when given none (an EU workspace's, say).
 HOST_ENV = "LIFECYCLE_SEGMENT_HOST"
-#: Segment refuses a message larger than this (as the client library measures it: JSON bytes).
-MAX_MESSAGE_BYTES = 32 << 10
-#: Segment keeps at most this many characters of a ``messageId``; a longer one is not sent.
-MAX_MESSAGE_ID_CHARS = 100
 #: How long :meth:`Relay.prune` keeps delivered rows by default: a week to look into them.
 KEEP_DELIVERED = timedelta(days=7)
 #: A request body stays under Segment's 500 KB, with the client library's margin for the envelope.
@@ -316,14 +312,11 @@ _Item = tuple[int, dict[str, Any], int]
 
 
 def _prepare(row: Pending) -> _Item | str:
-    """The message to send for ``row`` and its size, or why it is parked unsent.
+    """The message to send for ``row`` (see :func:`lifecycle.wire.as_sent`) and its
+    size, or why it is parked unsent.
 
-    The stored message is sent as it was accepted, with three exceptions: its
-    ``messageId`` is the outbox row's (the same one, or the one derived for a
-    message that had none); a missing ``timestamp`` becomes the time the event
-    was stored, as the client library would have stamped it; and ``sentAt`` is
-    dropped, since Segment corrects clock skew with it and the request's own
-    ``sentAt`` is the one that describes this send.
+    The gate refuses what Segment would refuse, so only a store written before it
+    did can hold a message parked here.
     """
     row_id, message_id, created_at, payload = row
     if len(message_id) > MAX_MESSAGE_ID_CHARS:
@@ -341,16 +334,9 @@ def _prepare(row: Pending) -> _Item | str:
         return "the stored payload is not JSON"
     if type(message) is not dict:
         return "the stored payload is not a JSON object"
-    message["messageId"] = message_id
-    if not message.get("timestamp"):
-        message["timestamp"] = _instant(created_at)
-    message.pop("sentAt", None)
-    if message.get("type") is None:
-        message["type"] = "track"
-    n = len(payload)
-    # See _size: small ASCII messages are estimated, the others measured.
+    as_sent(message, message_id, _instant(created_at))
     try:
-        size = n + n // 8 + 128 if n < _ESTIMATED and payload.isascii() else _size(message)
+        size = _size(payload, message)
     except RecursionError:
         return TOO_DEEP_TO_SEND
     if size > MAX_MESSAGE_BYTES:
@@ -361,18 +347,23 @@ def _prepare(row: Pending) -> _Item | str:
 _ESTIMATED = MAX_MESSAGE_BYTES // 8
 
 
-def _size(message: dict[str, Any]) -> int:
-    """The message's size as the client library measures it: bytes of ``json.dumps``.
+def _size(payload: str, message: dict[str, Any]) -> int:
+    """The size of ``message`` (``payload`` as sent) as the client library measures it,
+    for cutting requests within Segment's 500 KB.
 
-    Only messages that might come near a limit are measured. Decoded and encoded
-    again, ASCII JSON grows by one space per ``,`` and ``:`` and by the longer
-    spelling of some floats (``1e15`` becomes ``1000000000000000.0``): never to
-    4.5 times its size. So a message stored in under 4 KB of ASCII cannot reach
-    32 KB, and its estimate (the stored size plus an eighth) only shapes requests;
-    should a request come out over 500 KB all the same, Segment's 400 is bisected
-    like any refusal.
+    Measuring costs as much as sending, so a message stored in under 4 KB of ASCII
+    is estimated: decoded and written again, it grows by one space per ``,`` and
+    ``:``, by what :func:`~lifecycle.wire.as_sent` adds (at most 128 bytes), and by
+    the longer spelling of some floats (``1e15`` becomes ``1000000000000000.0``). The
+    estimate counts all but the floats, so only a request dense in such numbers can
+    come out over 500 KB; Segment's 400 is then bisected like any refusal. (It had
+    been the stored size plus an eighth, and requests of small numbers or short keys
+    came out at 600 KB.) The others are measured exactly.
     """
-    return len(json.dumps(message))
+    n = len(payload)
+    if n < _ESTIMATED and payload.isascii():
+        return n + payload.count(",") + payload.count(":") + 128
+    return sent_size(message)
 
 
 def _again(error: Exception, attempt: int, what: str) -> bool:

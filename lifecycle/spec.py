@@ -106,6 +106,7 @@ MISSING_GROUP_ID = "missing_group_id"
 INVALID_KEY = "invalid_key"
 INVALID_TIMESTAMP = "invalid_timestamp"
 INVALID_PROPERTY = "invalid_property"
+MESSAGE_TOO_LARGE = "message_too_large"
 ACCOUNT_UNKNOWN = "account_unknown"
 ACCOUNT_EXISTS = "account_exists"
 ACCOUNT_DELETED_CODE = "account_deleted"
@@ -119,7 +120,7 @@ USER_NOT_MEMBER = "user_not_member"
 USER_ALREADY_SIGNED_UP = "user_already_signed_up"
 NOT_SIGNED_IN = "not_signed_in"
 
-#: The 18 rejection codes of the default policy, in check order.
+#: The 19 rejection codes of the default policy, in check order.
 REJECTION_CODES: tuple[str, ...] = (
     MALFORMED_JSON,
     MISSING_USER,
@@ -127,6 +128,7 @@ REJECTION_CODES: tuple[str, ...] = (
     INVALID_KEY,
     INVALID_TIMESTAMP,
     INVALID_PROPERTY,
+    MESSAGE_TOO_LARGE,
     ACCOUNT_UNKNOWN,
     ACCOUNT_EXISTS,
     ACCOUNT_DELETED_CODE,
@@ -142,7 +144,7 @@ REJECTION_CODES: tuple[str, ...] = (
 )
 
 #: Codes decided before any state is read (parsing and the envelope).
-ENVELOPE_CODES: tuple[str, ...] = REJECTION_CODES[:6]
+ENVELOPE_CODES: tuple[str, ...] = REJECTION_CODES[:7]
 
 #: The most characters a key (the user, ``context.groupId``, ``messageId``) may have:
 #: the event store indexes them, and an index needs a bound on every backend.

@@ -9,7 +9,18 @@ from pathlib import Path
 import lifecycle
 
 PACKAGE = Path(lifecycle.__file__).resolve().parent
-PURE = ["spec", "envelope", "policy", "rules", "state", "decide", "gate", "messages", "_frozen"]
+PURE = [
+    "spec",
+    "envelope",
+    "policy",
+    "rules",
+    "state",
+    "decide",
+    "gate",
+    "messages",
+    "_frozen",
+    "wire",
+]
 OUTSIDE_THE_CORE = ("sqlalchemy", "alembic", "segment", "requests", "tqdm", "hypothesis")
 SHELLS = tuple(
     f"lifecycle.{name}"

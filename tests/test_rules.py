@@ -104,6 +104,13 @@ CODE_CASES: list[tuple[str, tuple[dict[str, Any], ...], dict[str, Any], str]] = 
         "string, got 42",
     ),
     (
+        "message_too_large",
+        MEMBER,
+        track("Signed In", note="é" * 5_500),
+        "Signed In for acct_1 by u1: the message is 33,214 bytes as Segment's client library "
+        "writes it, more than the 32,768 Segment takes",
+    ),
+    (
         "account_unknown",
         (),
         track("Signed In"),
@@ -184,10 +191,10 @@ CODE_CASES: list[tuple[str, tuple[dict[str, Any], ...], dict[str, Any], str]] = 
 
 
 def test_every_code_has_a_case() -> None:
-    """The per-code cases below, plus malformed_json, cover exactly the 18 public codes."""
+    """The per-code cases below, plus malformed_json, cover exactly the 19 public codes."""
     covered = ["malformed_json"] + [code for code, *_ in CODE_CASES]
     assert sorted(covered) == sorted(REJECTION_CODES)
-    assert len(REJECTION_CODES) == 18
+    assert len(REJECTION_CODES) == 19
 
 
 def test_malformed_json() -> None:
@@ -261,14 +268,13 @@ def _at_most_255(value: Any) -> Any:
         ({"userId": "", "anonymousId": "a" * 256}, "anonymousId"),
         ({"userId": "u1", "anonymousId": "a" * 256}, None),  # the anonymousId is not the key
         ({"context": {"groupId": "acct_" + "1" * 251}}, "context.groupId"),
-        ({"messageId": "m" * 256}, "messageId"),
         ({"messageId": 7 * 10**300}, None),  # not a string: no messageId at all
     ],
 )
 def test_invalid_key_checks_the_length_of_the_keys_lifecycle_uses(
     keys: dict[str, Any], field: str | None
 ) -> None:
-    """Each key (the user, the account, the messageId) may have 255 characters, not 256."""
+    """Each key (the user, the account) may have 255 characters, not 256."""
     gate = gate_after(track("Account Created"), track("Signed Up"))
     verdict = gate.submit({**track("Signed In"), **keys})
     if field is None:
@@ -279,6 +285,21 @@ def test_invalid_key_checks_the_length_of_the_keys_lifecycle_uses(
     longest = {k: _at_most_255(v) for k, v in keys.items()}
     # 255 characters pass this check (the verdict is then the account's or user's rules').
     assert gate.submit({**track("Signed In"), **longest}).code != "invalid_key"
+
+
+@pytest.mark.parametrize("length", [101, 256, 1000])
+def test_a_message_id_may_have_the_100_characters_segment_keeps(length: int) -> None:
+    """A messageId may have 100 characters, not 101: Segment keeps no more, and would take
+    the event under another id. The relay had parked such an event after the gate accepted
+    it, and sent the account's next events without it."""
+    gate = gate_after(track("Account Created"), track("Signed Up"))
+    verdict = gate.submit({**track("Signed In"), "messageId": "m" * length})
+    assert (verdict.code, verdict.field) == ("invalid_key", "messageId")
+    assert verdict.reason == (
+        f"Signed In for acct_1 by u1: messageId is {length} characters, more than the 100"
+        " Segment keeps of a messageId"
+    )
+    assert gate.submit({**track("Signed In"), "messageId": "m" * 100}).accepted
 
 
 @pytest.mark.parametrize(
@@ -578,7 +599,7 @@ def test_properties_must_be_an_object() -> None:
      ({"properties": {"username": {"a": 1}}}, "username must be a string, got an object"),
      ({"properties": {"username": None}}, None),
      ({"properties": {"username": False}}, "properties.username must be a string, got false"),
-     ({"properties": {"username": "é" * 50_000 + "x"}}, None),
+     ({"properties": {"username": "é" * 5_000 + "x"}}, None),
      ({"timestamp": datetime(2024, 1, 1)}, "timestamp a datetime is not"),
      ({"properties": 10**5000}, "properties must be an object, got a number")],
 )  # fmt: skip
@@ -853,23 +874,25 @@ def test_messages_over_4_mib_are_malformed() -> None:
     """A message of more than 4 MiB of JSON is malformed_json, saying its size; a batch line
     may be larger as long as each of its items is not (the limit is per message)."""
     limit = 4 << 20
-    at_limit = track("Account Created", pad="")
-    at_limit["properties"]["pad"] = "x" * (limit - len(orjson.dumps(at_limit)))
+    # Calls lifecycle ignores: a lifecycle event that large is over Segment's 32 KB as well.
+    at_limit = {"type": "identify", "userId": "u1", "traits": {"pad": ""}}
+    at_limit["traits"]["pad"] = "x" * (limit - len(orjson.dumps(at_limit)))
     assert len(orjson.dumps(at_limit)) == limit
-    over = {**at_limit, "properties": {"pad": at_limit["properties"]["pad"] + "é"}}
+    over = {**at_limit, "traits": {"pad": at_limit["traits"]["pad"] + "é"}}
     for ending in (b"", b"\n", b"\r\n"):  # the line ending is not part of the message
         line = orjson.dumps(at_limit) + ending
-        assert Gate().submit_line(line)[0].verdict == "accepted"
-        assert Gate().submit_line(line.decode())[0].verdict == "accepted"
+        assert Gate().submit_line(line)[0].verdict == "ignored"
+        assert Gate().submit_line(line.decode())[0].verdict == "ignored"
     (verdict,) = Gate().submit_line(orjson.dumps(over).decode())  # str: counted in bytes
     assert (verdict.code, verdict.reason) == (
         "malformed_json",
         f"the message is {limit + 2:,} bytes, more than the {limit:,} (4 MiB) a message may have",
     )
-    small = [track("Signed Up", user=f"u{n}", pad="x" * 300_000) for n in range(20)]
+    small = [{**at_limit, "traits": {"pad": "x" * 300_000}} for n in range(20)]
     batch = {"batch": [track("Account Created"), *small, over]}
     verdicts = Gate().submit_line(orjson.dumps(batch))
-    assert [v.code for v in verdicts] == [None] * 21 + ["malformed_json"]
+    assert [v.verdict for v in verdicts] == ["accepted"] + ["ignored"] * 20 + ["rejected"]
+    assert verdicts[-1].code == "malformed_json"
 
 
 def test_submit_line_of_a_single_message() -> None:

@@ -39,6 +39,7 @@ from lifecycle.spec import (
     INVALID_TIMESTAMP,
     MALFORMED_JSON,
     MAX_KEY_CHARS,
+    MESSAGE_TOO_LARGE,
     MISSING_GROUP_ID,
     MISSING_USER,
     REJECTION_CODES,
@@ -73,6 +74,7 @@ from lifecycle.testing._walk import (
     producible_codes,
     recipe,
 )
+from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS
 
 #: A Segment message, as decoded JSON.
 Message = dict[str, Any]
@@ -594,6 +596,8 @@ def _broken_message(draw: st.DrawFn, history: _History, code: str) -> Message:
         return _replace(message, "context", {} if context is _DROP else {"context": context})
     if code == INVALID_KEY:
         return _with_invalid_key(draw, message)
+    if code == MESSAGE_TOO_LARGE:
+        return _too_large(draw, message)
     if code == INVALID_TIMESTAMP:
         message["timestamp"] = _pick(draw, _BAD_TIMESTAMPS)
         return message
@@ -620,12 +624,27 @@ def _with_invalid_key(draw: st.DrawFn, message: Message) -> Message:
         at = draw(_ints(0, len(key)))
         bad = key[:at] + "\0" + key[at:]
     else:
-        missing = max(MAX_KEY_CHARS + draw(_ints(1, 800)) - len(key), 1)
+        # Segment keeps 100 characters of a messageId; the store indexes 255 of any key.
+        limit = MAX_MESSAGE_ID_CHARS if field == "messageId" else MAX_KEY_CHARS
+        missing = max(limit + draw(_ints(1, 800)) - len(key), 1)
         bad = key + _pick(draw, ("k", "ü")) * missing
     if field == "context.groupId":
         message["context"] = {**message["context"], "groupId": bad}
     else:
         message[field] = bad
+    return message
+
+
+#: Characters, with the bytes each takes as Segment's client library writes it (escaped).
+_WIDTHS = {"x": 1, "é": 6, "😀": 12}
+
+
+def _too_large(draw: st.DrawFn, message: Message) -> Message:
+    """``message`` with a property no spec names, long enough that Segment would refuse it."""
+    char = _pick(draw, tuple(_WIDTHS))
+    properties = dict(message.get("properties") or {})
+    properties["padding"] = char * (MAX_MESSAGE_BYTES // _WIDTHS[char] + draw(_ints(1, 500)))
+    message["properties"] = properties
     return message
 
 
