@@ -40,11 +40,20 @@ class InputLine:
 def open_input(path: str) -> IO[bytes]:
     """Open a file (or ``-`` for standard input) for binary reading; gzip is detected by magic."""
     if path == STDIN:
-        return sys.stdin.buffer
+        return _unpacked(sys.stdin.buffer)
     try:
         handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return _unpacked(handle)
+
+
+def _unpacked(handle: IO[bytes]) -> IO[bytes]:
+    """``handle``, or a gzip reader of it when it starts with gzip's magic bytes.
+
+    Peeking leaves the bytes in the buffer, so standard input is detected as a file is
+    (``ingest - < f.jsonl.gz`` read the compressed bytes as lines).
+    """
     if handle.peek(2)[:2] == _GZIP_MAGIC if hasattr(handle, "peek") else False:
         return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return handle

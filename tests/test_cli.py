@@ -272,6 +272,17 @@ def test_gzip_input(tmp_path: Path) -> None:
     assert [r.get("code") for r in records] == [None, "user_unknown"]
 
 
+def test_gzip_on_standard_input() -> None:
+    """Gzip on standard input is detected by its magic bytes, as a file's is (its compressed
+    bytes were read as lines, each one malformed_json)."""
+    data = line("Account Created") + b"\n" + line("Signed In") + b"\n"
+    result = lifecycle("check", "-", "--format", "jsonl", stdin=gzip.compress(data))
+    assert [(r["file"], r["line"], r.get("code")) for r in verdicts(result)] == [
+        ("-", 1, None),
+        ("-", 2, "user_unknown"),
+    ]
+
+
 # -- --format text ------------------------------------------------------------------------------
 
 
