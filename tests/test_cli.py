@@ -499,6 +499,24 @@ def test_exit_2_for_a_policy_module_that_raises(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("exit_call", ["raise SystemExit(0)", "import sys; sys.exit('usage')"])
+def test_exit_2_for_a_policy_module_that_exits(tmp_path: Path, exit_call: str) -> None:
+    """A policy module that exits as it is imported (a script that runs its main()) is a
+    module that raises: exit 2 with its traceback (it ended check silently, exit 0, or 1 -
+    "rejections found" - for sys.exit with a message)."""
+    (tmp_path / "script_policy.py").write_text(exit_call + "\n")
+    path = write(tmp_path / "e.jsonl", line("Account Created"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = lifecycle("check", path, "--policy", "script_policy:P", env=env)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert b"Traceback" in result.stderr and b"script_policy.py" in result.stderr
+    assert re.search(
+        rb"\nlifecycle: error: --policy 'script_policy:P': importing script_policy raised"
+        rb" SystemExit: \S+\n\Z",
+        result.stderr,
+    ), result.stderr
+
+
 def test_exit_2_for_a_policy_guard_that_raises(tmp_path: Path) -> None:
     """A guard that raises while judging ends check with exit 2 and one line naming the
     guard, where it raised and the event (it was a traceback and exit 1)."""

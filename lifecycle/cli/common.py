@@ -109,9 +109,11 @@ def load_policy(spec: str | None) -> Policy:
         raise InputError(f"--policy {spec!r}: cannot import {module_name}: {exc}") from exc
     except LifecycleError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         # The user's own module failed: its traceback is what they need to fix it, and the
-        # exit code must still say "error" (2), not "rejections found" (1).
+        # exit code must still say "error" (2), not "rejections found" (1). A module that
+        # exits as it is imported (a script whose main() runs on import) is such a failure
+        # too: let through, its SystemExit ended the command silently with its own code.
         traceback.print_exc(file=sys.stderr)
         raise InputError(
             f"--policy {spec!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
