@@ -228,6 +228,36 @@ def test_sorting_by_timestamp_keeps_an_impossible_instant_where_it_stands(tmp_pa
     ]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a file size limit (POSIX)")
+def test_sorting_on_a_full_disk_is_an_error_not_rejections(tmp_path: Path) -> None:
+    """A temporary directory that fills up while sorting is one line on stderr and exit 2,
+    as any other write (it was SQLite's traceback and exit 1, "rejections found"), and the
+    spill file is removed."""
+    import resource
+
+    path = write(
+        tmp_path / "export.jsonl",
+        *(line("Signed In", timestamp=f"2024-01-01T00:00:{n % 60:02}Z") for n in range(4000)),
+    )
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+
+    def small_files() -> None:  # a file may not grow past 64 KiB: a disk that is full
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lifecycle", "check", str(path), "--sort-by", "timestamp"],
+        capture_output=True, env={**os.environ, "TMPDIR": str(spill)}, preexec_fn=small_files,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert re.fullmatch(
+        rb"lifecycle: error: sorting by timestamp: [^\n]+ \(\S+/lifecycle-sort-\w+/sort.db\)\n",
+        done.stderr,
+    ), done.stderr
+    assert not list(spill.iterdir())
+
+
 def test_state_carries_across_files(tmp_path: Path) -> None:
     """Files are judged in the order given through one state; line numbers restart per file."""
     first = write(tmp_path / "a.jsonl", line("Account Created"), line("Signed Up"))
