@@ -386,6 +386,26 @@ def test_text_summary_counts_every_file_read_and_says_one_message(tmp_path: Path
     )
 
 
+def test_text_output_to_a_terminal_that_cannot_encode_the_input(tmp_path: Path) -> None:
+    """Characters stdout's encoding lacks are printed as backslash escapes (they were a
+    UnicodeEncodeError traceback, exit 1, after the whole input was judged); jsonl stays
+    UTF-8 JSON."""
+    path = write(tmp_path / "cjk.jsonl", line("Account Created", account="客户"),
+                 line("Signed In", user="用户", account="客户"))  # fmt: skip
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    db = ("--db", f"sqlite:///{tmp_path / 'cjk.db'}")
+    ingested = lifecycle("ingest", path, *db, env=env)
+    assert (ingested.returncode, ingested.stderr) == (1, b"")
+    assert b"by \\u7528\\u6237: user \\u7528\\u6237 is unknown" in ingested.stdout
+    listed = lifecycle("rejections", "list", *db, env=env)
+    assert (listed.returncode, listed.stderr) == (0, b"")
+    assert b"user_unknown\tSigned In for \\u5ba2\\u6237 by \\u7528\\u6237" in listed.stdout
+    accounts = lifecycle("accounts", "list", *db, env=env)
+    assert (accounts.returncode, accounts.stdout) == (0, b"\\u5ba2\\u6237\tcreated\t1\t0\n")
+    checked = lifecycle("check", path, "--format", "jsonl", env=env)
+    assert [r.get("groupId") for r in verdicts(checked)] == ["客户", "客户"]
+
+
 # -- exit codes ---------------------------------------------------------------------------------
 
 
