@@ -73,8 +73,12 @@ def input_size(paths: Sequence[str]) -> int | None:
 
 
 def is_document(path: str) -> bool:
-    """True for a ``.json`` file (gzipped or not): one JSON document, not JSON lines."""
-    return path.endswith((".json", ".json.gz"))
+    """True for a ``.json`` file (gzipped or not): one JSON document, not JSON lines.
+
+    The extension is matched in any case: a ``.JSON`` export (as Windows tools name
+    files) was read as lines, every line of a pretty-printed document malformed.
+    """
+    return path.lower().endswith((".json", ".json.gz"))
 
 
 def as_batch(document: bytes) -> bytes:

@@ -313,6 +313,20 @@ def test_gzip_on_standard_input() -> None:
     ]
 
 
+@pytest.mark.parametrize("name", ["export.JSON", "export.Json.GZ"])
+def test_a_json_document_is_known_by_its_extension_in_any_case(tmp_path: Path, name: str) -> None:
+    """A pretty-printed `.JSON` array (as Windows tools name files) is one document, as a
+    `.json` is: it was read as lines, each one malformed."""
+    document = b"[\n  " + line("Account Created") + b",\n  " + line("Signed In") + b"\n]\n"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(document) if name.endswith(".GZ") else document)
+    result = lifecycle("check", path, "--format", "jsonl")
+    assert [(r["line"], r["index"], r.get("code")) for r in verdicts(result)] == [
+        (1, 0, None),
+        (1, 1, "user_unknown"),
+    ]
+
+
 # -- --format text ------------------------------------------------------------------------------
 
 
