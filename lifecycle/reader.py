@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 import orjson
 
@@ -118,11 +118,22 @@ def read_lines(paths: Sequence[str], names: Mapping[str, str] | None = None) -> 
     [...]}`` or an array of messages, pretty-printed or not — read whole and
     given as line 1 (each message's ``index`` is its position in the batch).
 
-    Raises :class:`InputError` when a file cannot be opened (before any line is
-    yielded) or cannot be read to its end.
+    Raises :class:`InputError` when a file cannot be opened (here, before the
+    first line is asked for: ``ingest`` of a missing file had created its store
+    first) or cannot be read to its end.
     """
-    handles = [(path, open_input(path)) for path in paths]
+    lines = _lines(paths, names)
+    next(lines)  # opens every file; the files are closed when the lines are, or collected
+    return cast(Iterator[InputLine], lines)
+
+
+def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[InputLine | None]:
+    """None once every file is open, then the lines of :func:`read_lines`."""
+    handles: list[tuple[str, IO[bytes]]] = []
     try:
+        for path in paths:
+            handles.append((path, open_input(path)))
+        yield None
         for path, handle in handles:
             number = 0
             name = names[path] if names is not None else printable(path)

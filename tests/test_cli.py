@@ -916,6 +916,19 @@ def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
     assert lifecycle("accounts", "list", "--db", url, cwd=tmp_path).returncode == 0
 
 
+def test_ingest_of_a_missing_file_creates_no_store(tmp_path: Path) -> None:
+    """A file that cannot be read fails ingest before the store is made: it had left a new,
+    migrated store behind, for a run that stored nothing."""
+    good = write(tmp_path / "good.jsonl", line("Account Created"))
+    missing = tmp_path / "missing.jsonl"
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    assert_usage_error(
+        lifecycle("ingest", good, missing, "--db", url),
+        f"lifecycle: error: cannot read {missing}: No such file or directory",
+    )
+    assert not (tmp_path / "new.db").exists()
+
+
 def test_the_installed_command_finds_a_policy_module_of_the_working_directory(
     tmp_path: Path,
 ) -> None:
