@@ -38,25 +38,49 @@ class InputLine:
 
 
 def open_input(path: str) -> IO[bytes]:
-    """Open a file (or ``-`` for standard input) for binary reading; gzip is detected by magic."""
+    """Open a file (or ``-`` for standard input) for binary reading; gzip is detected by magic.
+
+    Closing what is returned closes the file, never standard input.
+    """
     if path == STDIN:
-        return _unpacked(sys.stdin.buffer)
+        return _unpacked(sys.stdin.buffer, owned=False)
     try:
         handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return _unpacked(handle)
+    return _unpacked(handle, owned=True)
 
 
-def _unpacked(handle: IO[bytes]) -> IO[bytes]:
-    """``handle``, or a gzip reader of it when it starts with gzip's magic bytes.
+def _unpacked(handle: IO[bytes], *, owned: bool) -> IO[bytes]:
+    """``handle``, or a gzip reader of it (closing it when ``owned``) when it starts with
+    gzip's magic bytes.
 
     Peeking leaves the bytes in the buffer, so standard input is detected as a file is
     (``ingest - < f.jsonl.gz`` read the compressed bytes as lines).
     """
-    if handle.peek(2)[:2] == _GZIP_MAGIC if hasattr(handle, "peek") else False:
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
-    return handle
+    if not (hasattr(handle, "peek") and handle.peek(2)[:2] == _GZIP_MAGIC):
+        return handle
+    reader = _OwnGzipFile(handle) if owned else gzip.GzipFile(fileobj=handle, mode="rb")
+    return reader  # type: ignore[return-value]
+
+
+class _OwnGzipFile(gzip.GzipFile):
+    """A gzip reader that closes the file it reads when it is closed.
+
+    ``GzipFile`` leaves a file object it is given open: every gzip input stayed open
+    until it was collected.
+    """
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__(fileobj=source, mode="rb")
+        self._source = source
+
+    def close(self) -> None:
+        """Close the reader, then its file."""
+        try:
+            super().close()
+        finally:
+            self._source.close()
 
 
 def input_size(paths: Sequence[str]) -> int | None:

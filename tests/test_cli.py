@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import importlib.util
 import os
@@ -300,6 +301,19 @@ def test_gzip_input(tmp_path: Path) -> None:
     assert [r["file"] for r in records] == [str(packed)] * 2
     assert [{**r, "file": None} for r in records] == [{**r, "file": None} for r in unpacked]
     assert [r.get("code") for r in records] == [None, "user_unknown"]
+
+
+def test_a_gzip_file_is_closed_once_read(tmp_path: Path) -> None:
+    """Reading a gzip file leaves no file open (the file under the gzip reader stayed open
+    until it was collected, a ResourceWarning)."""
+    from lifecycle.reader import read_lines
+
+    packed = tmp_path / "events.jsonl.gz"
+    packed.write_bytes(gzip.compress(line("Account Created") + b"\n"))
+    lines = read_lines([str(packed)])
+    assert [x.number for x in lines] == [1]
+    del lines
+    gc.collect()
 
 
 def test_gzip_on_standard_input() -> None:
