@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,16 +85,29 @@ class _OwnGzipFile(gzip.GzipFile):
 
 
 def input_size(paths: Sequence[str]) -> int | None:
-    """Total size in bytes of the files (for a progress bar), or None when unknown."""
+    """Total size in bytes of the files (for a progress bar), or None when unknown.
+
+    A bar counts the bytes of the lines read, so only a plain regular file has a size in
+    those units: a gzip file (known by its magic bytes, whatever its name) reads as more
+    bytes than it takes on disk, and its bar overshot; a pipe has no size.
+    """
     total = 0
     for path in paths:
-        if path == STDIN or path.endswith(".gz"):
+        if path == STDIN:
             return None
         try:
-            total += os.path.getsize(path)
+            status = os.stat(path)
+            if not stat.S_ISREG(status.st_mode) or _is_gzip(path):
+                return None
         except OSError:
             return None
+        total += status.st_size
     return total
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
 
 
 def is_document(path: str) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import gc
 import gzip
 import importlib.util
+import io
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -432,6 +433,80 @@ def test_text_output_to_a_terminal_that_cannot_encode_the_input(tmp_path: Path) 
     assert (accounts.returncode, accounts.stdout) == (0, b"\\u5ba2\\u6237\tcreated\t1\t0\n")
     checked = lifecycle("check", path, "--format", "jsonl", env=env)
     assert [r.get("groupId") for r in verdicts(checked)] == ["客户", "客户"]
+
+
+# -- progress bars ------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Bar:
+    """Stands in for tqdm: records the bar's total and each update, with no timing."""
+
+    made: ClassVar[list[_Bar]] = []
+
+    def __init__(self, total: int | None = None, **_: Any) -> None:
+        self.total, self.n, self.updates = total, 0, list[int]()
+        _Bar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.n += n
+        self.updates.append(n)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[_Bar]:
+    """The bars a command run in this process draws, redrawn at every line (on a terminal:
+    the test sets stderr, which the capture of its output sets again after the fixtures)."""
+    from lifecycle.cli import common
+
+    monkeypatch.setattr(common, "tqdm", _Bar)
+    monkeypatch.setattr(common.Progress, "_EVERY", 1)
+    monkeypatch.setattr(_Bar, "made", [])
+    return _Bar.made
+
+
+@pytest.mark.parametrize("command", ["check", "ingest"])
+def test_a_sorted_run_draws_a_bar_that_follows_the_reading(
+    tmp_path: Path, bars: list[_Bar], command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --sort-by timestamp the bar advances line by line as the input is read to be
+    sorted, and is full at the end (check drew none, ingest's stayed at 0%)."""
+    from lifecycle.cli import main
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+
+    path = write(tmp_path / "e.jsonl", line("Account Created"), b"", line("Signed Up"))
+    db = ["--db", f"sqlite:///{tmp_path / 'e.db'}"] if command == "ingest" else []
+    assert main([command, str(path), *db, "--sort-by", "timestamp", "--format", "jsonl"]) == 0
+    (bar,) = bars
+    assert bar.total == bar.n == path.stat().st_size
+    assert bar.updates[:2] == [len(line("Account Created")) + 1, len(line("Signed Up")) + 1]
+
+
+def test_a_gzip_file_of_any_name_has_no_known_size(
+    tmp_path: Path, bars: list[_Bar], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip file is counted in the bytes it holds, not in its size on disk: its bar has no
+    total (one named without .gz was sized on disk and overshot)."""
+    from lifecycle.cli import main
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+
+    packed = tmp_path / "events.jsonl"
+    packed.write_bytes(gzip.compress(line("Account Created") + b"\n"))
+    assert main(["check", str(packed), "--format", "jsonl"]) == 0
+    (bar,) = bars
+    assert (bar.total, bar.n) == (None, len(line("Account Created")) + 1)
 
 
 # -- exit codes ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import argparse
 from lifecycle.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
+    counted,
     load_policy,
     make_report,
     non_negative,
@@ -65,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
     gate = Gate(load_policy(args.policy))
     report = make_report(args.format, args.show)
     if args.sort_by:
-        for it in sorted_by_timestamp(read_lines(args.files)):
-            verdict = (
-                malformed(it.item.reason)
-                if isinstance(it.item, Malformed)
-                else gate.submit(it.item)
-            )
-            report.add(it.file, it.line, it.index, verdict)
+        with progress(args.files, "check") as bar:
+            for it in sorted_by_timestamp(counted(read_lines(args.files), bar)):
+                verdict = (
+                    malformed(it.item.reason)
+                    if isinstance(it.item, Malformed)
+                    else gate.submit(it.item)
+                )
+                report.add(it.file, it.line, it.index, verdict)
         report.finish("lifecycle check", len(args.files))
         return EXIT_REJECTED if report.rejected else EXIT_OK
     submit_line, add = gate.submit_line, report.add

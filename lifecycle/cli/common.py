@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from tqdm import tqdm
@@ -16,7 +16,7 @@ from tqdm import tqdm
 from lifecycle.cli.report import JsonlReport, Report, TextReport
 from lifecycle.errors import InputError, LifecycleError, first_line
 from lifecycle.policy import Policy
-from lifecycle.reader import input_size
+from lifecycle.reader import InputLine, input_size
 from lifecycle.rules import DEFAULT_POLICY
 
 #: Exit codes scripts can rely on.
@@ -162,7 +162,11 @@ class Progress:
 
 @contextmanager
 def progress(paths: Sequence[str], desc: str) -> Iterator[Progress]:
-    """A :class:`Progress` over the input files (inactive when stderr is not a terminal)."""
+    """A :class:`Progress` over the input files (inactive when stderr is not a terminal).
+
+    When the command is done the bar is full: the bytes of blank lines and of a byte
+    order mark are read but never counted.
+    """
     if not sys.stderr.isatty():
         yield Progress(None)
         return
@@ -171,4 +175,15 @@ def progress(paths: Sequence[str], desc: str) -> Iterator[Progress]:
     ) as bar:
         tracker = Progress(bar)
         yield tracker
-        bar.update(tracker.pending)
+        bar.update(max(tracker.pending, (bar.total or 0) - bar.n))
+
+
+def counted(lines: Iterable[InputLine], bar: Progress) -> Iterator[InputLine]:
+    """``lines``, each advancing ``bar`` by its bytes as it is read.
+
+    With ``--sort-by timestamp`` the input is read whole, to be sorted, before the first
+    message is judged: the bar follows that reading (it had stayed at 0%, or not shown).
+    """
+    for line in lines:
+        bar.advance(len(line.raw))
+        yield line

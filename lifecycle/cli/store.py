@@ -21,6 +21,7 @@ from lifecycle.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
     add_format_argument,
+    counted,
     load_policy,
     make_report,
     positive,
@@ -212,15 +213,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     chunk = min(CHUNK_LINES, args.batch_size)
     with open_store(args) as store, progress(args.files, "ingest") as bar:
         if args.sort_by:
-            items = sorted_by_timestamp(lines)
+            items = sorted_by_timestamp(counted(lines, bar))
         else:
-
-            def read() -> Iterator[InputItem]:
-                for line in lines:
-                    bar.advance(len(line.raw))
-                    yield from items_of(line)
-
-            items = read()
+            items = (it for line in counted(lines, bar) for it in items_of(line))
 
         def judge(batch: list[InputItem], conn: Connection) -> Judged:
             verdicts = store.submit_items(batch, connection=conn)
