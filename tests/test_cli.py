@@ -9,11 +9,15 @@ import importlib.util
 import io
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -507,6 +511,72 @@ def test_a_gzip_file_of_any_name_has_no_known_size(
     assert main(["check", str(packed), "--format", "jsonl"]) == 0
     (bar,) = bars
     assert (bar.total, bar.n) == (None, len(line("Account Created")) + 1)
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+def _started(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m lifecycle COMMAND`` started, reading the test's pipe as standard input."""
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.Popen([sys.executable, "-m", "lifecycle", *command], env=env, **pipes)
+
+
+def _terminated(process: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
+    """SIGTERM to ``process`` while it waits for more input; its exit code, stdout, stderr."""
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)  # before its input ends, which would end it as well
+    assert process.stdout is not None and process.stderr is not None
+    return process.returncode, process.stdout.read(), process.stderr.read()
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be handled on Windows")
+@pytest.mark.parametrize("command", ["check", "ingest"])
+def test_sigterm_ends_a_sorted_run_as_sigint_does(tmp_path: Path, command: str) -> None:
+    """SIGTERM while sorting: the spill is removed, one line on stderr, exit 143 (128 +
+    15); the process had ended on the spot, its spill left in the temporary directory."""
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    db = ["--db", f"sqlite:///{tmp_path / 'e.db'}"] if command == "ingest" else []
+    env = {**os.environ, "TMPDIR": str(spill)}
+    with _started([command, "-", *db, "--sort-by", "timestamp"], env=env) as process:
+        assert process.stdin is not None
+        process.stdin.write(line("Account Created") + b"\n")
+        process.stdin.flush()
+        _wait_for(lambda: any(spill.iterdir()))
+        assert _terminated(process) == (143, b"", b"lifecycle: terminated\n")
+    assert not list(spill.iterdir())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be handled on Windows")
+def test_sigterm_keeps_what_ingest_committed(tmp_path: Path) -> None:
+    """SIGTERM during ingest keeps the transactions committed, as SIGINT does: a re-run
+    finds them stored."""
+    db = tmp_path / "e.db"
+    messages = line("Account Created", messageId="m1") + b"\n" + line("Signed Up", messageId="m2")
+
+    def stored() -> bool:
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                return bool(conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2)
+        except sqlite3.OperationalError:  # not made yet
+            return False
+
+    with _started(["ingest", "-", "--db", f"sqlite:///{db}", "--batch-size", "1"]) as process:
+        assert process.stdin is not None
+        process.stdin.write(messages + b"\n")
+        process.stdin.flush()
+        _wait_for(stored)
+        assert _terminated(process) == (143, b"", b"lifecycle: terminated\n")
+    again = lifecycle("ingest", "-", "--db", f"sqlite:///{db}", "--format", "jsonl", stdin=messages)
+    assert [r["verdict"] for r in verdicts(again)] == ["duplicate", "duplicate"]
 
 
 # -- exit codes ---------------------------------------------------------------------------------

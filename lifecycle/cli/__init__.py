@@ -1,7 +1,8 @@
 """The ``lifecycle`` command line: thin wrappers that parse arguments and call the library.
 
 Exit codes: 0 success (nothing rejected), 1 something was rejected (or, for
-verifying commands, differs), 2 usage, input or database error, 130 interrupted.
+verifying commands, differs), 2 usage, input or database error, 130 interrupted, 143
+terminated (SIGTERM to the commands that judge input).
 """
 
 from __future__ import annotations

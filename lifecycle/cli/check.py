@@ -12,6 +12,7 @@ from lifecycle.cli.common import (
     make_report,
     non_negative,
     progress,
+    sigterm_interrupts,
 )
 from lifecycle.decide import malformed
 from lifecycle.gate import Gate
@@ -62,7 +63,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Judge every line of every file through one in-memory gate."""
+    """Judge every line of every file through one in-memory gate; SIGTERM interrupts."""
+    with sigterm_interrupts():
+        return _judge(args)
+
+
+def _judge(args: argparse.Namespace) -> int:
     gate = Gate(load_policy(args.policy))
     report = make_report(args.format, args.show)
     if args.sort_by:

@@ -6,7 +6,9 @@ import argparse
 import importlib
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +26,40 @@ EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: SIGTERM, as a shell reports a process it ended: 128 + 15.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it unwinds as after Ctrl-C.
+
+    A ``KeyboardInterrupt`` to everything that handles one (transactions roll back,
+    temporary files are removed); only its exit code and message differ.
+    """
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM ends the command as SIGINT does, cleaning up.
+
+    Its default ended ``check`` and ``ingest`` on the spot: the ``--sort-by
+    timestamp`` spill (about the size of the input) was left in the temporary
+    directory, and nothing was said. ``relay`` stops on SIGTERM in its own way and
+    does not use this. Only the main thread may set a signal handler: elsewhere
+    (the command run from a thread) SIGTERM keeps its handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def exit_code(run: Callable[[], int]) -> int:
@@ -36,6 +72,9 @@ def exit_code(run: Callable[[], int]) -> int:
     except LifecycleError as exc:
         print(f"lifecycle: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print("lifecycle: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("lifecycle: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -26,6 +26,7 @@ from lifecycle.cli.common import (
     make_report,
     positive,
     progress,
+    sigterm_interrupts,
 )
 from lifecycle.cli.text import account_line, shown
 from lifecycle.decide import Verdict
@@ -204,7 +205,13 @@ CHUNK_LINES = 20_000
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    """Judge and store every line, ``--batch-size`` lines per transaction."""
+    """Judge and store every line, ``--batch-size`` lines per transaction; SIGTERM interrupts
+    (the transactions committed stay committed)."""
+    with sigterm_interrupts():
+        return _ingest(args)
+
+
+def _ingest(args: argparse.Namespace) -> int:
     report = make_report(args.format, args.show)
     # The store records each file by its own name, the report shows it as it was given.
     names = {path: stored_name(path) for path in args.files}
