@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 import orjson
 
@@ -38,34 +39,84 @@ class InputLine:
 
 
 def open_input(path: str) -> IO[bytes]:
-    """Open a file (or ``-`` for standard input) for binary reading; gzip is detected by magic."""
+    """Open a file (or ``-`` for standard input) for binary reading; gzip is detected by magic.
+
+    Closing what is returned closes the file, never standard input.
+    """
     if path == STDIN:
-        return sys.stdin.buffer
+        return _unpacked(sys.stdin.buffer, owned=False)
     try:
         handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if handle.peek(2)[:2] == _GZIP_MAGIC if hasattr(handle, "peek") else False:
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
-    return handle
+    return _unpacked(handle, owned=True)
+
+
+def _unpacked(handle: IO[bytes], *, owned: bool) -> IO[bytes]:
+    """``handle``, or a gzip reader of it (closing it when ``owned``) when it starts with
+    gzip's magic bytes.
+
+    Peeking leaves the bytes in the buffer, so standard input is detected as a file is
+    (``ingest - < f.jsonl.gz`` read the compressed bytes as lines).
+    """
+    if not (hasattr(handle, "peek") and handle.peek(2)[:2] == _GZIP_MAGIC):
+        return handle
+    reader = _OwnGzipFile(handle) if owned else gzip.GzipFile(fileobj=handle, mode="rb")
+    return reader  # type: ignore[return-value]
+
+
+class _OwnGzipFile(gzip.GzipFile):
+    """A gzip reader that closes the file it reads when it is closed.
+
+    ``GzipFile`` leaves a file object it is given open: every gzip input stayed open
+    until it was collected.
+    """
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__(fileobj=source, mode="rb")
+        self._source = source
+
+    def close(self) -> None:
+        """Close the reader, then its file."""
+        try:
+            super().close()
+        finally:
+            self._source.close()
 
 
 def input_size(paths: Sequence[str]) -> int | None:
-    """Total size in bytes of the files (for a progress bar), or None when unknown."""
+    """Total size in bytes of the files (for a progress bar), or None when unknown.
+
+    A bar counts the bytes of the lines read, so only a plain regular file has a size in
+    those units: a gzip file (known by its magic bytes, whatever its name) reads as more
+    bytes than it takes on disk, and its bar overshot; a pipe has no size.
+    """
     total = 0
     for path in paths:
-        if path == STDIN or path.endswith(".gz"):
+        if path == STDIN:
             return None
         try:
-            total += os.path.getsize(path)
+            status = os.stat(path)
+            if not stat.S_ISREG(status.st_mode) or _is_gzip(path):
+                return None
         except OSError:
             return None
+        total += status.st_size
     return total
 
 
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
 def is_document(path: str) -> bool:
-    """True for a ``.json`` file (gzipped or not): one JSON document, not JSON lines."""
-    return path.endswith((".json", ".json.gz"))
+    """True for a ``.json`` file (gzipped or not): one JSON document, not JSON lines.
+
+    The extension is matched in any case: a ``.JSON`` export (as Windows tools name
+    files) was read as lines, every line of a pretty-printed document malformed.
+    """
+    return path.lower().endswith((".json", ".json.gz"))
 
 
 def as_batch(document: bytes) -> bytes:
@@ -105,11 +156,22 @@ def read_lines(paths: Sequence[str], names: Mapping[str, str] | None = None) -> 
     [...]}`` or an array of messages, pretty-printed or not — read whole and
     given as line 1 (each message's ``index`` is its position in the batch).
 
-    Raises :class:`InputError` when a file cannot be opened (before any line is
-    yielded) or cannot be read to its end.
+    Raises :class:`InputError` when a file cannot be opened (here, before the
+    first line is asked for: ``ingest`` of a missing file had created its store
+    first) or cannot be read to its end.
     """
-    handles = [(path, open_input(path)) for path in paths]
+    lines = _lines(paths, names)
+    next(lines)  # opens every file; the files are closed when the lines are, or collected
+    return cast(Iterator[InputLine], lines)
+
+
+def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[InputLine | None]:
+    """None once every file is open, then the lines of :func:`read_lines`."""
+    handles: list[tuple[str, IO[bytes]]] = []
     try:
+        for path in paths:
+            handles.append((path, open_input(path)))
+        yield None
         for path, handle in handles:
             number = 0
             name = names[path] if names is not None else printable(path)

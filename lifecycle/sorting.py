@@ -61,22 +61,50 @@ def sort_key(timestamp: object) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
+#: SQLite's primary result codes for a disk that is full, read-only or failing, or a file
+#: that cannot be made: the environment, as an OSError would be, not a bug.
+_DISK_ERRORS = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
+
 def sorted_by_timestamp(
     lines: Iterable[InputLine], workdir: str | None = None
 ) -> Iterator[InputItem]:
-    """The messages of ``lines``, each account's in timestamp order (see the module docstring)."""
+    """The messages of ``lines``, each account's in timestamp order (see the module docstring).
+
+    Raises :class:`OSError` naming the spill file when the temporary directory is full
+    or cannot be written, as any other write would: SQLite's own error said "rejections
+    found" (exit 1) with a traceback on the command line.
+    """
     with tempfile.TemporaryDirectory(prefix="lifecycle-sort-", dir=workdir) as tmp:
-        db = sqlite3.connect(Path(tmp) / "sort.db", isolation_level=None)
+        path = Path(tmp) / "sort.db"
         try:
-            db.execute("PRAGMA journal_mode=OFF")
-            db.execute("PRAGMA synchronous=OFF")
-            db.execute(_SCHEMA)
-            _spill(db, lines)
-            for file, line, index, raw, whole, reason in db.execute(_ORDER):
-                item: Item = Malformed(reason) if reason is not None else orjson.loads(raw)
-                yield InputItem(file, line, index, item, raw, bool(whole))
-        finally:
-            db.close()
+            yield from _sorted(path, lines)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _DISK_ERRORS:
+                raise
+            raise OSError(None, f"sorting by timestamp: {exc}", str(path)) from exc
+
+
+def _sorted(path: Path, lines: Iterable[InputLine]) -> Iterator[InputItem]:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute(_SCHEMA)
+        _spill(db, lines)
+        for file, line, index, raw, whole, reason in db.execute(_ORDER):
+            item: Item = Malformed(reason) if reason is not None else orjson.loads(raw)
+            yield InputItem(file, line, index, item, raw, bool(whole))
+    finally:
+        db.close()
 
 
 def _spill(db: sqlite3.Connection, lines: Iterable[InputLine]) -> None:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import importlib.util
+import io
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -228,6 +234,36 @@ def test_sorting_by_timestamp_keeps_an_impossible_instant_where_it_stands(tmp_pa
     ]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a file size limit (POSIX)")
+def test_sorting_on_a_full_disk_is_an_error_not_rejections(tmp_path: Path) -> None:
+    """A temporary directory that fills up while sorting is one line on stderr and exit 2,
+    as any other write (it was SQLite's traceback and exit 1, "rejections found"), and the
+    spill file is removed."""
+    import resource
+
+    path = write(
+        tmp_path / "export.jsonl",
+        *(line("Signed In", timestamp=f"2024-01-01T00:00:{n % 60:02}Z") for n in range(4000)),
+    )
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+
+    def small_files() -> None:  # a file may not grow past 64 KiB: a disk that is full
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lifecycle", "check", str(path), "--sort-by", "timestamp"],
+        capture_output=True, env={**os.environ, "TMPDIR": str(spill)}, preexec_fn=small_files,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert re.fullmatch(
+        rb"lifecycle: error: sorting by timestamp: [^\n]+ \(\S+/lifecycle-sort-\w+/sort.db\)\n",
+        done.stderr,
+    ), done.stderr
+    assert not list(spill.iterdir())
+
+
 def test_state_carries_across_files(tmp_path: Path) -> None:
     """Files are judged in the order given through one state; line numbers restart per file."""
     first = write(tmp_path / "a.jsonl", line("Account Created"), line("Signed Up"))
@@ -270,6 +306,44 @@ def test_gzip_input(tmp_path: Path) -> None:
     assert [r["file"] for r in records] == [str(packed)] * 2
     assert [{**r, "file": None} for r in records] == [{**r, "file": None} for r in unpacked]
     assert [r.get("code") for r in records] == [None, "user_unknown"]
+
+
+def test_a_gzip_file_is_closed_once_read(tmp_path: Path) -> None:
+    """Reading a gzip file leaves no file open (the file under the gzip reader stayed open
+    until it was collected, a ResourceWarning)."""
+    from lifecycle.reader import read_lines
+
+    packed = tmp_path / "events.jsonl.gz"
+    packed.write_bytes(gzip.compress(line("Account Created") + b"\n"))
+    lines = read_lines([str(packed)])
+    assert [x.number for x in lines] == [1]
+    del lines
+    gc.collect()
+
+
+def test_gzip_on_standard_input() -> None:
+    """Gzip on standard input is detected by its magic bytes, as a file's is (its compressed
+    bytes were read as lines, each one malformed_json)."""
+    data = line("Account Created") + b"\n" + line("Signed In") + b"\n"
+    result = lifecycle("check", "-", "--format", "jsonl", stdin=gzip.compress(data))
+    assert [(r["file"], r["line"], r.get("code")) for r in verdicts(result)] == [
+        ("-", 1, None),
+        ("-", 2, "user_unknown"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["export.JSON", "export.Json.GZ"])
+def test_a_json_document_is_known_by_its_extension_in_any_case(tmp_path: Path, name: str) -> None:
+    """A pretty-printed `.JSON` array (as Windows tools name files) is one document, as a
+    `.json` is: it was read as lines, each one malformed."""
+    document = b"[\n  " + line("Account Created") + b",\n  " + line("Signed In") + b"\n]\n"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(document) if name.endswith(".GZ") else document)
+    result = lifecycle("check", path, "--format", "jsonl")
+    assert [(r["line"], r["index"], r.get("code")) for r in verdicts(result)] == [
+        (1, 0, None),
+        (1, 1, "user_unknown"),
+    ]
 
 
 # -- --format text ------------------------------------------------------------------------------
@@ -343,6 +417,166 @@ def test_text_summary_counts_every_file_read_and_says_one_message(tmp_path: Path
     assert lifecycle("check", empty, one, "-").stdout.decode().splitlines()[0] == (
         "lifecycle check: 1 message in 3 files"
     )
+
+
+def test_text_output_to_a_terminal_that_cannot_encode_the_input(tmp_path: Path) -> None:
+    """Characters stdout's encoding lacks are printed as backslash escapes (they were a
+    UnicodeEncodeError traceback, exit 1, after the whole input was judged); jsonl stays
+    UTF-8 JSON."""
+    path = write(tmp_path / "cjk.jsonl", line("Account Created", account="客户"),
+                 line("Signed In", user="用户", account="客户"))  # fmt: skip
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    db = ("--db", f"sqlite:///{tmp_path / 'cjk.db'}")
+    ingested = lifecycle("ingest", path, *db, env=env)
+    assert (ingested.returncode, ingested.stderr) == (1, b"")
+    assert b"by \\u7528\\u6237: user \\u7528\\u6237 is unknown" in ingested.stdout
+    listed = lifecycle("rejections", "list", *db, env=env)
+    assert (listed.returncode, listed.stderr) == (0, b"")
+    assert b"user_unknown\tSigned In for \\u5ba2\\u6237 by \\u7528\\u6237" in listed.stdout
+    accounts = lifecycle("accounts", "list", *db, env=env)
+    assert (accounts.returncode, accounts.stdout) == (0, b"\\u5ba2\\u6237\tcreated\t1\t0\n")
+    checked = lifecycle("check", path, "--format", "jsonl", env=env)
+    assert [r.get("groupId") for r in verdicts(checked)] == ["客户", "客户"]
+
+
+# -- progress bars ------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Bar:
+    """Stands in for tqdm: records the bar's total and each update, with no timing."""
+
+    made: ClassVar[list[_Bar]] = []
+
+    def __init__(self, total: int | None = None, **_: Any) -> None:
+        self.total, self.n, self.updates = total, 0, list[int]()
+        _Bar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.n += n
+        self.updates.append(n)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[_Bar]:
+    """The bars a command run in this process draws, redrawn at every line (on a terminal:
+    the test sets stderr, which the capture of its output sets again after the fixtures)."""
+    from lifecycle.cli import common
+
+    monkeypatch.setattr(common, "tqdm", _Bar)
+    monkeypatch.setattr(common.Progress, "_EVERY", 1)
+    monkeypatch.setattr(_Bar, "made", [])
+    return _Bar.made
+
+
+@pytest.mark.parametrize("command", ["check", "ingest"])
+def test_a_sorted_run_draws_a_bar_that_follows_the_reading(
+    tmp_path: Path, bars: list[_Bar], command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --sort-by timestamp the bar advances line by line as the input is read to be
+    sorted, and is full at the end (check drew none, ingest's stayed at 0%)."""
+    from lifecycle.cli import main
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+
+    path = write(tmp_path / "e.jsonl", line("Account Created"), b"", line("Signed Up"))
+    db = ["--db", f"sqlite:///{tmp_path / 'e.db'}"] if command == "ingest" else []
+    assert main([command, str(path), *db, "--sort-by", "timestamp", "--format", "jsonl"]) == 0
+    (bar,) = bars
+    assert bar.total == bar.n == path.stat().st_size
+    assert bar.updates[:2] == [len(line("Account Created")) + 1, len(line("Signed Up")) + 1]
+
+
+def test_a_gzip_file_of_any_name_has_no_known_size(
+    tmp_path: Path, bars: list[_Bar], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip file is counted in the bytes it holds, not in its size on disk: its bar has no
+    total (one named without .gz was sized on disk and overshot)."""
+    from lifecycle.cli import main
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+
+    packed = tmp_path / "events.jsonl"
+    packed.write_bytes(gzip.compress(line("Account Created") + b"\n"))
+    assert main(["check", str(packed), "--format", "jsonl"]) == 0
+    (bar,) = bars
+    assert (bar.total, bar.n) == (None, len(line("Account Created")) + 1)
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+def _started(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m lifecycle COMMAND`` started, reading the test's pipe as standard input."""
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.Popen([sys.executable, "-m", "lifecycle", *command], env=env, **pipes)
+
+
+def _terminated(process: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
+    """SIGTERM to ``process`` while it waits for more input; its exit code, stdout, stderr."""
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)  # before its input ends, which would end it as well
+    assert process.stdout is not None and process.stderr is not None
+    return process.returncode, process.stdout.read(), process.stderr.read()
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be handled on Windows")
+@pytest.mark.parametrize("command", ["check", "ingest"])
+def test_sigterm_ends_a_sorted_run_as_sigint_does(tmp_path: Path, command: str) -> None:
+    """SIGTERM while sorting: the spill is removed, one line on stderr, exit 143 (128 +
+    15); the process had ended on the spot, its spill left in the temporary directory."""
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    db = ["--db", f"sqlite:///{tmp_path / 'e.db'}"] if command == "ingest" else []
+    env = {**os.environ, "TMPDIR": str(spill)}
+    with _started([command, "-", *db, "--sort-by", "timestamp"], env=env) as process:
+        assert process.stdin is not None
+        process.stdin.write(line("Account Created") + b"\n")
+        process.stdin.flush()
+        _wait_for(lambda: any(spill.iterdir()))
+        assert _terminated(process) == (143, b"", b"lifecycle: terminated\n")
+    assert not list(spill.iterdir())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be handled on Windows")
+def test_sigterm_keeps_what_ingest_committed(tmp_path: Path) -> None:
+    """SIGTERM during ingest keeps the transactions committed, as SIGINT does: a re-run
+    finds them stored."""
+    db = tmp_path / "e.db"
+    messages = line("Account Created", messageId="m1") + b"\n" + line("Signed Up", messageId="m2")
+
+    def stored() -> bool:
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                return bool(conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2)
+        except sqlite3.OperationalError:  # not made yet
+            return False
+
+    with _started(["ingest", "-", "--db", f"sqlite:///{db}", "--batch-size", "1"]) as process:
+        assert process.stdin is not None
+        process.stdin.write(messages + b"\n")
+        process.stdin.flush()
+        _wait_for(stored)
+        assert _terminated(process) == (143, b"", b"lifecycle: terminated\n")
+    again = lifecycle("ingest", "-", "--db", f"sqlite:///{db}", "--format", "jsonl", stdin=messages)
+    assert [r["verdict"] for r in verdicts(again)] == ["duplicate", "duplicate"]
 
 
 # -- exit codes ---------------------------------------------------------------------------------
@@ -486,6 +720,24 @@ def test_exit_2_for_a_policy_module_that_raises(tmp_path: Path) -> None:
         b"lifecycle: error: --policy 'broken_policy:P': importing broken_policy raised"
         b" RuntimeError: no config\n"
     )
+
+
+@pytest.mark.parametrize("exit_call", ["raise SystemExit(0)", "import sys; sys.exit('usage')"])
+def test_exit_2_for_a_policy_module_that_exits(tmp_path: Path, exit_call: str) -> None:
+    """A policy module that exits as it is imported (a script that runs its main()) is a
+    module that raises: exit 2 with its traceback (it ended check silently, exit 0, or 1 -
+    "rejections found" - for sys.exit with a message)."""
+    (tmp_path / "script_policy.py").write_text(exit_call + "\n")
+    path = write(tmp_path / "e.jsonl", line("Account Created"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = lifecycle("check", path, "--policy", "script_policy:P", env=env)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert b"Traceback" in result.stderr and b"script_policy.py" in result.stderr
+    assert re.search(
+        rb"\nlifecycle: error: --policy 'script_policy:P': importing script_policy raised"
+        rb" SystemExit: \S+\n\Z",
+        result.stderr,
+    ), result.stderr
 
 
 def test_exit_2_for_a_policy_guard_that_raises(tmp_path: Path) -> None:
@@ -821,6 +1073,19 @@ def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
         assert not (tmp_path / "typo.db").exists()
     assert lifecycle("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0
     assert lifecycle("accounts", "list", "--db", url, cwd=tmp_path).returncode == 0
+
+
+def test_ingest_of_a_missing_file_creates_no_store(tmp_path: Path) -> None:
+    """A file that cannot be read fails ingest before the store is made: it had left a new,
+    migrated store behind, for a run that stored nothing."""
+    good = write(tmp_path / "good.jsonl", line("Account Created"))
+    missing = tmp_path / "missing.jsonl"
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    assert_usage_error(
+        lifecycle("ingest", good, missing, "--db", url),
+        f"lifecycle: error: cannot read {missing}: No such file or directory",
+    )
+    assert not (tmp_path / "new.db").exists()
 
 
 def test_the_installed_command_finds_a_policy_module_of_the_working_directory(

@@ -1,14 +1,17 @@
 """The ``lifecycle`` command line: thin wrappers that parse arguments and call the library.
 
 Exit codes: 0 success (nothing rejected), 1 something was rejected (or, for
-verifying commands, differs), 2 usage, input or database error, 130 interrupted.
+verifying commands, differs), 2 usage, input or database error, 130 interrupted, 143
+terminated (SIGTERM to the commands that judge input).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import io
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
@@ -69,8 +72,22 @@ def _streaming_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _printable_anywhere() -> None:
+    """Let text output show what the terminal's encoding cannot as backslash escapes.
+
+    Ids and reasons come from the input and may hold any character; with an encoding
+    other than UTF-8 (``PYTHONIOENCODING=latin-1``, an old Windows console) the first
+    one it lacks was a ``UnicodeEncodeError`` traceback after the whole input was judged.
+    JSON output is written as UTF-8 bytes, past the text layer, and stays valid.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    _printable_anywhere()
     args = build_parser().parse_args(argv)
     # A lost connection is reported once, as the command's error; psycopg would also log
     # the COPY it could not end, on a second line.

@@ -7,10 +7,12 @@ import argparse
 from lifecycle.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
+    counted,
     load_policy,
     make_report,
     non_negative,
     progress,
+    sigterm_interrupts,
 )
 from lifecycle.decide import malformed
 from lifecycle.gate import Gate
@@ -61,17 +63,23 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Judge every line of every file through one in-memory gate."""
+    """Judge every line of every file through one in-memory gate; SIGTERM interrupts."""
+    with sigterm_interrupts():
+        return _judge(args)
+
+
+def _judge(args: argparse.Namespace) -> int:
     gate = Gate(load_policy(args.policy))
     report = make_report(args.format, args.show)
     if args.sort_by:
-        for it in sorted_by_timestamp(read_lines(args.files)):
-            verdict = (
-                malformed(it.item.reason)
-                if isinstance(it.item, Malformed)
-                else gate.submit(it.item)
-            )
-            report.add(it.file, it.line, it.index, verdict)
+        with progress(args.files, "check") as bar:
+            for it in sorted_by_timestamp(counted(read_lines(args.files), bar)):
+                verdict = (
+                    malformed(it.item.reason)
+                    if isinstance(it.item, Malformed)
+                    else gate.submit(it.item)
+                )
+                report.add(it.file, it.line, it.index, verdict)
         report.finish("lifecycle check", len(args.files))
         return EXIT_REJECTED if report.rejected else EXIT_OK
     submit_line, add = gate.submit_line, report.add

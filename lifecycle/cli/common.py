@@ -6,9 +6,11 @@ import argparse
 import importlib
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from tqdm import tqdm
@@ -16,7 +18,7 @@ from tqdm import tqdm
 from lifecycle.cli.report import JsonlReport, Report, TextReport
 from lifecycle.errors import InputError, LifecycleError, first_line
 from lifecycle.policy import Policy
-from lifecycle.reader import input_size
+from lifecycle.reader import InputLine, input_size
 from lifecycle.rules import DEFAULT_POLICY
 
 #: Exit codes scripts can rely on.
@@ -24,6 +26,40 @@ EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: SIGTERM, as a shell reports a process it ended: 128 + 15.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it unwinds as after Ctrl-C.
+
+    A ``KeyboardInterrupt`` to everything that handles one (transactions roll back,
+    temporary files are removed); only its exit code and message differ.
+    """
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM ends the command as SIGINT does, cleaning up.
+
+    Its default ended ``check`` and ``ingest`` on the spot: the ``--sort-by
+    timestamp`` spill (about the size of the input) was left in the temporary
+    directory, and nothing was said. ``relay`` stops on SIGTERM in its own way and
+    does not use this. Only the main thread may set a signal handler: elsewhere
+    (the command run from a thread) SIGTERM keeps its handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def exit_code(run: Callable[[], int]) -> int:
@@ -36,6 +72,9 @@ def exit_code(run: Callable[[], int]) -> int:
     except LifecycleError as exc:
         print(f"lifecycle: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print("lifecycle: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("lifecycle: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -109,9 +148,11 @@ def load_policy(spec: str | None) -> Policy:
         raise InputError(f"--policy {spec!r}: cannot import {module_name}: {exc}") from exc
     except LifecycleError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         # The user's own module failed: its traceback is what they need to fix it, and the
-        # exit code must still say "error" (2), not "rejections found" (1).
+        # exit code must still say "error" (2), not "rejections found" (1). A module that
+        # exits as it is imported (a script whose main() runs on import) is such a failure
+        # too: let through, its SystemExit ended the command silently with its own code.
         traceback.print_exc(file=sys.stderr)
         raise InputError(
             f"--policy {spec!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
@@ -160,7 +201,11 @@ class Progress:
 
 @contextmanager
 def progress(paths: Sequence[str], desc: str) -> Iterator[Progress]:
-    """A :class:`Progress` over the input files (inactive when stderr is not a terminal)."""
+    """A :class:`Progress` over the input files (inactive when stderr is not a terminal).
+
+    When the command is done the bar is full: the bytes of blank lines and of a byte
+    order mark are read but never counted.
+    """
     if not sys.stderr.isatty():
         yield Progress(None)
         return
@@ -169,4 +214,15 @@ def progress(paths: Sequence[str], desc: str) -> Iterator[Progress]:
     ) as bar:
         tracker = Progress(bar)
         yield tracker
-        bar.update(tracker.pending)
+        bar.update(max(tracker.pending, (bar.total or 0) - bar.n))
+
+
+def counted(lines: Iterable[InputLine], bar: Progress) -> Iterator[InputLine]:
+    """``lines``, each advancing ``bar`` by its bytes as it is read.
+
+    With ``--sort-by timestamp`` the input is read whole, to be sorted, before the first
+    message is judged: the bar follows that reading (it had stayed at 0%, or not shown).
+    """
+    for line in lines:
+        bar.advance(len(line.raw))
+        yield line

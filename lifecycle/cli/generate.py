@@ -34,11 +34,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="R",
         help="share of messages that are deliberate violations, 0 to 1 (0)",
     )
-    parser.add_argument("--out", metavar="FILE", help="write the messages here (default stdout)")
+    parser.add_argument(
+        "--out", metavar="FILE", help="write the messages here (default and -: stdout)"
+    )
     parser.add_argument(
         "--expected",
         metavar="FILE",
-        help="also write one object per message: line, messageId, verdict, code",
+        help="also write one object per message: line, messageId, verdict, code (-: stdout)",
     )
     parser.add_argument(
         "--policy", metavar="MODULE:ATTR", help="judge under this policy instead of the default"
@@ -52,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
     from lifecycle.generate import generate
 
+    clash = _one_destination(args.out or STDOUT, args.expected)
+    if clash:
+        print(f"lifecycle generate: error: {clash}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         stream = generate(
             accounts=args.accounts,
@@ -65,16 +71,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     with ExitStack() as stack:
         # The sidecar first: when it cannot be written, no empty --out file is left behind.
-        expected: IO[bytes] | None = (
-            stack.enter_context(_create(args.expected)) if args.expected else None
-        )
+        expected = _output(stack, args.expected) if args.expected else None
         try:
-            out: IO[bytes] = (
-                stack.enter_context(_create(args.out)) if args.out else sys.stdout.buffer
-            )
+            out = _output(stack, args.out or STDOUT)
         except InputError:
             stack.close()
-            if args.expected:
+            if args.expected and args.expected != STDOUT:
                 os.unlink(args.expected)
             raise
         for line, generated in enumerate(stream, start=1):
@@ -83,7 +85,39 @@ def run(args: argparse.Namespace) -> int:
                 record = {"line": line, **generated.expectation()}
                 expected.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         out.flush()
+        if expected is not None:
+            expected.flush()
     return EXIT_OK
+
+
+#: ``--out -`` or ``--expected -``: standard output, as ``-`` is standard input for ``check``.
+STDOUT = "-"
+
+
+def _one_destination(out: str, expected: str | None) -> str | None:
+    """Why ``--out`` and ``--expected`` cannot both be written, or None when they can.
+
+    Two handles on one file each write from its start: the messages and the verdicts
+    overwrote each other, and the file was neither (exit 0). Files are the same however
+    their paths are spelled (``./f``, a link, a hard link).
+    """
+    if not expected:
+        return None
+    if STDOUT in (out, expected):
+        if out == expected:
+            return "--out and --expected would both write to standard output"
+        return None
+    same = os.path.realpath(out) == os.path.realpath(expected)
+    if not same and os.path.exists(out) and os.path.exists(expected):
+        same = os.path.samefile(out, expected)
+    return f"--out {out} and --expected {expected} name the same file" if same else None
+
+
+def _output(stack: ExitStack, path: str) -> IO[bytes]:
+    """Standard output for ``-``, else ``path`` created (closed with ``stack``)."""
+    if path == STDOUT:
+        return sys.stdout.buffer
+    return stack.enter_context(_create(path))
 
 
 def _create(path: str) -> IO[bytes]:

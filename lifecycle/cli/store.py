@@ -21,10 +21,12 @@ from lifecycle.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
     add_format_argument,
+    counted,
     load_policy,
     make_report,
     positive,
     progress,
+    sigterm_interrupts,
 )
 from lifecycle.cli.text import account_line, shown
 from lifecycle.decide import Verdict
@@ -203,7 +205,13 @@ CHUNK_LINES = 20_000
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    """Judge and store every line, ``--batch-size`` lines per transaction."""
+    """Judge and store every line, ``--batch-size`` lines per transaction; SIGTERM interrupts
+    (the transactions committed stay committed)."""
+    with sigterm_interrupts():
+        return _ingest(args)
+
+
+def _ingest(args: argparse.Namespace) -> int:
     report = make_report(args.format, args.show)
     # The store records each file by its own name, the report shows it as it was given.
     names = {path: stored_name(path) for path in args.files}
@@ -212,15 +220,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     chunk = min(CHUNK_LINES, args.batch_size)
     with open_store(args) as store, progress(args.files, "ingest") as bar:
         if args.sort_by:
-            items = sorted_by_timestamp(lines)
+            items = sorted_by_timestamp(counted(lines, bar))
         else:
-
-            def read() -> Iterator[InputItem]:
-                for line in lines:
-                    bar.advance(len(line.raw))
-                    yield from items_of(line)
-
-            items = read()
+            items = (it for line in counted(lines, bar) for it in items_of(line))
 
         def judge(batch: list[InputItem], conn: Connection) -> Judged:
             verdicts = store.submit_items(batch, connection=conn)

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 
 
-def lifecycle(*args: str) -> subprocess.CompletedProcess[bytes]:
+def lifecycle(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "lifecycle", *args], capture_output=True, check=False
+        [sys.executable, "-m", "lifecycle", *args], capture_output=True, cwd=cwd, check=False
     )
 
 
@@ -68,3 +68,42 @@ def test_an_output_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path: 
     done = lifecycle("generate", "--accounts", "1", "--events", "5", "--out", str(sidecar),
                      "--expected", str(missing))  # fmt: skip
     assert done.returncode == 2 and not sidecar.exists()
+
+
+def test_out_and_expected_naming_one_file_is_a_usage_error(tmp_path: Path) -> None:
+    """--out and --expected naming the same file, however spelled, exit 2 naming both and
+    write nothing (two handles wrote over each other, exit 0); the same for both on stdout."""
+    first = ("generate", "--accounts", "1", "--events", "5")
+    (tmp_path / "linked.jsonl").symlink_to(tmp_path / "h.jsonl")
+    for out, expected in [("h.jsonl", "h.jsonl"), ("h.jsonl", "./h.jsonl"),
+                          ("linked.jsonl", str(tmp_path / "h.jsonl"))]:  # fmt: skip
+        done = lifecycle(*first, "--out", out, "--expected", expected, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, b"")
+        assert done.stderr.decode() == (
+            f"lifecycle generate: error: --out {out} and --expected {expected} name the same file\n"
+        )
+        assert not (tmp_path / "h.jsonl").exists()
+    (tmp_path / "h.jsonl").write_bytes(b"")
+    (tmp_path / "hard.jsonl").hardlink_to(tmp_path / "h.jsonl")
+    done = lifecycle(*first, "--out", "hard.jsonl", "--expected", "h.jsonl", cwd=tmp_path)
+    assert done.returncode == 2 and (tmp_path / "h.jsonl").read_bytes() == b""
+    for both in (("--out", "-", "--expected", "-"), ("--expected", "-")):
+        done = lifecycle(*first, *both, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, b"")
+        assert done.stderr.decode() == (
+            "lifecycle generate: error: --out and --expected would both write to standard output\n"
+        )
+
+
+def test_a_dash_is_standard_output(tmp_path: Path) -> None:
+    """--out - writes the messages to stdout, --expected - the verdicts (a file named `-`
+    was written instead)."""
+    first = ("generate", "--accounts", "1", "--events", "5")
+    messages = lifecycle(*first).stdout
+    done = lifecycle(*first, "--out", "-", "--expected", "e.jsonl", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, messages)
+    verdicts = (tmp_path / "e.jsonl").read_bytes()
+    done = lifecycle(*first, "--out", "m.jsonl", "--expected", "-", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, verdicts)
+    assert (tmp_path / "m.jsonl").read_bytes() == messages
+    assert not (tmp_path / "-").exists()
