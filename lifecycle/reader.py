@@ -31,11 +31,17 @@ _BOM = b"\xef\xbb\xbf"
 @fast_init
 @dataclass(frozen=True, slots=True)
 class InputLine:
-    """One line of input: the file it came from, its 1-based number and its raw bytes."""
+    """One line of input: the file it came from, its 1-based number and its raw bytes.
+
+    ``rereadable`` says whether the file can be read again as it was (a regular file,
+    not standard input or a pipe): only then does a line's place and bytes recognise it
+    when a later run reads it again.
+    """
 
     file: str
     number: int
     raw: bytes
+    rereadable: bool = True
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -131,12 +137,18 @@ def printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def is_rereadable(path: str) -> bool:
+    """Whether ``path`` can be read again as it was: a regular file, not standard input,
+    a pipe (``<(cat f)``, /dev/fd/63) or a FIFO, whose next reading is other input."""
+    return path != STDIN and os.path.isfile(path)
+
+
 def stored_name(path: str) -> str:
     """The name the event store records for ``path``: the file itself, however the path
     was spelled (``h.jsonl``, ``./h.jsonl``, an absolute path, a link), so that a re-run
     from another directory is recognised as one. What is not a regular file keeps the
     name it was given."""
-    if path == STDIN or not os.path.isfile(path):
+    if not is_rereadable(path):
         # A pipe (``<(cat f)``, /dev/fd/63) resolves to a name of its own on every run.
         return printable(path)
     return printable(os.path.realpath(path))
@@ -175,16 +187,17 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
         for path, handle in handles:
             number = 0
             name = names[path] if names is not None else printable(path)
+            again = is_rereadable(path)
             try:
                 if is_document(path):
-                    yield InputLine(name, 1, as_batch(handle.read()))
+                    yield InputLine(name, 1, as_batch(handle.read()), again)
                     continue
                 for raw in handle:
                     number += 1
                     if number == 1:
                         raw = raw.removeprefix(_BOM)
                     if raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
-                        yield InputLine(name, number, raw)
+                        yield InputLine(name, number, raw, again)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise InputError(f"cannot read {path} after line {number}: {exc}") from exc
     finally:
@@ -207,6 +220,8 @@ class InputItem:
     item: Item
     raw: bytes
     whole_line: bool
+    #: As :attr:`InputLine.rereadable`.
+    rereadable: bool = True
 
 
 def items_of(line: InputLine) -> list[InputItem]:
@@ -218,5 +233,5 @@ def items_of(line: InputLine) -> list[InputItem]:
             item, raw = kept(item, line.raw)
         else:
             raw = line.raw if whole else orjson.dumps(item)
-        out.append(InputItem(line.file, line.number, index, item, raw, whole))
+        out.append(InputItem(line.file, line.number, index, item, raw, whole, line.rereadable))
     return out

@@ -318,7 +318,7 @@ class Lifecycle:
     ) -> list[Verdict]:
         """Judge messages read from files (already split out of their lines), in one transaction."""
         subs = [
-            Submission(it.item, it.raw, it.file, it.line, it.index, whole_line=it.whole_line)
+            Submission(it.item, it.raw, it.file, it.line, it.index, it.whole_line, it.rereadable)
             for it in items
         ]
         return self._submit(subs, connection)

@@ -99,15 +99,17 @@ def _sorted(path: Path, lines: Iterable[InputLine]) -> Iterator[InputItem]:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute(_SCHEMA)
-        _spill(db, lines)
+        rereadable = _spill(db, lines)
         for file, line, index, raw, whole, reason in db.execute(_ORDER):
             item: Item = Malformed(reason) if reason is not None else orjson.loads(raw)
-            yield InputItem(file, line, index, item, raw, bool(whole))
+            yield InputItem(file, line, index, item, raw, bool(whole), rereadable[file])
     finally:
         db.close()
 
 
-def _spill(db: sqlite3.Connection, lines: Iterable[InputLine]) -> None:
+def _spill(db: sqlite3.Connection, lines: Iterable[InputLine]) -> dict[str, bool]:
+    """Write the items of ``lines`` to the spill; returns whether each file is rereadable."""
+    rereadable: dict[str, bool] = {}
     insert = (
         "INSERT INTO items (account, ts, file, line, idx, raw, whole, malformed)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -115,6 +117,7 @@ def _spill(db: sqlite3.Connection, lines: Iterable[InputLine]) -> None:
     batch: list[tuple[object, ...]] = []
     db.execute("BEGIN")
     for line in lines:
+        rereadable[line.file] = line.rereadable
         for it in items_of(line):
             if isinstance(it.item, Malformed):
                 batch.append(
@@ -131,3 +134,4 @@ def _spill(db: sqlite3.Connection, lines: Iterable[InputLine]) -> None:
             batch.clear()
     db.executemany(insert, batch)
     db.execute("COMMIT")
+    return rereadable

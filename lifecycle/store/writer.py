@@ -45,6 +45,8 @@ class Submission:
     line: int | None = None
     index: int | None = None
     whole_line: bool = False
+    #: Whether the source can be read again as it was (see ``InputLine.rereadable``).
+    rereadable: bool = True
 
     @property
     def account(self) -> str | None:
@@ -111,12 +113,13 @@ class Repeats:
 
     def any_in(self, conn: Connection, subs: Sequence[Submission]) -> bool:
         """Whether ``subs`` come from a file the quarantine holds lines of."""
-        sources = {s.source for s in subs if s.source != API}
+        files = [s for s in subs if s.source != API and s.rereadable]
+        sources = {s.source for s in files}
         if not sources:
             return False
         # A line's first message marks it: the rest of a batch line may come in the next
         # submission, which is not the line coming again.
-        firsts = [(s.source, s.line or 0) for s in subs if s.source != API and not s.index]
+        firsts = [(s.source, s.line or 0) for s in files if not s.index]
         with self._lock:
             again = set()
             for source, line in firsts:
@@ -387,8 +390,13 @@ def _kept_raw(sub: Submission) -> bytes:
 
 
 def _digest(sub: Submission, raw: bytes) -> str | None:
-    """What recognises a line of a file judged again: its source, place and bytes."""
-    if sub.source == API:
+    """What recognises a line of a file judged again: its source, place and bytes.
+
+    None for what no later run can read again as it was: messages given from Python, and
+    standard input or a pipe. The same bytes at the same line of the next ``ingest -``
+    are other input, and had been given the rejection an unrelated earlier run gave them.
+    """
+    if sub.source == API or not sub.rereadable:
         return None
     key = f"{sub.source}\0{sub.line}\0{sub.index}\0".encode() + raw
     return hashlib.sha256(key).hexdigest()

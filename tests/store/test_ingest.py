@@ -216,6 +216,30 @@ def test_a_file_given_twice_to_one_ingest_keeps_its_rejections(
     _judged_again(db_url, tmp_path, batch_size, one_run=True)
 
 
+@pytest.mark.parametrize("sort", [(), ("--sort-by", "timestamp")])
+def test_standard_input_is_new_input_on_every_run(
+    db_url: str, tmp_path: Path, sort: tuple[str, ...]
+) -> None:
+    """Standard input is not a file a later run reads again: the same bytes at the same line
+    of the next ``ingest -`` are judged afresh. They had been taken for a re-run of the
+    first, and given its rejection (the account was unknown then), and not stored."""
+    Lifecycle(db_url, create_schema=True).close()
+    line = orjson.dumps(msg("Signed In", "u1", "acct_1")) + b"\n"
+    created = write_jsonl(
+        tmp_path / "created.jsonl",
+        [msg("Account Created", "u1", "acct_1"), msg("Signed Up", "u1", "acct_1")],
+    )
+    options = ("--db", db_url, "--format", "jsonl", *sort)
+    first = verdict_lines(cli("ingest", "-", *options, cwd=tmp_path, stdin=line).stdout)
+    assert [(r["verdict"], r.get("code")) for r in first] == [("rejected", "account_unknown")]
+    cli("ingest", str(created), *options, cwd=tmp_path)
+    again = cli("ingest", "-", *options, cwd=tmp_path, stdin=line)
+    assert [r["verdict"] for r in verdict_lines(again.stdout)] == ["accepted"], again.stderr
+    with Lifecycle(db_url) as store:
+        assert [e.event for e in store.events()][-1] == "Signed In"
+        assert [(r.source, r.code) for r in store.rejections()] == [("-", "account_unknown")]
+
+
 @pytest.mark.slow
 def test_killed_ingest_resumes_without_duplicates(db_url: str, tmp_path: Path) -> None:
     """An ingest killed half-way and run again stores every event exactly once."""
@@ -421,8 +445,9 @@ def test_a_file_judged_before_is_found_by_an_index_and_a_long_line_is_not_a_repe
 
 def test_a_pipe_keeps_the_name_it_was_given(tmp_path: Path) -> None:
     """Input given as ``<(cat file)`` resolved to ``/proc/PID/fd/pipe:[N]``, another name on
-    every run: a second run took it for another file, and accepted out of place a line the
-    first had rejected. What is not a regular file keeps its name."""
+    every run; what is not a regular file keeps its name. A pipe is new input on every run
+    all the same: the second run judges its lines afresh, and the ``Signed Up`` the first
+    rejected (before its account was created) is now accepted."""
     if not Path("/dev/fd").exists() or shutil.which("bash") is None:
         pytest.skip("process substitution needs bash and /dev/fd")
     db = f"sqlite:///{tmp_path / 't.db'}"
@@ -431,9 +456,11 @@ def test_a_pipe_keeps_the_name_it_was_given(tmp_path: Path) -> None:
     ingest = f"{sys.executable} -m lifecycle ingest --db {db} --format jsonl <(cat {path})"
     runs = [subprocess.run(["bash", "-c", ingest], capture_output=True, cwd=tmp_path)
             for _ in range(2)]  # fmt: skip
-    assert [verdict_lines(r.stdout)[0]["code"] for r in runs] == ["account_unknown"] * 2
+    assert [verdict_lines(r.stdout)[0].get("code") for r in runs] == ["account_unknown", None]
     with Lifecycle(db) as store:
-        assert [e.event for e in store.events()] == ["Account Created"]
+        assert [e.event for e in store.events()] == ["Account Created", "Signed Up"]
+        (rejected,) = store.rejections()
+    assert rejected.source.startswith("/dev/fd/"), rejected.source
 
 
 def test_rejections_list_names_the_item_of_a_batch_line(tmp_path: Path) -> None:
