@@ -353,7 +353,8 @@ def _size(payload: str, message: dict[str, Any]) -> int:
 
     Measuring costs as much as sending, so a message stored in under 4 KB of ASCII
     is estimated: decoded and written again, it grows by one space per ``,`` and
-    ``:``, by what :func:`~lifecycle.wire.as_sent` adds (at most 128 bytes), and by
+    ``:``, by five bytes per DEL (written ``\u007f``), by what
+    :func:`~lifecycle.wire.as_sent` adds (at most 128 bytes), and by
     the longer spelling of some floats (``1e15`` becomes ``1000000000000000.0``). The
     estimate counts all but the floats, so only a request dense in such numbers can
     come out over 500 KB; Segment's 400 is then bisected like any refusal. (It had
@@ -362,7 +363,7 @@ def _size(payload: str, message: dict[str, Any]) -> int:
     """
     n = len(payload)
     if n < _ESTIMATED and payload.isascii():
-        return n + payload.count(",") + payload.count(":") + 128
+        return n + payload.count(",") + payload.count(":") + 5 * payload.count("\x7f") + 128
     return sent_size(message)
 
 

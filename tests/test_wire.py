@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import enum
+from datetime import datetime
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lifecycle.relay import _prepare
 from lifecycle.wire import MAX_MESSAGE_BYTES, as_sent, oversize, sent_size
+
+_STORED_AT = datetime(2024, 1, 1, 12, 0, 0, 123456)
 
 #: Values whose JSON grows most when the client library writes it: non-ASCII text,
 #: floats with exponents, and short items between many separators.
@@ -35,10 +41,16 @@ def _message(properties: dict[str, Any], text: str, repeat: int) -> dict[str, An
     }
 
 
+#: Padding: any text, and the characters that grow most when written (DEL: 1 byte to 6).
+_PADS = st.text(st.characters(codec="utf-8"), min_size=1, max_size=3) | st.text(
+    st.sampled_from("\x7f\x00éx😀"), min_size=1, max_size=3
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     properties=st.dictionaries(st.text(max_size=6), _VALUES, max_size=6),
-    text=st.text(st.characters(codec="utf-8"), min_size=1, max_size=3),
+    text=_PADS,
     repeat=st.integers(0, 12_000),
 )
 def test_oversize_agrees_with_the_message_as_sent(
@@ -56,6 +68,39 @@ def test_oversize_agrees_with_the_message_as_sent(
         assert size is not None and size >= sent
     else:
         assert size is None or size <= sent + 64
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    properties=st.dictionaries(st.text(max_size=6), _VALUES, max_size=6),
+    text=_PADS,
+    repeat=st.integers(0, 12_000),
+)
+def test_what_the_gate_lets_by_the_relay_sends(
+    properties: dict[str, Any], text: str, repeat: int
+) -> None:
+    """A message ``oversize`` lets by is one the relay prepares to send, not parks: the
+    gate measures what the relay will send. With DEL counted as three bytes at most, a
+    message of 10,500 DELs (63 KB as sent) was accepted, then parked."""
+    message = _message(properties, text, repeat)
+    stored = orjson.dumps(message).decode()
+    prepared = _prepare((1, "0f8a7c56-8f5d-4d8e-9a53-0e4c1b8f6a21", _STORED_AT, stored))
+    if oversize(message) is None:
+        assert not isinstance(prepared, str), prepared
+    else:
+        assert isinstance(prepared, str) and "over Segment's 32768-byte limit" in prepared
+
+
+class _Note(enum.Enum):
+    BIG = "x" * 40_000
+
+
+def test_values_given_from_python_are_measured_as_stored() -> None:
+    """What a Python value is measured as is the JSON the store writes of it, read back: an
+    enum is its value (it was measured as ``_Note.BIG``, and let by), and an integer past
+    64 bits comes back a float (``10**300`` had made a 1 KB message 36 KB)."""
+    assert oversize(_message({"note": _Note.BIG}, "", 0)) is not None
+    assert oversize(_message({"n": [10**300] * 120}, "", 0)) is None
 
 
 def test_as_sent_keeps_the_message_but_for_what_the_relay_owns() -> None:
