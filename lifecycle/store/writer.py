@@ -109,6 +109,9 @@ class Repeats:
         self._held: dict[str, bool] = {}
         #: One bit per line number judged, per file.
         self._judged: dict[str, bytearray] = {}
+        #: Per file, the line a submission ended inside of, when that line was judged
+        #: before: the next submission, which goes on with its later items, repeats it too.
+        self._repeating: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def any_in(self, conn: Connection, subs: Sequence[Submission]) -> bool:
@@ -122,10 +125,20 @@ class Repeats:
         firsts = [(s.source, s.line or 0) for s in files if not s.index]
         with self._lock:
             again = set()
+            repeated = set()
             for source, line in firsts:
                 if self._seen(source, line):  # judged before, or earlier in these subs
                     again.add(source)
+                    repeated.add((source, line))
                 self._mark(source, line)
+            head, tail = files[0], files[-1]
+            if head.index and self._repeating.get(head.source) == head.line:
+                again.add(head.source)  # the rest of a batch line judged before
+                repeated.add((head.source, head.line or 0))
+            if (tail.source, tail.line or 0) in repeated:
+                self._repeating[tail.source] = tail.line or 0
+            else:
+                self._repeating.pop(tail.source, None)
             # A line twice in one submission (the file given twice, one chunk holding both):
             # the second must get the first's rejection, which only care looks for.
             held = len(set(firsts)) < len(firsts)
@@ -135,7 +148,7 @@ class Repeats:
                     known = repository.holds_source(conn, _fitting(source, MAX_SOURCE_CHARS))
                     self._held[source] = known
                 held = held or known
-            for table in (self._held, self._judged):
+            for table in (self._held, self._judged, self._repeating):
                 while len(table) > self.SOURCES:
                     del table[next(iter(table))]
             return held

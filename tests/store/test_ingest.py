@@ -216,6 +216,28 @@ def test_a_file_given_twice_to_one_ingest_keeps_its_rejections(
     _judged_again(db_url, tmp_path, batch_size, one_run=True)
 
 
+def test_a_document_given_twice_keeps_its_rejections_across_chunks(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A `.json` document is one line of many items, so its second reading's later items
+    come in chunks that hold none of its first: the rejection its first reading gave an
+    item, in the chunk where the second reading began, had been missed, and the item
+    accepted the second time."""
+    Lifecycle(db_url, create_schema=True).close()
+    page = {"type": "page", "name": "Home", "userId": "u1"}
+    path = tmp_path / "twice.json"
+    path.write_bytes(orjson.dumps([page, page, page, msg("Signed Up", "u1", "acct_y"),
+                                   msg("Account Created", "u1", "acct_y")]))  # fmt: skip
+    options = ("--db", db_url, "--format", "jsonl", "--batch-size", "3")
+    out = verdict_lines(cli("ingest", str(path), str(path), *options, cwd=tmp_path).stdout)
+    assert [(r["index"], r["verdict"]) for r in out if r["verdict"] != "ignored"] == [
+        (3, "rejected"), (4, "accepted"), (3, "rejected"), (4, "duplicate")
+    ]  # fmt: skip
+    with Lifecycle(db_url) as store:
+        assert [e.event for e in store.events()] == ["Account Created"]
+        assert len(list(store.rejections())) == 1
+
+
 @pytest.mark.parametrize("sort", [(), ("--sort-by", "timestamp")])
 def test_standard_input_is_new_input_on_every_run(
     db_url: str, tmp_path: Path, sort: tuple[str, ...]
