@@ -8,12 +8,13 @@ file fails the run before any verdict is printed.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import stat
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import orjson
 
@@ -63,12 +64,45 @@ def _unpacked(handle: IO[bytes], *, owned: bool) -> IO[bytes]:
     gzip's magic bytes.
 
     Peeking leaves the bytes in the buffer, so standard input is detected as a file is
-    (``ingest - < f.jsonl.gz`` read the compressed bytes as lines).
+    (``ingest - < f.jsonl.gz`` read the compressed bytes as lines). A pipe may hold one
+    byte when it is peeked at: the second is then read, and put back in front.
     """
-    if not (hasattr(handle, "peek") and handle.peek(2)[:2] == _GZIP_MAGIC):
+    if not hasattr(handle, "peek"):
+        return handle
+    head = handle.peek(2)[:2]
+    if head == _GZIP_MAGIC[:1]:
+        head = handle.read(2)
+        handle = io.BufferedReader(_Prefixed(head, handle))
+    if head != _GZIP_MAGIC:
         return handle
     reader = _OwnGzipFile(handle) if owned else gzip.GzipFile(fileobj=handle, mode="rb")
     return reader  # type: ignore[return-value]
+
+
+class _Prefixed(io.RawIOBase):
+    """``head``, then the rest of ``rest``: bytes read ahead, put back in front."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._head[: len(buffer)] or _read1(self._rest)(len(buffer))
+        self._head = self._head[len(data) :] if self._head else b""
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
+
+
+def _read1(stream: IO[bytes]) -> Any:
+    """What reads at most one chunk of ``stream`` (without waiting for more to arrive)."""
+    return getattr(stream, "read1", stream.read)
 
 
 class _OwnGzipFile(gzip.GzipFile):

@@ -332,6 +332,27 @@ def test_gzip_on_standard_input() -> None:
     ]
 
 
+@pytest.mark.parametrize("compress", [True, False])
+def test_standard_input_that_arrives_one_byte_first(compress: bool) -> None:
+    """A pipe may hold only the first byte when it is looked at: gzip's second magic byte
+    is waited for (the input had been read as lines, each one malformed_json), and plain
+    input loses no byte to the look."""
+    data = line("Account Created") + b"\n" + line("Signed In") + b"\n"
+    data = gzip.compress(data) if compress else data
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", "check", "-", "--format", "jsonl"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(data[:1])
+    proc.stdin.flush()
+    time.sleep(0.5)
+    out, _ = proc.communicate(data[1:], timeout=60)
+    found = [orjson.loads(row) for row in out.splitlines()]
+    assert [(r["line"], r.get("code")) for r in found] == [(1, None), (2, "user_unknown")]
+
+
 @pytest.mark.parametrize("name", ["export.JSON", "export.Json.GZ"])
 def test_a_json_document_is_known_by_its_extension_in_any_case(tmp_path: Path, name: str) -> None:
     """A pretty-printed `.JSON` array (as Windows tools name files) is one document, as a
