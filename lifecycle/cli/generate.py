@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from contextlib import ExitStack
@@ -99,18 +100,28 @@ def _one_destination(out: str, expected: str | None) -> str | None:
 
     Two handles on one file each write from its start: the messages and the verdicts
     overwrote each other, and the file was neither (exit 0). Files are the same however
-    their paths are spelled (``./f``, a link, a hard link).
+    their paths are spelled (``./f``, a link, a hard link, ``/dev/stdout``), and ``-`` is
+    whatever standard output is (``--expected f > f`` names ``f`` twice).
     """
     if not expected:
         return None
-    if STDOUT in (out, expected):
-        if out == expected:
-            return "--out and --expected would both write to standard output"
-        return None
+    if out == expected == STDOUT:
+        return "--out and --expected would both write to standard output"
     same = os.path.realpath(out) == os.path.realpath(expected)
-    if not same and os.path.exists(out) and os.path.exists(expected):
-        same = os.path.samefile(out, expected)
+    if not same:
+        one, other = _identity(out), _identity(expected)
+        same = one is not None and one == other
     return f"--out {out} and --expected {expected} name the same file" if same else None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The device and inode ``path`` writes to (standard output's for ``-``), or None
+    when it does not exist yet."""
+    try:
+        status = os.fstat(sys.stdout.fileno()) if path == STDOUT else os.stat(path)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no file behind stdout
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _output(stack: ExitStack, path: str) -> IO[bytes]:

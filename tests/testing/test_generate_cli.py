@@ -95,6 +95,21 @@ def test_out_and_expected_naming_one_file_is_a_usage_error(tmp_path: Path) -> No
         )
 
 
+def test_expected_naming_what_standard_output_is_is_a_usage_error(tmp_path: Path) -> None:
+    """Standard output is a file too: ``--expected f > f``, ``--expected /dev/stdout`` and
+    ``--out /dev/stdout --expected -`` each wrote the messages and the verdicts over each
+    other, exit 0, because only the spelling ``-`` was compared."""
+    first = [sys.executable, "-m", "lifecycle", "generate", "--accounts", "1", "--events", "5"]
+    for options in (["--expected", "h.jsonl"], ["--expected", "/dev/stdout"],
+                    ["--out", "/dev/stdout", "--expected", "-"]):  # fmt: skip
+        with open(tmp_path / "h.jsonl", "wb") as stdout:
+            done = subprocess.run([*first, *options], cwd=tmp_path, stdout=stdout,
+                                  stderr=subprocess.PIPE)  # fmt: skip
+        assert done.returncode == 2, (options, done.stderr)
+        assert b"name the same file" in done.stderr
+        assert (tmp_path / "h.jsonl").read_bytes() == b""
+
+
 def test_a_dash_is_standard_output(tmp_path: Path) -> None:
     """--out - writes the messages to stdout, --expected - the verdicts (a file named `-`
     was written instead)."""
