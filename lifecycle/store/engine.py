@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from typing import Any
 
 import sqlalchemy
@@ -144,8 +145,13 @@ def _per_process(engine: Engine) -> None:
     socket at once: statements answered for another process, or a commit of
     another's transaction. A child drops the connections it inherited, without
     closing them (that would end the parent's sessions), and opens its own:
-    SQLAlchemy's recipe for pools and ``os.fork()``.
+    SQLAlchemy's recipes for pools and ``os.fork()``. Both of them: the pool is
+    replaced in the child as soon as it is forked, and a connection that still
+    comes from another process is refused at checkout. The check at checkout alone
+    came too late: the pool pings a connection before it, and a child's ping over the
+    parent's socket could wait for ever for an answer another process read.
     """
+    _FORKED_AWAY.add(engine)
 
     @event.listens_for(engine, "connect")
     def _connect(_dbapi_connection: Any, record: Any) -> None:
@@ -156,6 +162,19 @@ def _per_process(engine: Engine) -> None:
         if record.info["pid"] != os.getpid():
             record.dbapi_connection = proxy.dbapi_connection = None
             raise DisconnectionError(f"a connection of process {record.info['pid']}")
+
+
+#: The engines whose inherited connections a forked child drops at once.
+_FORKED_AWAY: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _drop_inherited_pools() -> None:
+    for engine in list(_FORKED_AWAY):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_drop_inherited_pools)
 
 
 def _one_thread(engine: Engine) -> None:
