@@ -45,21 +45,21 @@ def _message(properties: dict[str, Any], text: str, repeat: int) -> dict[str, An
 _PADS = st.text(st.characters(codec="utf-8"), min_size=1, max_size=3) | st.text(
     st.sampled_from("\x7f\x00éx😀"), min_size=1, max_size=3
 )
+#: Messages of any size up to a few times Segment's limit, built to grow when written.
+_MESSAGES = st.builds(
+    _message,
+    st.dictionaries(st.text(max_size=6), _VALUES, max_size=6),
+    _PADS,
+    st.integers(0, 12_000),
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    properties=st.dictionaries(st.text(max_size=6), _VALUES, max_size=6),
-    text=_PADS,
-    repeat=st.integers(0, 12_000),
-)
-def test_oversize_agrees_with_the_message_as_sent(
-    properties: dict[str, Any], text: str, repeat: int
-) -> None:
+@given(message=_MESSAGES)
+def test_oversize_agrees_with_the_message_as_sent(message: dict[str, Any]) -> None:
     """``oversize`` is None exactly when the message, as the relay would send it (without a
     messageId or timestamp, so with the longest it fills in), fits in 32 KB: its fast path,
     which skips measuring messages whose compact JSON is small, never lets a large one by."""
-    message = _message(properties, text, repeat)
     sent = sent_size(
         as_sent(dict(message), "0f8a7c56-8f5d-4d8e-9a53-0e4c1b8f6a21", "2024-01-01T00:00:00Z")
     )
@@ -71,18 +71,11 @@ def test_oversize_agrees_with_the_message_as_sent(
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    properties=st.dictionaries(st.text(max_size=6), _VALUES, max_size=6),
-    text=_PADS,
-    repeat=st.integers(0, 12_000),
-)
-def test_what_the_gate_lets_by_the_relay_sends(
-    properties: dict[str, Any], text: str, repeat: int
-) -> None:
+@given(message=_MESSAGES)
+def test_what_the_gate_lets_by_the_relay_sends(message: dict[str, Any]) -> None:
     """A message ``oversize`` lets by is one the relay prepares to send, not parks: the
     gate measures what the relay will send. With DEL counted as three bytes at most, a
     message of 10,500 DELs (63 KB as sent) was accepted, then parked."""
-    message = _message(properties, text, repeat)
     stored = orjson.dumps(message).decode()
     prepared = _prepare((1, "0f8a7c56-8f5d-4d8e-9a53-0e4c1b8f6a21", _STORED_AT, stored))
     if oversize(message) is None:
