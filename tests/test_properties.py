@@ -92,6 +92,7 @@ def test_messages_have_a_valid_envelope(message: Message) -> None:
         illegal_histories(code="no_such_code"),
         legal_histories(min_events=5, max_events=4),
         legal_histories(min_events=-1),
+        legal_histories(min_events=151, max_events=200),
         illegal_histories(code="plan_missing", policy=SUBSCRIPTIONS),
     ],
     ids=repr,
@@ -269,6 +270,16 @@ def test_interleaving_does_not_change_verdicts(stream: list[Message | str], orde
         shuffled.append(queue.pop(0))
     verdicts = dict(zip(shuffled, judge([stream[n] for n in shuffled]), strict=True))
     assert [verdicts[n] for n in range(len(stream))] == together
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(legal_histories(min_events=40))
+def test_min_events_holds_at_the_default_sizes(history: list[Message]) -> None:
+    """With three accounts, ``min_events=40`` gives 40 events: a history that must go on
+    deletes no account while another event can come. Deletions drawn as usual had ended
+    every account of a third of such histories first (the shortest had 11 events)."""
+    assert len(history) >= 40, len(history)
+    assert all(v.accepted for v in Gate().submit_many(history))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
