@@ -292,3 +292,32 @@ def test_min_events_makes_long_histories(history: list[Message]) -> None:
     deleted = {group_id_of(m) for m in history if m["event"] == "Account Deleted"}
     assert len(history) >= 60 or (len(accounts) == 4 and deleted == accounts), len(history)
     assert all(v.accepted for v in Gate().submit_many(history))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=legal_histories(max_users=12, min_events=30, max_events=40))
+def test_users_a_walk_offers_are_those_the_guards_let_through(history: list[Message]) -> None:
+    """The walk asks the default guards about one user per state in the account, not about
+    each user: the users it offers for every event of every account are exactly those
+    the guards let through when each is asked (trying each had made generation grow
+    with the users)."""
+    from lifecycle.policy import Rule
+    from lifecycle.testing._walk import Walk, _variants, passes, probe
+
+    users = [f"user_{n}" for n in range(1, 13)]
+    walk = Walk(DEFAULT_POLICY, sorted({str(group_id_of(m)) for m in history}), users)
+    for message in history:
+        assert walk.apply(dict(message)) is None
+    for account in walk.accounts:
+        state = walk.state(account)
+        for spec, offered in walk.options(account):
+            entry = DEFAULT_POLICY.rule(state.status, spec.name)
+            assert isinstance(entry, Rule)
+            each = [
+                u
+                for u in users
+                if any(
+                    passes(entry, state, probe(account, spec.name, u, p)) for p in _variants(spec)
+                )
+            ]
+            assert offered == each, (account, spec.name)
