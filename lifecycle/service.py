@@ -218,6 +218,7 @@ class Lifecycle:
                 f"snapshot_every must be at least 1 (or None: no snapshots), got {snapshot_every}"
             )
         self._owns_engine = not isinstance(bind, Engine)
+        self._closed = False
         self.engine: Engine = (
             bind if isinstance(bind, Engine) else create_engine(database_url(bind))
         )
@@ -395,6 +396,7 @@ class Lifecycle:
             raise TypeError(f"accounts must be a list of account ids, got {accounts!r}")
         until = _position(until)
         if workers > 1 and accounts is None and not in_memory(self.engine):
+            self._check_open()
             try:
                 states = history.replay_partitioned(
                     self.engine, self.policy, workers, until=until, as_of=_utc(as_of),
@@ -526,6 +528,7 @@ class Lifecycle:
         Writers outside store transactions do not take that lock. On SQLite
         transactions already take turns.
         """
+        self._check_open()
         overlay = _Overlay(self._heads)
         try:
             with self._write_engine.begin() as conn:
@@ -545,9 +548,19 @@ class Lifecycle:
         self._heads.put(overlay.states())
 
     def close(self) -> None:
-        """Release the connection pool (only when this object created the engine)."""
+        """Release the connection pool (only when this object created the engine).
+
+        The object cannot be used afterwards: it raises :class:`StoreError`. It had
+        opened a new pool on its next use, so a store closed too early went on
+        working, and held connections its owner believed released.
+        """
+        self._closed = True
         if self._owns_engine:
             self.engine.dispose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("this Lifecycle was closed: make a new one to use the store again")
 
     def __enter__(self) -> Lifecycle:
         return self
@@ -569,6 +582,7 @@ class Lifecycle:
 
         ``after`` runs inside the same transaction, once the verdicts are known.
         """
+        self._check_open()
         careful = self._careful
         last: Exception | None = None
         for attempt in range(self.max_attempts):
@@ -656,6 +670,7 @@ class Lifecycle:
 
     @contextmanager
     def _reading(self, connection: Connection | None) -> Iterator[Connection]:
+        self._check_open()
         try:
             if connection is not None:
                 yield connection

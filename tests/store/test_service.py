@@ -866,3 +866,22 @@ def test_shared_between_threads(store: Lifecycle) -> None:
     states = list(store.accounts())
     assert len(states) == 40
     assert all(s.status == "trial" and s.version == 4 for s in states)
+
+
+def test_a_closed_store_refuses_to_be_used(db_url: str) -> None:
+    """After ``close()`` every use raises StoreError, saying so. A closed store had opened a
+    new pool on its next use: it went on working, holding connections its owner believed
+    released."""
+    store = Lifecycle(db_url, create_schema=True)
+    assert store.submit(msg("Account Created", "u1", "acct_1")).accepted
+    store.close()
+    for use in (
+        lambda: store.submit(msg("Signed Up", "u1", "acct_1")),
+        lambda: store.state("acct_1"),
+        lambda: list(store.events()),
+        lambda: store.transaction().__enter__(),
+    ):
+        with pytest.raises(StoreError, match="was closed"):
+            use()
+    with Lifecycle(db_url) as again:
+        assert [e.event for e in again.events()] == ["Account Created"]
