@@ -31,7 +31,7 @@ from lifecycle.spec import (
     parse_datetime,
     storable_instant,
 )
-from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, fits_unmeasured, oversize
+from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, oversize
 
 
 @fast_init
@@ -192,7 +192,7 @@ def parse_event(
                 f"{sent} for {account} by {user}: properties.{name} must be "
                 f"{_describe(kind)}, got {_value(value)}",
             )
-    if not fits_unmeasured(message) and (size := oversize(message)) is not None:
+    if (size := oversize(message)) is not None:
         return EnvelopeError(
             MESSAGE_TOO_LARGE,
             "message",

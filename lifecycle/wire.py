@@ -59,33 +59,25 @@ def sent_size(message: Mapping[str, Any]) -> int:
     return len(json.dumps(message))
 
 
-def fits_unmeasured(message: Mapping[str, Any]) -> bool:
-    """Whether ``message`` is small enough to fit in Segment's limit however it is written:
-    its compact JSON is a sixth of it. Nearly every message is, in a fraction of a
-    microsecond; :func:`oversize` measures the others."""
-    try:
-        return len(_compact(message)) <= _SMALL
-    except (TypeError, RecursionError):  # an int past 64 bits, a value given from Python
-        return False
-
-
-_compact = orjson.dumps
-
-
 def oversize(message: Mapping[str, Any]) -> int | None:
     """The size of ``message`` as the relay would send it, when that is over
     :data:`MAX_MESSAGE_BYTES`; else None.
 
-    Measuring costs as much as sending, so only a message whose compact JSON could
-    reach the limit is written out as the client library writes it; the others
-    take a fraction of a microsecond. None too when the message cannot be written
-    at all (nested too deep, say): that is for other checks to say.
+    Measuring costs as much as sending, so a message whose compact JSON is at most a
+    sixth of the limit (nearly every one) is let by on that alone, in a fraction of a
+    microsecond; only the others are written out as the client library writes them.
+    None too when the message cannot be written at all (nested too deep, say): that
+    is for other checks to say.
     """
-    if fits_unmeasured(message):
+    try:
+        payload: bytes | None = orjson.dumps(message)
+    except (TypeError, RecursionError):  # an int past 64 bits, a value given from Python
+        payload = None
+    if payload is not None and len(payload) <= _SMALL:
         return None
     mid = message.get("messageId")
-    sent = as_sent(_stored(message), mid if isinstance(mid, str) and mid else _FILLED_ID,
-                   _FILLED_TIMESTAMP)  # fmt: skip
+    message_id = mid if isinstance(mid, str) and mid else _FILLED_ID
+    sent = as_sent(_stored(message, payload), message_id, _FILLED_TIMESTAMP)
     try:
         size = len(json.dumps(sent, default=str))
     except (ValueError, RecursionError):
@@ -93,17 +85,16 @@ def oversize(message: Mapping[str, Any]) -> int | None:
     return size if size > MAX_MESSAGE_BYTES else None
 
 
-def _stored(message: Mapping[str, Any]) -> dict[str, Any]:
-    """``message`` as the relay reads it back from the store: its JSON, decoded.
+def _stored(message: Mapping[str, Any], payload: bytes | None) -> dict[str, Any]:
+    """``message`` as the relay reads it back from the store: its JSON (``payload``, when
+    the fast encoder could write it), decoded.
 
     That is what is sent, not the values given: an enum or a dataclass from Python is
     stored as the JSON the store's encoder writes of it, and an integer past 64 bits
     comes back a float (``10**300`` is sent as ``1e+300``). A value no encoder writes
     (the gate in memory takes any) is measured as its text.
     """
-    try:
-        payload = orjson.dumps(message)
-    except (TypeError, RecursionError):
+    if payload is None:
         try:
             payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError):
