@@ -432,8 +432,10 @@ def _rejected_before(
         return {}, {}
     found = repository.quarantined(conn, list(dict.fromkeys(digests.values())))
     first: dict[str, int] = {}
-    repeats = {i: first.setdefault(d, i) for i, d in digests.items()}
-    repeats = {i: p for i, p in repeats.items() if p != i}
+    repeats: dict[int, int] = {}
+    for position, digest in digests.items():
+        if (earliest := first.setdefault(digest, position)) != position:
+            repeats[position] = earliest
     return {i: found[d] for i, d in digests.items() if d in found}, repeats
 
 

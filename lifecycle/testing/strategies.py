@@ -354,18 +354,7 @@ def _step(draw: st.DrawFn, history: _History, must: bool = False) -> bool:
     if not options:
         return False
     if must:
-        lasting = {
-            a: kept
-            for a, found in options.items()
-            if (
-                kept := [
-                    (spec, u)
-                    for spec, u in found
-                    if not _ends_account(policy, walk.state(a), spec.name)
-                ]
-            )
-        }
-        options = lasting or options
+        options = _lasting(walk, options) or options
     account = _choose(draw, walk.accounts, list(options))
     state = walk.state(account)
     users = {spec.name: users for spec, users in options[account]}
@@ -391,6 +380,22 @@ def _step(draw: st.DrawFn, history: _History, must: bool = False) -> bool:
             if walk.apply(message) is None:
                 break
     return True
+
+
+#: The events legal now on an account, each with the users who may send it.
+_Options = list[tuple[EventSpec, list[str]]]
+
+
+def _lasting(walk: Walk, options: dict[str, _Options]) -> dict[str, _Options]:
+    """``options`` without the events that would end their account, and without the
+    accounts left with none."""
+    kept = {}
+    for account, found in options.items():
+        state = walk.state(account)
+        going_on = [(s, u) for s, u in found if not _ends_account(walk.policy, state, s.name)]
+        if going_on:
+            kept[account] = going_on
+    return kept
 
 
 def _walk_history(
