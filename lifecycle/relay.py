@@ -59,7 +59,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from lifecycle.errors import RelayError, StoreError, database_error, first_line, in_brackets
 from lifecycle.store import outbox
 from lifecycle.store.codec import now
-from lifecycle.store.engine import create_engine, database_url, for_writing, is_transient
+from lifecycle.store.engine import for_writing, is_transient, open_engine
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.outbox import OutboxStatus, ParkedEvent, Pending
 from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, as_sent, sent_size
@@ -524,9 +524,7 @@ class Relay:
         # one stops what sends (run), not `status` and the other outbox commands.
         host = host or os.environ.get(HOST_ENV) or None
         self._owns_engine = not isinstance(bind, Engine)
-        self.engine: Engine = (
-            bind if isinstance(bind, Engine) else create_engine(database_url(bind))
-        )
+        self.engine: Engine = open_engine(bind)
         self.write_key = write_key or os.environ.get(WRITE_KEY_ENV)
         self.host = host or DEFAULT_HOST
         self.batch_size = batch_size

@@ -55,12 +55,12 @@ from lifecycle.state import AccountState
 from lifecycle.store import repository
 from lifecycle.store.codec import head_row, state_from_json, utc_naive
 from lifecycle.store.engine import (
-    create_engine,
-    database_url,
     deadlocked,
     for_writing,
     in_memory,
     is_transient,
+    lost_transaction,
+    open_engine,
 )
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
@@ -109,6 +109,11 @@ class QuarantinedMessage:
         }
 
 
+class _Released(Exception):
+    """Another run released some of these quarantine rows first: what this transaction
+    appended for them is stored already (messages without a ``messageId`` twice)."""
+
+
 @dataclass
 class RetryReport:
     """What :meth:`Lifecycle.retry_rejections` did: counts by outcome, codes still held."""
@@ -136,13 +141,17 @@ class RetryReport:
         """The transaction committed: keep the counts."""
         self._pending = None
 
+    def restore(self) -> None:
+        """The transaction is run again or given up: back to the counts before it."""
+        if self._pending is not None:
+            self.accepted, self.duplicate, self.still_rejected, codes, self.ignored = self._pending
+            self.codes = dict(codes)
+
     def settle(
         self, conn: Connection, rows: list[QuarantinedMessage], verdicts: list[Verdict]
     ) -> None:
         """Delete the rows whose message is now stored; refresh the reasons of the others."""
-        if self._pending is not None:
-            self.accepted, self.duplicate, self.still_rejected, codes, self.ignored = self._pending
-            self.codes = dict(codes)
+        self.restore()
         gone: list[int] = []
         for row, verdict in zip(rows, verdicts, strict=True):
             if verdict.verdict == IGNORED:
@@ -159,7 +168,8 @@ class RetryReport:
             self.codes[verdict.code] = self.codes.get(verdict.code, 0) + 1
             if (verdict.code, verdict.reason) != (row.code, row.reason):
                 repository.requarantine(conn, row.id, verdict.code, verdict.reason or "")
-        repository.release(conn, gone)
+        if repository.release(conn, gone) != len(gone):
+            raise _Released
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
@@ -219,9 +229,7 @@ class Lifecycle:
             )
         self._owns_engine = not isinstance(bind, Engine)
         self._closed = False
-        self.engine: Engine = (
-            bind if isinstance(bind, Engine) else create_engine(database_url(bind))
-        )
+        self.engine: Engine = open_engine(bind)
         self.policy = policy
         self.max_attempts = max_attempts
         self.snapshot_every = snapshot_every
@@ -488,7 +496,14 @@ class Lifecycle:
         report = RetryReport()
         rows = [r for r in self.rejections(code=code, account=account)]
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
+            self._retry_chunk(rows[start : start + batch_size], report)
+        return report
+
+    def _retry_chunk(self, chunk: list[QuarantinedMessage], report: RetryReport) -> None:
+        """Judge ``chunk`` again in one transaction that releases its rows, or, when
+        another run released some first, again without those (it stored them)."""
+        report.begin()
+        while chunk:
             subs = [_retry_submission(row) for row in chunk]
 
             def settle(
@@ -496,10 +511,16 @@ class Lifecycle:
             ) -> None:
                 report.settle(conn, chunk, verdicts)
 
-            report.begin()
-            self._submit(subs, None, quarantine=False, after=settle)
-            report.commit()
-        return report
+            try:
+                self._submit(subs, None, quarantine=False, after=settle)
+            except _Released:
+                report.restore()
+                with self._reading(None) as conn:
+                    kept = repository.still_quarantined(conn, [row.id for row in chunk])
+                chunk = [row for row in chunk if row.id in kept]
+                continue
+            break
+        report.commit()
 
     @contextmanager
     def transaction(self, *, alone: bool = False) -> Iterator[Connection]:
@@ -537,6 +558,8 @@ class Lifecycle:
                 conn.info[_OVERLAY] = overlay
                 try:
                     yield conn
+                    if overlay.lost is not None:
+                        raise overlay.lost.again(())
                     overlay.write_heads(conn)
                 finally:
                     # A lost connection is invalidated, and reading its `info` would try
@@ -593,6 +616,8 @@ class Lifecycle:
                     self._heads.put(outcome.states)
                 else:
                     overlay = connection.info.get(_OVERLAY)
+                    if overlay is not None and overlay.lost is not None:
+                        raise overlay.lost.again(subs)
                     with connection.begin_nested():
                         outcome = self._write(
                             connection, subs, careful, quarantine, after, overlay or self._heads
@@ -612,7 +637,11 @@ class Lifecycle:
                 if connection is not None and deadlocked(exc):
                     # The other transaction waits for rows this one wrote before the
                     # savepoint: retrying in it would only wait for the other again.
-                    raise ConcurrencyError(_accounts(subs), attempt + 1, deadlock=True) from exc
+                    error = ConcurrencyError(_accounts(subs), attempt + 1, deadlock=True)
+                    overlay = connection.info.get(_OVERLAY)
+                    if overlay is not None and lost_transaction(exc):
+                        overlay.lost = _Lost(error)
+                    raise error from exc
                 if not is_transient(exc):
                     raise database_error(exc) from exc
                 last = exc
@@ -701,6 +730,8 @@ class _Overlay(HeadCache):
         super().__init__(size=1 << 62)
         self._shared = shared
         self._recorded: dict[str, datetime] = {}
+        #: The deadlock that rolled the whole transaction back (MariaDB), if one did.
+        self.lost: _Lost | None = None
 
     @property
     def written(self) -> Mapping[str, AccountState]:
@@ -729,6 +760,23 @@ class _Overlay(HeadCache):
     def states(self) -> list[AccountState]:
         """Every state written in the transaction."""
         return list(self._states.values())
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A store transaction the database rolled back whole, in a deadlock (MariaDB).
+
+    An application that caught the :class:`ConcurrencyError` and went on had its later
+    submissions written in a new transaction of the server's, and the block's end wrote
+    heads for the rolled-back events: a state the events do not give, by which an illegal
+    event was then accepted. Whatever comes after it in the block is refused instead.
+    """
+
+    error: ConcurrencyError
+
+    def again(self, subs: Sequence[Submission]) -> ConcurrencyError:
+        """The error for a submission (or the block's end) after the rollback."""
+        return ConcurrencyError(_accounts(subs) or self.error.accounts, 0, deadlock=True)
 
 
 def _retry_submission(row: QuarantinedMessage) -> Submission:
@@ -866,6 +914,6 @@ def _shown(message: object) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-def _accounts(subs: list[Submission]) -> set[str]:
+def _accounts(subs: Iterable[Submission]) -> set[str]:
     """The accounts a submission touched, for a ``ConcurrencyError``."""
     return {a for s in subs if (a := s.account) is not None}

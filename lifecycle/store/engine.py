@@ -74,6 +74,15 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+def open_engine(bind: str | Engine | None) -> Engine:
+    """The engine of a store made from ``bind``: an application's own (see
+    :func:`adopt_engine`), else one for the URL :func:`database_url` gives."""
+    if isinstance(bind, Engine):
+        adopt_engine(bind)
+        return bind
+    return create_engine(database_url(bind))
+
+
 def parse_url(url: str) -> sqlalchemy.URL:
     """``url`` parsed, or :class:`StoreError` saying what a database URL looks like (a
     port that is not a number raised ``ValueError``)."""
@@ -239,6 +248,12 @@ def deadlocked(exc: DBAPIError) -> bool:
     return sqlstate == "40P01" or number in (_DEADLOCK, _NO_SAVEPOINT)
 
 
+def lost_transaction(exc: DBAPIError) -> bool:
+    """A deadlock that rolled back the whole transaction, not only the savepoint in
+    which it came (MariaDB's; PostgreSQL's leaves the transaction usable)."""
+    return _error_codes(exc)[1] in (_DEADLOCK, _NO_SAVEPOINT)
+
+
 def is_transient(exc: DBAPIError) -> bool:
     """Deadlocks, serialization failures and busy databases: the transaction may be run again."""
     sqlstate, number = _error_codes(exc)
@@ -249,6 +264,7 @@ def is_transient(exc: DBAPIError) -> bool:
 
 def configure_sqlite(engine: Engine) -> None:
     """Apply the SQLite settings above to every connection of ``engine``."""
+    _TRANSACTIONAL.add(engine)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -271,6 +287,44 @@ def configure_sqlite(engine: Engine) -> None:
 
 
 _WRITE_OPTION = "lifecycle_write"
+
+#: The SQLite engines whose transactions begin with a BEGIN of lifecycle's.
+_TRANSACTIONAL: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def adopt_engine(engine: Engine) -> None:
+    """Make an application's own SQLite engine begin its transactions for real.
+
+    Python's ``sqlite3`` driver, left as it is, sends no ``BEGIN`` until a statement
+    writes: a ``SAVEPOINT`` then opens a transaction of its own, and its ``RELEASE``
+    commits it. A submission into the application's transaction was stored even when
+    the application rolled back, and a :meth:`Lifecycle.transaction` that raised kept
+    what it had appended. This is SQLAlchemy's recipe for the driver, applied as each
+    transaction begins (connections already in the pool included): ``BEGIN`` unless the
+    driver has one open already (an engine that follows the recipe itself, or Python
+    3.12's ``autocommit=False``), nothing in ``AUTOCOMMIT`` mode. The other settings
+    (WAL, busy timeout) stay the application's; lifecycle's engines from a URL have them.
+    """
+    if engine.dialect.name != "sqlite" or engine.dialect.driver != "pysqlite":
+        return
+    if engine in _TRANSACTIONAL:
+        return
+    _TRANSACTIONAL.add(engine)
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        if connection._is_autocommit_isolation():
+            return
+        driver = connection.connection.driver_connection
+        if driver.in_transaction or getattr(driver, "autocommit", -1) != -1:
+            return
+        driver.isolation_level = None  # no BEGIN of the driver's own inside ours
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        try:
+            driver.execute(statement)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
 
 def _execute_pragma(cursor: Any, pragma: str, attempts: int = 100) -> None:

@@ -385,8 +385,19 @@ def requarantine(connection: Connection, row_id: int, code: str, reason: str) ->
     )
 
 
-def release(connection: Connection, row_ids: list[int]) -> None:
-    """Remove quarantine rows whose messages are now stored."""
+def release(connection: Connection, row_ids: list[int]) -> int:
+    """Remove quarantine rows whose messages are now stored; how many were still there."""
+    removed = 0
     for start in range(0, len(row_ids), CHUNK):
         part = row_ids[start : start + CHUNK]
-        connection.execute(delete(quarantine).where(quarantine.c.id.in_(part)))
+        removed += connection.execute(delete(quarantine).where(quarantine.c.id.in_(part))).rowcount
+    return removed
+
+
+def still_quarantined(connection: Connection, row_ids: list[int]) -> set[int]:
+    """Which of ``row_ids`` are still in the quarantine."""
+    kept: set[int] = set()
+    for start in range(0, len(row_ids), CHUNK):
+        part = row_ids[start : start + CHUNK]
+        kept.update(connection.scalars(select(quarantine.c.id).where(quarantine.c.id.in_(part))))
+    return kept

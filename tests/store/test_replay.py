@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -441,6 +442,38 @@ def test_retry_judges_the_quarantined_item_not_a_batch_inside_it(
     assert [e.account for e in store.events()] == ["acct_1"]
     (row,) = store.rejections()
     assert (row.message_id, row.batch_index) == (nested["messageId"], 1)
+
+
+def test_retry_runs_at_once_store_each_quarantined_message_once(db_url: str) -> None:
+    """Two retries of the same quarantine at once (two ``rejections retry`` runs that
+    overlap): each message without a ``messageId`` is appended once, not by both runs,
+    and the two reports count each message once between them."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        early = [msg("Signed In", "u1", "acct_1", mid="", n=n) for n in range(60)]
+        assert {v.code for v in store.submit_many(early)} == {"account_unknown"}
+        store.submit_many(
+            [msg("Account Created", "u1", "acct_1"), msg("Signed Up", "u1", "acct_1")]
+        )
+        started = threading.Barrier(2)
+        reports: list[dict[str, Any]] = []
+
+        def retry() -> None:
+            with Lifecycle(db_url, max_attempts=60) as runner:
+                started.wait(10)
+                reports.append(runner.retry_rejections(batch_size=10).to_dict())
+
+        runs = [threading.Thread(target=retry) for _ in range(2)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(120)
+        signed_in = [e for e in store.events("acct_1") if e.event == "Signed In"]
+        assert len(signed_in) == 60
+        assert sorted(orjson.loads(e.payload)["properties"]["n"] for e in signed_in) == list(
+            range(60)
+        )
+        assert sum(r["accepted"] for r in reports) == 60 and len(reports) == 2
+        assert list(store.rejections()) == []
 
 
 def test_retry_filters_by_code_and_account(store: Lifecycle) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import create_engine, event, make_url, text
 
 from lifecycle import (
     DEFAULT_POLICY,
@@ -657,6 +657,93 @@ def test_crossing_store_transactions_end_one_with_a_deadlock_error(db_url: str) 
     assert sorted(stored) == [("acct_x", "Signed Out"), ("acct_y", "Signed Out")]
     assert [store.state(a).version for a in ("acct_x", "acct_y")] == [5, 5]  # type: ignore[union-attr]
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+def test_a_block_that_goes_on_after_a_deadlock_rolled_it_back_stores_nothing(db_url: str) -> None:
+    """MariaDB rolls back the whole transaction of a deadlock's loser. A block that caught
+    the error and went on had its next submission stored, and at its end the heads of
+    the rolled-back events: ``Trial Ended`` was then accepted for a trial never stored.
+    Now whatever follows in the block, and the block's end, raise the deadlock again."""
+    store = Lifecycle(db_url, create_schema=True)
+    store.submit_many(onboarding("acct_x")[:3] + onboarding("acct_y", "u2")[:3])
+    store.submit_many(onboarding("acct_z", "u3")[:3])
+    both_moved = threading.Barrier(2)
+    after: list[type[BaseException]] = []
+    ended: list[type[BaseException]] = []
+
+    def writer(first: str, user_1: str, then: str, user_2: str) -> None:
+        trial = onboarding(first, user_1)[3]
+        try:
+            with store.transaction() as connection:
+                store.submit(trial, connection=connection)
+                both_moved.wait(10)
+                try:
+                    store.submit(msg("Signed Out", user_2, then), connection=connection)
+                except ConcurrencyError:
+                    try:
+                        store.submit(msg("Signed Out", "u3", "acct_z"), connection=connection)
+                    except ConcurrencyError as exc:
+                        after.append(type(exc))
+        except ConcurrencyError as exc:
+            ended.append(type(exc))
+
+    threads = [
+        threading.Thread(target=writer, args=("acct_x", "u1", "acct_y", "u2")),
+        threading.Thread(target=writer, args=("acct_y", "u2", "acct_x", "u1")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert after == [ConcurrencyError] and ended == [ConcurrencyError]
+    assert list(store.verify()) == []
+    trials = {e.account for e in store.events() if e.event == "Trial Started"}
+    assert len(trials) == 1 and store.state("acct_z").version == 3  # type: ignore[union-attr]
+    for account, user in (("acct_x", "u1"), ("acct_y", "u2")):
+        ended_trial = store.submit(msg("Trial Ended", user, account))
+        assert ended_trial.accepted == (account in trials)
+    store.close()
+
+
+@pytest.mark.parametrize("recipe", [False, True], ids=["as made", "with the recipe"])
+def test_an_sqlite_engine_of_the_application_rolls_back_with_it(
+    tmp_path: Path, recipe: bool
+) -> None:
+    """Python's sqlite3 sends no BEGIN of its own before a SAVEPOINT: on an engine the
+    application made, a submission into its transaction was stored though it rolled
+    back, and a store transaction that raised kept its events (with a stale head). An
+    engine that already sends BEGIN itself (SQLAlchemy's recipe) is left to do so."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    if recipe:
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+    with engine.begin() as connection:  # the application's own table, before the store
+        connection.execute(text("CREATE TABLE orders (id INTEGER PRIMARY KEY)"))
+    store = Lifecycle(engine)
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(text("INSERT INTO orders VALUES (1)"))
+        store.submit_many(onboarding("acct_1"), connection=connection)
+        transaction.rollback()
+    with pytest.raises(RuntimeError), store.transaction() as connection:
+        store.submit_many(onboarding("acct_1"), connection=connection)
+        raise RuntimeError("the import failed")
+    assert list(store.events()) == [] and store.state("acct_1") is None
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT count(*) FROM orders")).scalar_one() == 0
+        store.submit_many(onboarding("acct_1"), connection=connection)
+    assert store.state("acct_1").version == 4  # type: ignore[union-attr]
+    assert list(store.verify()) == []
+    store.close()
+    engine.dispose()
 
 
 def _naive(moment: datetime | str) -> datetime:
