@@ -22,7 +22,7 @@ from lifecycle.messages import (
     not_an_object,
     one_by_one,
 )
-from lifecycle.policy import Policy
+from lifecycle.policy import Policy, checked
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
 
@@ -43,7 +43,7 @@ class Gate:
     """
 
     def __init__(self, policy: Policy = DEFAULT_POLICY) -> None:
-        self.policy = policy
+        self.policy = checked(policy)
         self._accounts: dict[str, AccountState] = {}
         self._accepted: set[str] = set()
         # Bound once: judge() calls them for every message.

@@ -307,6 +307,14 @@ class Policy:
 # -- building ------------------------------------------------------------------------------
 
 
+def checked(policy: object) -> Policy:
+    """``policy``, or a ``TypeError`` saying it is not one (``None`` got as far as the
+    first message, failing there with an ``AttributeError`` about ``None``)."""
+    if not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a lifecycle Policy, got {policy!r}")
+    return policy
+
+
 def _normalize(t: Mapping[str, Any]) -> dict[str, Any]:
     """One transition in a canonical form: lists for source/conditions/after."""
     unknown = set(t) - {"trigger", "source", "dest", "conditions", "after"}

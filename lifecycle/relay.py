@@ -59,7 +59,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from lifecycle.errors import RelayError, StoreError, database_error, first_line, in_brackets
 from lifecycle.store import outbox
 from lifecycle.store.codec import now
-from lifecycle.store.engine import for_writing, is_transient, open_engine
+from lifecycle.store.engine import for_writing, is_transient, open_engine, shown_url
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.outbox import OutboxStatus, ParkedEvent, Pending
 from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, as_sent, sent_size
@@ -545,7 +545,8 @@ class Relay:
             ensure_schema(self.engine, create=create_schema)
         except DBAPIError as exc:
             self.close()
-            raise StoreError(f"cannot open the event store: {first_line(exc)}") from exc
+            shown = shown_url(self.engine)
+            raise StoreError(f"cannot open the event store: {shown!r}: {first_line(exc)}") from exc
         except BaseException:
             self.close()
             raise

@@ -47,7 +47,7 @@ from lifecycle.messages import (
     one_by_one,
     refusal,
 )
-from lifecycle.policy import Policy
+from lifecycle.policy import Policy, checked
 from lifecycle.reader import InputItem, InputLine, items_of
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.spec import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MALFORMED_JSON
@@ -61,6 +61,7 @@ from lifecycle.store.engine import (
     is_transient,
     lost_transaction,
     open_engine,
+    shown_url,
 )
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.repository import StoredEvent
@@ -221,6 +222,7 @@ class Lifecycle:
     ) -> None:
         # Checked before anything is opened: max_attempts=0 failed every submission as a
         # ConcurrencyError, and a snapshot_every of 0 or less silently took none.
+        checked(policy)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         if snapshot_every is not None and snapshot_every < 1:
@@ -244,7 +246,8 @@ class Lifecycle:
             ensure_schema(self.engine, create=create_schema)
         except DBAPIError as exc:
             self.close()
-            raise StoreError(f"cannot open the event store: {first_line(exc)}") from exc
+            shown = shown_url(self.engine)
+            raise StoreError(f"cannot open the event store: {shown!r}: {first_line(exc)}") from exc
         except BaseException:
             self.close()
             raise
@@ -336,6 +339,8 @@ class Lifecycle:
 
     def state(self, account: str, *, connection: Connection | None = None) -> AccountState | None:
         """The current state of ``account``, or None if no event of it was stored."""
+        if not isinstance(account, str):
+            raise TypeError(f"account must be a string (a context.groupId), got {account!r}")
         overlay: _Overlay | None = None
         if connection is not None:
             overlay = connection.info.get(_OVERLAY)
@@ -476,6 +481,7 @@ class Lifecycle:
 
     def audit(self, policy: Policy) -> Iterator[history.AuditFinding]:
         """The stored events ``policy`` would reject, in append order (read-only)."""
+        checked(policy)
         with self._reading(None) as conn:
             yield from history.audit(conn, policy)
 

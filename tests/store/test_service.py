@@ -433,6 +433,32 @@ def test_settings_that_cannot_work_are_refused_up_front(
     assert not (tmp_path / "s.db").exists()
 
 
+def test_arguments_of_the_wrong_kind_are_type_errors_that_name_them(tmp_path: Path) -> None:
+    """``policy=None`` was taken and failed at the first message with an AttributeError
+    about None; ``state(None)`` failed inside a length check, ``audit(None)`` inside the
+    audit. Each is now a TypeError naming the argument, before anything is opened."""
+    path = tmp_path / "s.db"
+    for make in (lambda: Gate(None), lambda: Lifecycle(f"sqlite:///{path}", policy=None)):  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^policy must be a lifecycle Policy, got None$"):
+            make()
+    assert not path.exists()
+    with Lifecycle(f"sqlite:///{path}") as store:
+        with pytest.raises(TypeError, match=r"^account must be a string .*, got None$"):
+            store.state(None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^policy must be a lifecycle Policy, got None$"):
+            list(store.audit(None))  # type: ignore[arg-type]
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
+    """The error said "unable to open database file" without saying which."""
+    url = f"sqlite:///{tmp_path / 'no such directory' / 's.db'}"
+    with pytest.raises(StoreError) as caught:
+        Lifecycle(url)
+    assert str(caught.value) == (
+        f"cannot open the event store: {url!r}: unable to open database file"
+    )
+
+
 def test_an_in_memory_store_used_from_another_thread_says_why_it_cannot_be() -> None:
     """An in-memory SQLite database lives in its thread's connection: another thread
     found an empty database (or, creating the schema, a store apart) and its events were
