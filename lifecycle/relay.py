@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import random
 import ssl
@@ -54,12 +53,18 @@ from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lifecycle.errors import RelayError, StoreError, database_error, first_line, in_brackets
 from lifecycle.store import outbox
 from lifecycle.store.codec import now
-from lifecycle.store.engine import for_writing, is_transient, open_engine, shown_url
+from lifecycle.store.engine import (
+    for_writing,
+    is_transient,
+    open_engine,
+    shown_url,
+    unreachable,
+)
 from lifecycle.store.migrate import ensure_schema
 from lifecycle.store.outbox import OutboxStatus, ParkedEvent, Pending
 from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, as_sent, sent_size
@@ -187,6 +192,8 @@ class _Segment:
         self.host = host
         self.timeout = timeout
         self.gzip = gzip
+        #: Requests sent, whether or not what they delivered was then recorded.
+        self.sent = 0
 
     def send(self, batch: list[dict[str, Any]], retry_count: int) -> _Answer:
         """POST ``batch`` to ``/v1/batch``; classify the outcome."""
@@ -404,22 +411,34 @@ def _gave_up(failures: int, why: str) -> RelayError:
     )
 
 
+#: The longest wait the relay takes: the HTTP client fails on a timeout past what the
+#: platform's clock can hold (``1e300``), and only when the first request is sent.
+MAX_SECONDS = 7 * 86_400
+
+
 def _check_seconds(name: str, value: float) -> None:
     """Refuse a wait that is not a finite number of seconds above zero.
 
     A negative backoff would retry without pause, an infinite one never, and the
     HTTP client refuses a timeout of zero, but only when the first request is made.
     """
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a number of seconds above 0, got {value}")
+    if not 0 < value <= MAX_SECONDS:
+        raise ValueError(
+            f"{name} must be a number of seconds above 0 and at most {MAX_SECONDS} (a week),"
+            f" got {value}"
+        )
 
 
 def _check_host(host: str | None) -> None:
     """Refuse a host the client library could not send to, before anything is read."""
     if host is None:
         return
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.hostname or " " in host:
+    try:
+        parts = urlsplit(host)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:  # "http://[::1": an unclosed IPv6 address
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in host:
         raise RelayError(
             f"host {host!r}: expected an http(s) URL such as {DEFAULT_HOST} (the client "
             "library adds /v1/batch)"
@@ -603,6 +622,7 @@ class Relay:
         max_failures: int | None,
     ) -> None:
         failures = 0
+        already_sent = segment.sent
         while not self._stop:
             try:
                 # A cycle that a deadlock ended sent nothing, or was not recorded: run it
@@ -610,11 +630,14 @@ class Relay:
                 outcome = _retrying("relay", functools.partial(cycle, segment, failures))
                 drained = outcome.rows == 0 and not follow and self.pending() == 0
             except (StoreError, DBAPIError) as exc:
+                # Counted as sent, not as recorded: a cycle whose record failed had sent
+                # its requests all the same, and sends them again.
+                report.requests = segment.sent - already_sent
                 failures += 1
                 report.failures += 1
                 self._sleep(self._outage(exc, failures, max_failures), wakeable=False)
                 continue
-            report.requests += outcome.requests
+            report.requests = segment.sent - already_sent
             report.delivered += len(outcome.delivered)
             report.parked += len(outcome.parked)
             for row_id, reason in outcome.parked:
@@ -656,11 +679,9 @@ class Relay:
         nothing having been marked. Other database errors still end the run.
         """
         cause = error.__cause__ if isinstance(error, StoreError) else error
-        # A connection the server dropped shows as OperationalError, or, used once more
-        # after the driver closed it, as InterfaceError (PyMySQL's "(0, '')").
-        if not isinstance(cause, DBAPIError) or not (
-            isinstance(cause, (OperationalError, InterfaceError)) or cause.connection_invalidated
-        ):
+        # Not every OperationalError: a permission denied or a missing table was waited
+        # out for ever, the batch in flight sent again after every wait.
+        if not isinstance(cause, DBAPIError) or not unreachable(cause):
             raise error
         said = in_brackets(cause)
         if max_failures is not None and failures >= max_failures:
@@ -869,7 +890,9 @@ class Relay:
         while queue:
             chunk = queue.popleft()
             answer = segment.send([item[1] for item in chunk], failures)
-            outcome.requests += answer.kind != _UNSENDABLE
+            sent = answer.kind != _UNSENDABLE
+            outcome.requests += sent
+            segment.sent += sent
             if answer.kind == _OK:
                 outcome.delivered.extend([item[0] for item in chunk])
             elif answer.kind in _REFUSALS and len(chunk) == 1:

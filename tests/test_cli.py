@@ -782,14 +782,15 @@ def test_exit_2_for_a_policy_guard_that_raises(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("option", ["--timeout", "--backoff", "--max-backoff", "--poll-interval"])
-@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "1e300", "604801"])
 def test_relay_waits_must_be_positive_seconds(option: str, value: str) -> None:
-    """A relay wait of zero or less, infinite or NaN is a usage error (a traceback, a busy
-    retry loop or a wait without end before)."""
+    """A relay wait of zero or less, infinite, NaN or past a week is a usage error (a
+    traceback, a busy retry loop or a wait without end before; ``--timeout 1e300`` failed
+    at the first request, past what the clock can hold)."""
     assert_usage_error(
         lifecycle("relay", "--write-key", "k", "--once", option, value),
-        f"lifecycle relay: error: argument {option}: must be a number of seconds above 0, got "
-        f"{value} (see lifecycle relay --help)",
+        f"lifecycle relay: error: argument {option}: must be a number of seconds above 0 and at"
+        f" most 604800 (a week), got {value} (see lifecycle relay --help)",
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from lifecycle.cli.report import JsonlReport, Report, TextReport
 from lifecycle.errors import InputError, LifecycleError, first_line
 from lifecycle.policy import Policy
 from lifecycle.reader import InputLine, input_size
+from lifecycle.relay import MAX_SECONDS
 from lifecycle.rules import DEFAULT_POLICY
 
 #: Exit codes scripts can rely on.
@@ -106,14 +106,16 @@ def seconds(text: str) -> float:
     """An argparse type: a duration in seconds, finite and above zero.
 
     A negative wait would retry without pause, an infinite one never, and the HTTP
-    client refuses a timeout of zero with a traceback.
+    client refuses a timeout of zero, or one its clock cannot hold, with a traceback.
     """
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most {MAX_SECONDS} (a week), got {text}"
+        )
     return value
 
 

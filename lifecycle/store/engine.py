@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError
 
 from lifecycle.errors import StoreError
 
@@ -252,6 +252,32 @@ def lost_transaction(exc: DBAPIError) -> bool:
     """A deadlock that rolled back the whole transaction, not only the savepoint in
     which it came (MariaDB's; PostgreSQL's leaves the transaction usable)."""
     return _error_codes(exc)[1] in (_DEADLOCK, _NO_SAVEPOINT)
+
+
+#: MariaDB's numbers for a server that is going away or full: too many connections,
+#: shutting down, connection killed, disconnected for inactivity. The client's own
+#: connection errors (can't connect, server gone away, lost connection) are 2000-2999.
+_MARIADB_UNREACHABLE = {1040, 1053, 1927, 4031}
+
+
+def unreachable(exc: DBAPIError) -> bool:
+    """Whether the database could not be reached or dropped the connection (a restart,
+    a failover, a network cut): worth waiting out, unlike a missing table or a
+    permission denied, which every retry would meet again.
+
+    By the driver's code, not its exception class: PyMySQL and ``sqlite3`` raise
+    ``OperationalError`` for "UPDATE command denied" and "no such table" too.
+    """
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):  # a file: busy is the only passing trouble
+        return "locked" in str(orig) or "busy" in str(orig)
+    sqlstate = getattr(orig, "sqlstate", False)
+    if sqlstate is not False:  # psycopg: None for a failure before the server answered
+        return sqlstate is None or str(sqlstate).startswith(("08", "57P", "53"))
+    number = _error_codes(exc)[1]
+    return isinstance(number, int) and (2000 <= number < 3000 or number in _MARIADB_UNREACHABLE)
 
 
 def is_transient(exc: DBAPIError) -> bool:

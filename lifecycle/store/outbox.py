@@ -19,6 +19,7 @@ pending until it is sent.
 from __future__ import annotations
 
 import functools
+import sqlite3
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, placeholder
@@ -187,10 +189,13 @@ def first_pending(connection: Connection, size: int, shard: tuple[int, int] = AL
     """The first ``size`` pending rows of ``shard`` in id order, ready to send."""
     if connection.dialect.name == "sqlite":
         driver: Any = connection.connection.driver_connection
-        if shard == ALL:
-            rows: list[Pending] = driver.execute(_SQLITE_ALL, (size,)).fetchall()
-        else:
-            rows = driver.execute(_SQLITE_SHARD, (shard[1], shard[0], size)).fetchall()
+        statement, values = (
+            (_SQLITE_ALL, (size,)) if shard == ALL else (_SQLITE_SHARD, (shard[1], shard[0], size))
+        )
+        try:
+            rows: list[Pending] = driver.execute(statement, values).fetchall()
+        except sqlite3.Error as exc:  # as SQLAlchemy's, for the relay's handling of errors
+            raise DBAPIError.instance(statement, values, exc, sqlite3.Error) from exc
         return rows
     params = {"size": size, "shard": shard[0], "shards": shard[1]}
     return [tuple(row) for row in connection.execute(_FIRST_PENDING, params).all()]
@@ -411,7 +416,9 @@ def requeue(
         query = query.where(outbox.c.account == account)
     if message_ids:
         query = query.where(outbox.c.message_id.in_(list(message_ids)))
-    query = query.order_by(outbox.c.id).limit(CHUNK)
+    # Skipping the rows another requeue holds: both re-inserted the same rows, and one
+    # failed on the unique (account, version) of the outbox.
+    query = query.order_by(outbox.c.id).limit(CHUNK).with_for_update(skip_locked=True)
     total = 0
     while rows := connection.execute(query).all():
         connection.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))

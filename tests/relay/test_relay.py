@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -18,9 +19,9 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import create_engine, make_url, update
 
-from lifecycle import RelayError, envelope, messages
+from lifecycle import RelayError, StoreError, envelope, messages
 from lifecycle.relay import (
     TOO_DEEP_TO_SEND,
     Backoff,
@@ -29,6 +30,7 @@ from lifecycle.relay import (
 )
 from lifecycle.service import Lifecycle
 from lifecycle.store.outbox import shard_of
+from lifecycle.store.schema import outbox
 from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS
 from tests.relay.fake_segment import FakeSegment, free_port
 from tests.relay.helpers import FAST, assert_delivered, relay_for, submit_history
@@ -135,6 +137,42 @@ def test_parked_events_can_be_sent_again(db_url: str, segment: FakeSegment) -> N
         assert relay.requeue() == 0
     # A requeued event comes after its account's events delivered meanwhile: no order here.
     assert sorted(segment.message_ids()) == ids
+
+
+def test_two_requeues_at_once_make_each_parked_event_pending_once(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """Two ``relay requeue`` runs at once: both re-inserted the rows they had read, and one
+    failed on the outbox's unique (account, version). Now each takes rows the other does
+    not hold; between them every parked event is pending again, once."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        for start in range(0, 3000, 500):
+            store.submit_many(
+                [msg("Account Created", "u1", f"acct_{n}") for n in range(start, start + 500)]
+            )
+    with relay_for(db_url, segment) as relay, relay.engine.begin() as connection:
+        connection.execute(update(outbox).values(status="parked", last_error="HTTP 400"))
+    started = threading.Barrier(2)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def requeue() -> None:
+        with relay_for(db_url, segment) as runner:
+            started.wait(10)
+            try:
+                counts.append(runner.requeue())
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=requeue) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and sum(counts) == 3000
+    with relay_for(db_url, segment) as relay:
+        status = relay.status()
+    assert (status.pending, status.parked) == (3000, 0)
 
 
 def test_requeuing_while_a_relay_sends_the_account_sends_nothing_twice(
@@ -470,7 +508,18 @@ def test_a_host_with_a_query_or_fragment_is_refused_up_front(host: str, tmp_path
         Relay(f"sqlite:///{tmp_path / 'never.db'}", write_key="k", host=host)
 
 
-@pytest.mark.parametrize("host", ["api.segment.io", "ftp://api.segment.io", "http://", "a b"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "api.segment.io",
+        "ftp://api.segment.io",
+        "http://",
+        "a b",
+        "http://[::1",  # ValueError from urlsplit: a traceback, exit 1
+        "http://127.0.0.1:99999",  # the port: refused only once a batch was read
+        "http://127.0.0.1:abc",
+    ],
+)
 def test_a_host_the_client_cannot_send_to_is_refused_up_front(host: str, tmp_path: Path) -> None:
     """Not an http(s) URL: RelayError before any database is opened, naming the form."""
     with pytest.raises(RelayError) as raised:
@@ -564,6 +613,102 @@ def test_a_relay_gives_up_on_a_database_outage_after_max_failures(
             with pytest.raises(RelayError, match="after 3 failed attempts in a row: the database"):
                 relay.run(max_failures=3)
     assert segment.arrivals == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("when", ["before the run", "while a request is in flight"])
+def test_a_missing_outbox_ends_the_run_with_a_store_error(
+    db_url: str, segment: FakeSegment, when: str
+) -> None:
+    """A missing table is no outage: the relay stops with a StoreError, having sent once.
+    It was waited out as one, and the batch's read then escaped as a bare sqlite3 error
+    (a traceback and exit 1 from the command line)."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_1"))
+    path = make_url(db_url).database
+    assert path is not None
+
+    def rename() -> None:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+            connection.execute("ALTER TABLE outbox RENAME TO gone")
+            connection.commit()
+
+    errors: list[BaseException] = []
+
+    def run(relay: Relay) -> None:
+        try:
+            relay.run(max_failures=3)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with relay_for(db_url, segment) as relay:
+        if when == "before the run":
+            rename()
+            run(relay)
+        else:
+            segment.delay = 0.5
+            thread = threading.Thread(target=run, args=(relay,))
+            thread.start()
+            assert segment.received.wait(10)
+            rename()
+            thread.join(30)
+    (error,) = errors
+    assert type(error) is StoreError and "no such table: outbox" in str(error)
+    assert len(segment.requests) == (when != "before the run")
+
+
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+def test_a_permission_denied_ends_the_run_instead_of_sending_again(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """MariaDB's "UPDATE command denied" comes as an OperationalError, as an outage does:
+    it was waited out, and every retry sent the same batch again (for ever with
+    ``--follow``). It now stops the relay after the one request."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_1"))
+    url = make_url(db_url)
+    user = f"ro_{url.database}"[:32]
+    admin = create_engine(
+        url.set(drivername="mariadb+pymysql").render_as_string(False), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE USER '{user}'@'%%'")
+        connection.exec_driver_sql(f"GRANT SELECT ON {url.database}.* TO '{user}'@'%%'")
+    try:
+        reader = url.set(username=user, password=None).render_as_string(False)
+        with relay_for(reader, segment) as relay, pytest.raises(StoreError) as raised:
+            relay.run(max_failures=3)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP USER '{user}'@'%%'")
+        admin.dispose()
+    assert "UPDATE command denied" in str(raised.value)
+    assert len(segment.requests) == 1
+
+
+def test_requests_are_counted_as_sent_when_their_outcome_was_not_recorded(
+    db_url: str, backend: str, segment: FakeSegment
+) -> None:
+    """The run's ``requests`` came from recorded outcomes: a batch sent again after the
+    database dropped the connection counted once, though Segment got it twice."""
+    if backend == "sqlite":
+        pytest.skip("a database file has no connection to lose")
+    url = make_url(db_url)
+    assert url.host is not None and url.port is not None
+    with TcpProxy(url.host, url.port) as proxy, Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_1"))
+        segment.delay = 0.5
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        with relay_for(through, segment) as relay:
+            cutter = threading.Thread(target=lambda: segment.received.wait(10) and proxy.cut())
+            cutter.start()
+            restorer = threading.Timer(1.5, proxy.restore)
+            restorer.start()
+            report = relay.run()
+            cutter.join()
+            restorer.join()
+    assert len(segment.requests) == 2, "the batch should have been sent again"
+    assert (report.requests, report.delivered, report.failures >= 1) == (2, 4, True)
 
 
 def _arrived(segment: FakeSegment, count: int, within: float = 20.0) -> bool:
@@ -679,7 +824,11 @@ def test_maintenance_sizes_that_cannot_work_are_refused(
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        ({"timeout": 0.0}, "timeout must be a number of seconds above 0, got 0.0"),
+        (
+            {"timeout": 0.0},
+            r"timeout must be a number of seconds above 0 and at most 604800 \(a week\), got 0.0",
+        ),
+        ({"timeout": 1e300}, "timeout must be .* got 1e\\+300"),
         ({"poll_interval": float("nan")}, "poll_interval must be .* got nan"),
         ({"backoff": None, "cap": -1.0}, "Backoff.cap must be .* got -1.0"),
         ({"backoff": None, "base": float("inf")}, "Backoff.base must be .* got inf"),
