@@ -16,6 +16,7 @@ now stored, up to ``max_attempts`` times before :class:`ConcurrencyError`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import reprlib
 import sys
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 from sqlalchemy import func, select
@@ -181,6 +182,31 @@ class RetryReport:
             "ignored": self.ignored,
             "codes": dict(sorted(self.codes.items())),
         }
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _whole_in_memory(
+    method: Callable[Concatenate[Lifecycle, _P], Iterator[_T]],
+) -> Callable[Concatenate[Lifecycle, _P], Iterator[_T]]:
+    """Read an in-memory store's rows whole before handing out the first.
+
+    An in-memory SQLite database is one connection: a submit between two rows
+    would have to begin a transaction on the connection the read still holds,
+    which SQLite refuses. Its rows are in memory already; a list of them is not
+    much more. Other stores stream, each read on a connection of its own.
+    """
+
+    @functools.wraps(method)
+    def reading(self: Lifecycle, /, *args: _P.args, **kwargs: _P.kwargs) -> Iterator[_T]:
+        rows = method(self, *args, **kwargs)
+        if in_memory(self.engine):
+            rows = iter(list(rows))
+        yield from rows
+
+    return reading
 
 
 class Lifecycle:
@@ -354,6 +380,7 @@ class Lifecycle:
                 return heads[account]
             return history.load_account(conn, self.policy, account)
 
+    @_whole_in_memory
     def accounts(self, *, status: str | None = None) -> Iterator[AccountState]:
         """Every stored account's current state (optionally only those in ``status``)."""
         query = _HEAD_STATES.order_by(account_heads.c.account)
@@ -362,6 +389,7 @@ class Lifecycle:
         for (state,) in self._stream(query):
             yield state_from_json(state, "an account head")
 
+    @_whole_in_memory
     def events(self, account: str | None = None) -> Iterator[StoredEvent]:
         """Stored events in append order, or one account's in version order."""
         if account is not None and not is_storable_key(account):
@@ -369,6 +397,7 @@ class Lifecycle:
         with self._reading(None) as conn:
             yield from repository.stored_events(conn, account)
 
+    @_whole_in_memory
     def rejections(
         self, *, code: str | None = None, account: str | None = None
     ) -> Iterator[QuarantinedMessage]:
@@ -441,6 +470,7 @@ class Lifecycle:
         with self._reading(None) as conn:
             return history.load_account(conn, self.policy, account, until=until, as_of=_utc(as_of))
 
+    @_whole_in_memory
     def verify(self) -> Iterator[history.Difference]:
         """Compare a full replay with what the live path reads: account heads and snapshots.
 
@@ -479,6 +509,7 @@ class Lifecycle:
                 if fields:
                     yield history.Difference(account, "snapshot", fields)
 
+    @_whole_in_memory
     def audit(self, policy: Policy) -> Iterator[history.AuditFinding]:
         """The stored events ``policy`` would reject, in append order (read-only)."""
         checked(policy)

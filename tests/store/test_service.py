@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy import create_engine, delete, event, make_url, text
 
 from lifecycle import (
     DEFAULT_POLICY,
@@ -33,6 +33,7 @@ from lifecycle.policy import Change
 from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.state import AccountState
+from lifecycle.store.schema import account_heads
 from tests.policies import PAUSING
 from tests.store.helpers import msg, onboarding
 from tests.tcp_proxy import TcpProxy
@@ -482,6 +483,47 @@ def test_an_in_memory_store_used_from_another_thread_says_why_it_cannot_be() -> 
         ]
         assert store.submit(msg("Signed Up", "u1", "acct_1")).accepted
         assert len(list(store.events())) == 2
+
+
+@pytest.mark.parametrize("memory", [True, False], ids=["in memory", "file"])
+def test_a_store_takes_submissions_while_its_reads_are_iterated(
+    memory: bool, tmp_path: Path
+) -> None:
+    """An in-memory database is one connection: submitting while iterating its accounts,
+    events, rejections, audit or verify began a transaction on the connection the read
+    still held, and SQLite refused it ("cannot start a transaction within a transaction")."""
+    url = "sqlite://" if memory else f"sqlite:///{tmp_path / 'store.db'}"
+    with Lifecycle(url, create_schema=True) as store:
+        for n in range(3):
+            store.submit(msg("Account Created", "u1", f"acct_{n}"))
+        store.submit(msg("Signed Out", "u1", "acct_0"))  # quarantined: not_signed_in
+        with store.engine.begin() as connection:  # a head to tell apart from the replay
+            connection.execute(delete(account_heads).where(account_heads.c.account == "acct_1"))
+        refusing = Guard("refused", "refused", lambda state, event: "nothing")
+        strict = DEFAULT_POLICY.with_guard("Account Created", refusing)
+        readers = {
+            "accounts": lambda: (s.account for s in store.accounts()),
+            "events": lambda: (e.account for e in store.events()),
+            "rejections": lambda: (r.account for r in store.rejections()),
+            "audit": lambda: (f.account for f in store.audit(strict)),
+            "verify": lambda: (d.account for d in store.verify()),
+        }
+        seen: dict[str, list[object]] = {}
+        for name, read in readers.items():
+            seen[name] = []
+            for account in read():
+                seen[name].append(account)
+                assert store.submit(msg("Account Created", "u1", f"{name}_{len(seen[name])}"))
+        # Each read saw what was stored when it began, and every submission was stored.
+        created = ["acct_0", "acct_1", "acct_2", "accounts_1", "accounts_2"]
+        assert seen == {
+            "accounts": ["acct_0", "acct_2"],  # acct_1 has no head
+            "events": created,
+            "rejections": ["acct_0"],
+            "audit": [*created, *(f"events_{n}" for n in range(1, 6)), "rejections_1"],
+            "verify": ["acct_1"],
+        }
+        assert store.count_events() == 3 + 2 + 5 + 1 + 11 + 1
 
 
 def _connection_id(store: Lifecycle) -> object:
