@@ -76,10 +76,11 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
 
 def open_engine(bind: str | Engine | None) -> Engine:
     """The engine of a store made from ``bind``: an application's own (see
-    :func:`adopt_engine`), else one for the URL :func:`database_url` gives."""
+    :func:`adopt_engine` and :func:`transactional`), else one for the URL
+    :func:`database_url` gives."""
     if isinstance(bind, Engine):
         adopt_engine(bind)
-        return bind
+        return transactional(bind)
     return create_engine(database_url(bind))
 
 
@@ -302,6 +303,8 @@ def configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
+        if connection._is_autocommit_isolation():  # asked for: no transaction
+            return
         immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
         statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         # On the driver itself: a live submission is a transaction of its own, and
@@ -370,6 +373,30 @@ def _execute_pragma(cursor: Any, pragma: str, attempts: int = 100) -> None:
             time.sleep(0.05)
 
 
+#: The isolation level each dialect's connections have unless told otherwise.
+_DEFAULT_ISOLATION = {
+    "sqlite": "SERIALIZABLE",
+    "postgresql": "READ COMMITTED",
+    "mysql": "REPEATABLE READ",
+    "mariadb": "REPEATABLE READ",
+}
+
+
 def for_writing(engine: Engine) -> Engine:
     """The same engine (and pool), for read-then-write transactions."""
     return engine.execution_options(**{_WRITE_OPTION: True})
+
+
+def transactional(engine: Engine) -> Engine:
+    """``engine``, or the same engine and pool at the dialect's default isolation level
+    if the application made it ``AUTOCOMMIT``.
+
+    There each statement committed on its own: a store transaction that failed kept
+    half of itself, and PostgreSQL refused a submission's SAVEPOINT and the server-side
+    cursor of a read. The application's own connections keep their mode.
+    """
+    made = getattr(engine.dialect, "_on_connect_isolation_level", None)
+    level = engine.get_execution_options().get("isolation_level", made)
+    if level != "AUTOCOMMIT" or engine.dialect.name not in _DEFAULT_ISOLATION:
+        return engine
+    return engine.execution_options(isolation_level=_DEFAULT_ISOLATION[engine.dialect.name])

@@ -33,6 +33,7 @@ from lifecycle.policy import Change
 from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.state import AccountState
+from lifecycle.store.engine import create_engine as lifecycle_engine
 from lifecycle.store.schema import account_heads
 from tests.policies import PAUSING
 from tests.store.helpers import msg, onboarding
@@ -810,6 +811,29 @@ def test_an_sqlite_engine_of_the_application_rolls_back_with_it(
         store.submit_many(onboarding("acct_1"), connection=connection)
     assert store.state("acct_1").version == 4  # type: ignore[union-attr]
     assert list(store.verify()) == []
+    store.close()
+    engine.dispose()
+
+
+def test_an_autocommit_engine_of_the_application_still_gets_transactions(db_url: str) -> None:
+    """On an engine made AUTOCOMMIT each statement committed on its own: a store
+    transaction that raised kept its events, and PostgreSQL refused a submission's
+    SAVEPOINT. The store's own connections now run at the dialect's default level."""
+    engine = lifecycle_engine(db_url, isolation_level="AUTOCOMMIT")
+    store = Lifecycle(engine, create_schema=True)
+    with pytest.raises(RuntimeError), store.transaction() as connection:
+        store.submit_many(onboarding("acct_1"), connection=connection)
+        raise RuntimeError("the import failed")
+    assert list(store.events()) == [] and store.state("acct_1") is None
+    assert all(v.accepted for v in store.submit_many(onboarding("acct_1")))
+    assert [e.version for e in store.events("acct_1")] == [1, 2, 3, 4]
+    assert list(store.verify()) == []
+    with engine.connect() as connection:  # the application's connections keep their mode
+        connection.execute(text("CREATE TABLE orders (id INTEGER)"))
+        connection.execute(text("INSERT INTO orders VALUES (1)"))  # not committed by hand
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM orders")).scalar_one() == 1
+        assert connection.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 4
     store.close()
     engine.dispose()
 
