@@ -37,7 +37,7 @@ from transitions import Machine
 
 from lifecycle.envelope import Event, catalog_index
 from lifecycle.errors import PolicyError
-from lifecycle.spec import EventSpec
+from lifecycle.spec import EventSpec, PropertyType
 from lifecycle.state import AccountState, TrialState, UserState
 
 #: What an effect returns: the account's users and trial after the event.
@@ -122,7 +122,7 @@ class Policy:
         self.transitions: tuple[Mapping[str, Any], ...] = tuple(
             MappingProxyType(_normalize(t)) for t in transitions
         )
-        self.guards: Mapping[str, Guard] = MappingProxyType({g.name: g for g in guards})
+        self.guards: Mapping[str, Guard] = MappingProxyType(_by_name(name, guards))
         self.effects: Mapping[str, Effect] = MappingProxyType(dict(effects or {}))
         self.refusals: Mapping[str, Refusal] = MappingProxyType(dict(refusals or {}))
         self.catalog: Mapping[str, EventSpec] = MappingProxyType(catalog_index(self.events))
@@ -137,8 +137,22 @@ class Policy:
         )
         self._table = _compile(self)
         _check_graph(self)
+        _check_refusals(self)
         _check_lengths(self)
         self.fingerprint = _fingerprint(self)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Built, a policy is a value: snapshots carry its fingerprint, and a state machine
+        # changed in place (``policy.final = ()``) would keep the old one.
+        if "fingerprint" in self.__dict__:
+            raise AttributeError(
+                f"policy {self.name!r} cannot be changed: derive a new one with extend(), "
+                "with_guard() or without_guard()"
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"policy {self.name!r} cannot be changed")
 
     # -- reading the compiled table -------------------------------------------------
 
@@ -244,6 +258,8 @@ class Policy:
         name: str,
         guards: Iterable[Guard] = (),
     ) -> Policy:
+        spec = self.catalog.get(event)
+        event = spec.name if spec is not None else event  # an alias means its event
         transitions = []
         changed = False
         for t in self.transitions:
@@ -315,6 +331,23 @@ def checked(policy: object) -> Policy:
     return policy
 
 
+def _by_name(policy: str, guards: Iterable[Guard]) -> dict[str, Guard]:
+    """The guards by name. A name given to two guards is an error: the second had
+    replaced the first on every transition that names it (a guard to tighten one
+    event, named as one of the default guards, loosened another)."""
+    found: dict[str, Guard] = {}
+    for guard in guards:
+        if not isinstance(guard, Guard):
+            raise PolicyError(f"policy {policy!r}: guards must be Guards, got {guard!r}")
+        if found.get(guard.name, guard) != guard:
+            raise PolicyError(
+                f"policy {policy!r}: two guards are named {guard.name!r}: a transition names "
+                "its guards, so each needs a name of its own"
+            )
+        found[guard.name] = guard
+    return found
+
+
 def _normalize(t: Mapping[str, Any]) -> dict[str, Any]:
     """One transition in a canonical form: lists for source/conditions/after."""
     unknown = set(t) - {"trigger", "source", "dest", "conditions", "after"}
@@ -322,6 +355,8 @@ def _normalize(t: Mapping[str, Any]) -> dict[str, Any]:
         raise PolicyError(f"transition {dict(t)!r}: unsupported keys {sorted(unknown)}")
     if "trigger" not in t or "source" not in t:
         raise PolicyError(f"transition {dict(t)!r}: needs 'trigger' and 'source'")
+    if not isinstance(t["trigger"], str):
+        raise PolicyError(f"transition {dict(t)!r}: 'trigger' is one event name")
 
     def as_list(value: Any) -> list[str]:
         if value is None:
@@ -348,11 +383,23 @@ def _check_definition(policy: Policy) -> None:
     for state in policy.final:
         if state not in states:
             raise PolicyError(f"{where}: final state {state!r} is not a state")
+    for spec in policy.events:
+        if not isinstance(spec, EventSpec):
+            raise PolicyError(f"{where}: events must be EventSpecs, got {spec!r}")
+        for prop, kind in spec.properties.items():
+            if not isinstance(kind, PropertyType):
+                raise PolicyError(
+                    f"{where}: event {spec.name!r}: property {prop!r} has type {kind!r}, "
+                    "not a PropertyType (STRING or DATE)"
+                )
     names = [n for spec in policy.events for n in (spec.name, *spec.aliases)]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise PolicyError(f"{where}: event names defined twice: {sorted(duplicates)}")
     canonical = {spec.name for spec in policy.events}
+    for event in policy.refusals:
+        if event not in canonical:
+            raise PolicyError(f"{where}: a refusal for {event!r}, which is not in the catalog")
     seen: set[tuple[str, str]] = set()
     for t in policy.transitions:
         trigger = t["trigger"]
@@ -408,13 +455,21 @@ def _refusal(policy: Policy, state: str, event: str, creating: set[str]) -> Refu
         return ACCOUNT_EXISTS
     if state == policy.initial:
         return ACCOUNT_UNKNOWN
-    refusal = policy.refusals.get(event)
-    if refusal is None:
-        raise PolicyError(
-            f"policy {policy.name!r}: event {event!r} is not allowed in state {state!r} "
-            "and has no refusal (add refusals={event: Refusal(code, expected)})"
-        )
-    return refusal
+    return policy.refusals.get(event, _NO_REFUSAL)
+
+
+#: Where a live state refuses an event the policy gave no refusal for: an error, raised
+#: by :func:`_check_refusals` once the graph's own checks have said what they find.
+_NO_REFUSAL = Refusal("", "")
+
+
+def _check_refusals(policy: Policy) -> None:
+    for (state, event), entry in policy.table.items():
+        if entry is _NO_REFUSAL:
+            raise PolicyError(
+                f"policy {policy.name!r}: event {event!r} is not allowed in state {state!r} "
+                "and has no refusal (add refusals={event: Refusal(code, expected)})"
+            )
 
 
 #: The longest state name, event name and rejection code the event store can hold
@@ -534,13 +589,34 @@ def _describe(value: Any, parts: list[bytes], depth: int, seen: set[int]) -> Non
             _describe(content, parts, depth + 1, seen)
         else:
             parts.append(_stable_repr(content).encode())
-    # A helper it calls by name: changing its body changes what this function does.
+    # A helper it calls by name, or a constant of its module it reads: changing either
+    # changes what this function does.
     found = getattr(value, "__globals__", {})
     for name in _names(code):
         helper = found.get(name)
         if isinstance(helper, types.FunctionType):
             parts.append(name.encode())
             _describe(helper, parts, depth + 1, seen)
+        elif _plain(helper):
+            parts.append(f"{name}={_stable_repr(helper)}".encode())
+
+
+#: Values a module constant holds that count in a fingerprint.
+_SCALARS = (str, bytes, int, float, complex, enum.Enum, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is data written in the source: scalars, and containers of them.
+    Other objects (classes, modules, clients) are left out, as attributes are."""
+    if isinstance(value, _SCALARS):
+        return True
+    if depth > _DEPTH:
+        return False
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _names(code: types.CodeType) -> list[str]:

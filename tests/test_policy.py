@@ -211,6 +211,89 @@ def test_state_event_pair_defined_twice() -> None:
     )
 
 
+def test_two_guards_of_one_name_are_refused() -> None:
+    """A guard to tighten ``Signed In``, named as a default guard, replaced that guard on
+    every event that names it: ``Signed Out`` no longer needed the user signed in."""
+    named_as_default = Guard("user_signed_in", "missing_username", _always)
+    with pytest.raises(PolicyError) as caught:
+        DEFAULT_POLICY.with_guard("Signed In", named_as_default)
+    assert str(caught.value) == (
+        "policy 'b2b-saas+user_signed_in': two guards are named 'user_signed_in': "
+        "a transition names its guards, so each needs a name of its own"
+    )
+    with pytest.raises(PolicyError, match="two guards are named 'user_known'"):
+        DEFAULT_POLICY.extend(guards=[Guard("user_known", "x", _always)])
+    # The same guard again is the same guard: reusing one on another event is fine.
+    reused = DEFAULT_POLICY.extend(guards=[DEFAULT_POLICY.guards["user_known"]])
+    assert reused.fingerprint == DEFAULT_POLICY.fingerprint
+
+
+def test_the_graph_is_checked_before_the_refusals() -> None:
+    """A new state nothing reaches, or an event no state accepts, was reported as an event
+    with no refusal in it: the message named a symptom, not the mistake."""
+    with pytest.raises(PolicyError) as caught:
+        DEFAULT_POLICY.extend(states=["limbo"])
+    assert str(caught.value) == "policy 'b2b-saas+': no event reaches state(s) ['limbo']"
+    with pytest.raises(PolicyError) as caught:
+        DEFAULT_POLICY.extend(events=[EventSpec("Subscription Started")])
+    assert str(caught.value) == "policy 'b2b-saas+': no state accepts event 'Subscription Started'"
+
+
+@pytest.mark.parametrize(
+    ("extension", "message"),
+    [
+        (
+            {"refusals": {"Trial Startd": Refusal("typo", "a typo")}},
+            "policy 'b2b-saas+': a refusal for 'Trial Startd', which is not in the catalog",
+        ),
+        (
+            {"events": [EventSpec("Paused", {"reason": str})]},  # type: ignore[dict-item]
+            "policy 'b2b-saas+': event 'Paused': property 'reason' has type <class 'str'>, "
+            "not a PropertyType (STRING or DATE)",
+        ),
+        (
+            {"guards": ["is_vip"]},
+            "policy 'b2b-saas+': guards must be Guards, got 'is_vip'",
+        ),
+        (
+            {"transitions": [{"trigger": ["Trial Started"], "source": "created"}]},
+            "transition {'trigger': ['Trial Started'], 'source': 'created'}: "
+            "'trigger' is one event name",
+        ),
+    ],
+    ids=["refusal of no event", "property type", "guard", "trigger"],
+)
+def test_definitions_of_the_wrong_kind_are_policy_errors(
+    extension: dict[str, Any], message: str
+) -> None:
+    """A refusal for a misspelt event was accepted and never used; the others raised an
+    AttributeError or a TypeError from deep inside the build."""
+    with pytest.raises(PolicyError) as caught:
+        DEFAULT_POLICY.extend(**extension)
+    assert str(caught.value) == message
+
+
+def test_with_guard_takes_an_alias_for_its_event() -> None:
+    """``with_guard("User Signed In", ...)`` said that no state accepts the event: the
+    alias names ``Signed In`` everywhere else."""
+    has_username = Guard("has_username", "no_username", _always)
+    policy = DEFAULT_POLICY.with_guard("User Signed In", has_username)
+    rule = policy.rule("active", "Signed In")
+    assert isinstance(rule, Rule) and rule.guards[-1] is has_username
+    relaxed = policy.without_guard("User Signed In", "has_username").rule("active", "Signed In")
+    assert relaxed == DEFAULT_POLICY.rule("active", "Signed In")
+
+
+def test_a_policy_cannot_be_changed_in_place() -> None:
+    """``policy.final = ()`` changed a shared policy for the whole process and kept its
+    fingerprint, so snapshots of the old machine were trusted."""
+    with pytest.raises(AttributeError, match="cannot be changed: derive a new one"):
+        DEFAULT_POLICY.final = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        del DEFAULT_POLICY.initial
+    assert DEFAULT_POLICY.final == ("deleted",)
+
+
 def _closing_into(state: str) -> dict[str, Any]:
     """:func:`tiny`'s keywords with its final state renamed ``state``."""
     closed = {"trigger": "Closed", "source": "open", "dest": state}
@@ -448,6 +531,17 @@ def test_fingerprint_sees_what_a_function_does() -> None:
 
     assert calling("return None").fingerprint != calling("return {}").fingerprint
     assert calling("return None").fingerprint == calling("return None").fingerprint
+
+    def reading(role: object) -> Any:
+        """An effect that reads a constant of its module; the constant varies."""
+        namespace: dict[str, Any] = {"__name__": __name__, "DEFAULT_ROLE": role}
+        exec("def unchanged(state, event):\n    return DEFAULT_ROLE\n", namespace)
+        return tiny(effects={"unchanged": namespace["unchanged"]})
+
+    # A constant of the module counted not: snapshots folded with the old one were trusted.
+    assert reading("Admin").fingerprint != reading("Member").fingerprint
+    assert reading(("Admin", 1)).fingerprint == reading(("Admin", 1)).fingerprint
+    assert reading(object()).fingerprint == reading(object()).fingerprint  # not data: left out
 
 
 def test_fingerprints_are_the_same_in_every_process() -> None:
