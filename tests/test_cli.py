@@ -1097,6 +1097,49 @@ def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
     assert lifecycle("accounts", "list", "--db", url, cwd=tmp_path).returncode == 0
 
 
+def _tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as connection:
+        found = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in found}
+
+
+def test_read_commands_refuse_a_file_that_holds_no_store(tmp_path: Path) -> None:
+    """An application's own SQLite database, an empty file or a store downgraded to base
+    was migrated by any command that reads a store, which then reported that it held
+    nothing: lifecycle's tables were put into a file that was not the store meant."""
+    own = tmp_path / "app.db"
+    with closing(sqlite3.connect(own)) as connection:
+        connection.execute("CREATE TABLE orders (id INTEGER)")
+        connection.commit()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    downgraded = tmp_path / "downgraded.db"
+    for step in ("upgrade", "downgrade base"):
+        assert lifecycle("db", *step.split(), "--db", f"sqlite:///{downgraded}").returncode == 0
+    for path, tables in ((own, {"orders"}), (empty, set()), (downgraded, {"lifecycle_version"})):
+        url = f"sqlite:///{path}"
+        for command in (
+            ("accounts", "list"),
+            ("accounts", "show", "acct_1"),
+            ("rejections", "list"),
+            ("replay",),
+            ("relay", "status"),
+        ):
+            done = lifecycle(*command, "--db", url, cwd=tmp_path)
+            assert (done.returncode, done.stdout) == (2, b""), command
+            assert done.stderr.decode().splitlines() == [
+                f"lifecycle: error: {path} ({url}) is not an event store: it holds no "
+                "lifecycle schema; `lifecycle db upgrade` sets one up in it"
+            ]
+        assert _tables(path) == tables
+    assert lifecycle("db", "current", "--db", f"sqlite:///{own}").stdout == b"base (head is 0007)\n"
+    # A store at an older revision is still migrated by the first command that reads it.
+    old = tmp_path / "old.db"
+    assert lifecycle("db", "upgrade", "0006", "--db", f"sqlite:///{old}").returncode == 0
+    assert lifecycle("accounts", "list", "--db", f"sqlite:///{old}").returncode == 0
+    assert lifecycle("db", "current", "--db", f"sqlite:///{old}").stdout == b"0007 (head)\n"
+
+
 def test_ingest_of_a_missing_file_creates_no_store(tmp_path: Path) -> None:
     """A file that cannot be read fails ingest before the store is made: it had left a new,
     migrated store behind, for a run that stored nothing."""

@@ -29,7 +29,7 @@ from lifecycle.cli.common import (
     positive,
     seconds,
 )
-from lifecycle.cli.store import add_db_argument, store_url
+from lifecycle.cli.store import add_db_argument, store_in_use
 from lifecycle.cli.text import shown
 from lifecycle.errors import InputError, RelayError
 
@@ -189,7 +189,7 @@ def open_relay(args: argparse.Namespace, **options: Any) -> Relay:
     """The :class:`Relay` for ``--db`` (and the given options)."""
     from lifecycle.relay import Relay
 
-    return Relay(store_url(args), **options)
+    return Relay(store_in_use(args), **options)
 
 
 #: Failed attempts in a row after which ``relay --once`` gives up (a few minutes of backoff).

@@ -11,8 +11,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
 from itertools import chain, islice
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import quote
 
 import orjson
 
@@ -77,12 +79,54 @@ def store_url(args: argparse.Namespace) -> str:
     return url
 
 
+def store_in_use(args: argparse.Namespace) -> str:
+    """:func:`store_url`, for a command that reads or relays what a store holds.
+
+    An SQLite file that holds no lifecycle schema (an application's own database, an
+    empty file, a store downgraded to ``base``) is refused: migrating it on first use
+    had put lifecycle's tables in it and reported that they held nothing. A store at an
+    older revision is migrated on use, as ever.
+    """
+    from lifecycle.store.engine import sqlite_file
+
+    url = store_url(args)
+    path = sqlite_file(url)
+    if path and not getattr(args, "creates", False) and not _holds_a_store(path):
+        raise InputError(
+            f"{path} ({url}) is not an event store: it holds no lifecycle schema; "
+            "`lifecycle db upgrade` sets one up in it"
+        )
+    return url
+
+
+def _holds_a_store(path: str) -> bool:
+    """Whether the SQLite file at ``path`` has lifecycle's tables. A file SQLite cannot
+    read counts as one: opening it as a store then says what is wrong with it."""
+    import sqlite3
+
+    try:
+        with closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)) as connection:
+            tables = {
+                name
+                for (name,) in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
+            if "events" in tables:  # a store, at a revision recorded one way or another
+                return True
+            if "lifecycle_version" not in tables:
+                return False
+            return connection.execute("SELECT 1 FROM lifecycle_version").fetchone() is not None
+    except sqlite3.DatabaseError:
+        return True
+
+
 def open_store(args: argparse.Namespace) -> Lifecycle:
     """The :class:`Lifecycle` for ``--db`` and ``--policy`` (when the command has it)."""
     from lifecycle.service import Lifecycle
 
     return Lifecycle(
-        store_url(args),
+        store_in_use(args),
         policy=load_policy(getattr(args, "policy", None)),
         outbox=not getattr(args, "no_forward", False),
     )
