@@ -51,6 +51,8 @@ def open_input(path: str) -> IO[bytes]:
     Closing what is returned closes the file, never standard input.
     """
     if path == STDIN:
+        if sys.stdin is None:  # started with <&-
+            raise InputError("cannot read -: standard input is closed")
         return _unpacked(sys.stdin.buffer, owned=False)
     try:
         handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller

@@ -1173,3 +1173,77 @@ def test_the_installed_command_finds_a_policy_module_of_the_working_directory(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "accepted              1" in done.stdout
+
+
+def _closing(redirect: str, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """``python -m lifecycle ARGS`` started with a standard stream closed (``2>&-``)."""
+    command = ["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "lifecycle"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, cwd=cwd, timeout=60)
+
+
+def test_a_closed_standard_stream_is_not_a_rejection(tmp_path: Path) -> None:
+    """Started with stderr, stdin or stdout closed, a command died with a traceback and
+    exit 1, which a script reads as "something was rejected": with stderr closed even a
+    clean file exited 1, and `ingest` stored nothing."""
+    good = write(tmp_path / "good.jsonl", line("Account Created"))
+    bad = write(tmp_path / "bad.jsonl", b"not json")
+    assert _closing("2>&-", "check", good, cwd=tmp_path).returncode == 0
+    assert _closing("2>&-", "check", bad, cwd=tmp_path).returncode == 1
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert _closing("2>&-", "ingest", good, "--db", url, cwd=tmp_path).returncode == 0
+    assert lifecycle("accounts", "list", "--db", url).stdout.startswith(b"acct_1")
+    no_stdin = _closing("<&-", "check", "-", cwd=tmp_path)
+    assert (no_stdin.returncode, no_stdin.stderr) == (
+        2,
+        b"lifecycle: error: cannot read -: standard input is closed\n",
+    )
+    no_stdout = _closing(">&-", "ingest", good, "--db", url, cwd=tmp_path)
+    assert (no_stdout.returncode, no_stdout.stderr) == (
+        2,
+        b"lifecycle: error: standard output is closed: nothing can be written\n",
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["check", "--help"]])
+def test_help_that_cannot_be_written_is_an_error(args: list[str], tmp_path: Path) -> None:
+    """argparse ignores a failed write: `lifecycle --help > /dev/full` exited 0."""
+    done = _closing(">/dev/full", *args, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        b"lifecycle: error: cannot write the output: No space left on device\n",
+    )
+
+
+def test_a_bug_exits_70_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An exception no command expects propagated, and Python exited 1: "rejected"."""
+    from lifecycle.cli import check, main
+
+    def broken(args: argparse.Namespace) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(check, "run", broken)
+    assert main(["check", str(write(tmp_path / "good.jsonl", line("Account Created")))]) == 70
+    error = capsys.readouterr().err
+    assert "RuntimeError: a bug" in error
+    assert error.endswith(
+        "lifecycle: internal error (a bug, please report it with the traceback above)\n"
+    )
+
+
+def test_an_empty_db_option_is_a_usage_error(tmp_path: Path) -> None:
+    """`--db "$UNSET"` fell back to $LIFECYCLE_DATABASE_URL, then to ./lifecycle.db."""
+    assert_usage_error(
+        lifecycle("accounts", "list", "--db", "", cwd=tmp_path),
+        "lifecycle: error: --db is empty: give a database URL, or leave --db out for the default",
+    )
+    assert not (tmp_path / "lifecycle.db").exists()
+
+
+def test_show_0_lists_no_rejection(tmp_path: Path) -> None:
+    """`--show 0` printed a heading, "first 0 rejections:", over nothing."""
+    done = lifecycle("check", write(tmp_path / "bad.jsonl", b"not json"), "--show", "0")
+    assert done.returncode == 1
+    assert done.stdout.decode().endswith("rejections by code:\n  malformed_json            1\n")

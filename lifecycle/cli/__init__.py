@@ -1,8 +1,8 @@
 """The ``lifecycle`` command line: thin wrappers that parse arguments and call the library.
 
 Exit codes: 0 success (nothing rejected), 1 something was rejected (or, for
-verifying commands, differs), 2 usage, input or database error, 130 interrupted, 143
-terminated (SIGTERM to the commands that judge input).
+verifying commands, differs), 2 usage, input or database error, 70 internal error (a
+bug), 130 interrupted, 143 terminated (SIGTERM to the commands that judge input).
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ import argparse
 import gc
 import io
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from lifecycle import __version__
 from lifecycle.cli import check, diagram, generate, history, relay, store
-from lifecycle.cli.common import EXIT_ERROR, exit_code
+from lifecycle.cli.common import EXIT_BUG, EXIT_ERROR, exit_code
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 COMMANDS = (check, store, history, relay, diagram, generate)
 
@@ -31,6 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse ignores a failed write: ``--help > /dev/full`` exited 0.
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,10 +97,47 @@ def _printable_anywhere() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    if sys.stderr is None:  # started with 2>&-: errors go nowhere, their codes still count
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:
+        print("lifecycle: error: standard output is closed: nothing can be written",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
     _printable_anywhere()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version or a usage error, written
+        return _flushed(done.code if isinstance(done.code, int) else EXIT_ERROR)
+    except OSError as exc:  # ... or not
+        return _unwritten(exc)
     # A lost connection is reported once, as the command's error; psycopg would also log
     # the COPY it could not end, on a second line.
     logging.getLogger("psycopg").setLevel(logging.ERROR)
-    with _streaming_gc():
-        return exit_code(lambda: int(args.run(args)))
+    try:
+        with _streaming_gc():
+            return _flushed(exit_code(lambda: int(args.run(args))))
+    except Exception:  # a bug: its traceback, and a code no script takes for "rejected"
+        traceback.print_exc()
+        print(
+            "lifecycle: internal error (a bug, please report it with the traceback above)",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+def _flushed(code: int) -> int:
+    """``code``, or 2 when what the command printed cannot be written (``> /dev/full``):
+    Python's own flush at exit would only print a warning, and the code would stay 0."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        return _unwritten(exc)
+    return code
+
+
+def _unwritten(exc: OSError) -> int:
+    if isinstance(exc, BrokenPipeError):  # a reader that stopped early: quietly
+        sys.stderr.close()  # (and without Python's warning as it flushes at exit)
+    else:
+        print(f"lifecycle: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_ERROR

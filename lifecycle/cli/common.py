@@ -25,6 +25,8 @@ from lifecycle.rules import DEFAULT_POLICY
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_ERROR = 2
+#: A bug: an exception no command expects (``EX_SOFTWARE`` of sysexits.h), traceback shown.
+EXIT_BUG = 70
 EXIT_INTERRUPTED = 130
 #: SIGTERM, as a shell reports a process it ended: 128 + 15.
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -65,7 +67,7 @@ def sigterm_interrupts() -> Iterator[None]:
 def exit_code(run: Callable[[], int]) -> int:
     """Run a command; turn the errors a user can act on into a message and an exit code.
 
-    Anything else (a bug) propagates with its traceback.
+    Anything else (a bug) propagates with its traceback, for :func:`main` to exit 70.
     """
     try:
         return run()

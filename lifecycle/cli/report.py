@@ -76,6 +76,7 @@ class TextReport:
             width = max(len(code) for code in self.codes)
             for code, count in sorted(self.codes.items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"  {code:<{width}} {count:>12,}")
+        if self.first:  # none with --show 0
             lines.append("")
             lines.append(f"first {len(self.first)} rejection{'s' if len(self.first) != 1 else ''}:")
             for file, line, index, verdict in self.first:

@@ -67,6 +67,8 @@ def store_url(args: argparse.Namespace) -> str:
     """
     from lifecycle.store.engine import database_url, sqlite_file
 
+    if getattr(args, "db", None) == "":  # `--db "$UNSET"`: not the default store
+        raise InputError("--db is empty: give a database URL, or leave --db out for the default")
     url = database_url(getattr(args, "db", None))
     path = sqlite_file(url)
     if path == "":
