@@ -120,7 +120,7 @@ quarantine = Table(
     Index(None, "account"),
     Index(None, "digest", unique=True),
     # Whether a file was judged before (see writer.Repeats): a look-up (migration 0007).
-    Index(None, "source", mysql_length={"source": 255}),
+    Index(None, "source", mysql_length={"source": 255}, mariadb_length={"source": 255}),
     **BINARY_TEXT,
 )
 

@@ -18,7 +18,15 @@ depends_on = None
 
 def upgrade() -> None:
     # MariaDB indexes at most 3,072 bytes of a key: the first 255 characters of the name.
-    op.create_index("ix_quarantine_source", "quarantine", ["source"], mysql_length={"source": 255})
+    # A `mariadb://` URL is SQLAlchemy's "mariadb" dialect, which reads only `mariadb_length`:
+    # without it the index took the whole column, cut by the server to 768 characters.
+    op.create_index(
+        "ix_quarantine_source",
+        "quarantine",
+        ["source"],
+        mysql_length={"source": 255},
+        mariadb_length={"source": 255},
+    )
 
 
 def downgrade() -> None:

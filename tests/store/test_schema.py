@@ -68,6 +68,26 @@ def test_mariadb_text_compares_byte_for_byte_after_0006(db_url: str) -> None:
         engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+@pytest.mark.parametrize("scheme", ["mariadb", "mysql"])
+def test_mariadb_indexes_the_first_255_characters_of_a_source(db_url: str, scheme: str) -> None:
+    """A `mariadb://` URL is SQLAlchemy's "mariadb" dialect, which read no `mysql_length`:
+    the index took the whole column, cut by the server to 768 characters, where a
+    `mysql://` URL of the same server got the 255 documented."""
+    url = sqlalchemy.make_url(db_url).set(drivername=f"{scheme}+pymysql")
+    engine = create_engine(url.render_as_string(hide_password=False))
+    query = sqlalchemy.text(
+        "SELECT sub_part FROM information_schema.statistics WHERE table_schema = DATABASE() "
+        "AND table_name = 'quarantine' AND index_name = 'ix_quarantine_source'"
+    )
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            assert connection.execute(query).scalars().all() == [255]
+    finally:
+        engine.dispose()
+
+
 def test_server_database_needs_explicit_upgrade(db_url: str, backend: str) -> None:
     """A new SQLite file gets its schema on first use; a server database asks for `db upgrade`."""
     if backend == "sqlite":
