@@ -832,6 +832,31 @@ def test_check_with_a_custom_policy(tmp_path: Path, policy_env: dict[str, str]) 
     assert [r["verdict"] for r in verdicts(default)] == ["accepted", "ignored", "ignored"]
 
 
+def test_accounts_show_replays_a_headless_account_under_its_policy(
+    tmp_path: Path, policy_env: dict[str, str]
+) -> None:
+    """An account of a custom-policy store whose head row is gone is replayed: under the
+    default policy that stops at the first custom event, and the error said to read it
+    with `--policy`, which `accounts show` did not have."""
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    custom = ("--policy", "tests.policies:SUBSCRIPTIONS")
+    path = write(
+        tmp_path / "subs.jsonl",
+        line("Account Created"),
+        line("Subscription Started", properties={"plan_name": "Pro"}),
+    )
+    assert lifecycle("ingest", path, "--db", db, *custom, env=policy_env).returncode == 0
+    with closing(sqlite3.connect(tmp_path / "store.db")) as connection:
+        connection.execute("DELETE FROM account_heads")
+        connection.execute("DELETE FROM snapshots")
+        connection.commit()
+    default = lifecycle("accounts", "show", "acct_1", "--db", db, env=policy_env)
+    assert default.returncode == 2 and b"(--policy)" in default.stderr
+    shown = lifecycle("accounts", "show", "acct_1", "--db", db, *custom, env=policy_env)
+    assert shown.returncode == 0, shown.stderr
+    assert orjson.loads(shown.stdout)["status"] == "active"
+
+
 def test_retry_under_a_custom_policy_and_without_forwarding(
     tmp_path: Path, policy_env: dict[str, str]
 ) -> None:

@@ -213,6 +213,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     show.add_argument("account", metavar="ID", help="the account (its context.groupId)")
     add_format_argument(show, "json", "text")
+    show.add_argument(
+        "--policy",
+        metavar="MODULE:ATTR",
+        help="the policy the store is written under (an account without a head row is "
+        "replayed under it)",
+    )
     show.set_defaults(run=run_accounts_show)
     listing = account_commands.add_parser(
         "list",
