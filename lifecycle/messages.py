@@ -43,6 +43,20 @@ TOO_DEEP = f"nested more than {MAX_DEPTH} levels of objects and arrays deep"
 MAX_BYTES = 4 << 20
 
 
+#: The longest line read, in bytes: a batch line may hold many messages, each up to
+#: :data:`MAX_BYTES`. A longer one is not read whole (a file with no newline, a binary
+#: file given by mistake would fill memory): its first :data:`MAX_BYTES` are kept.
+MAX_LINE_BYTES = 64 << 20
+
+
+def line_too_large(size: int) -> str:
+    """The reason given for a line of ``size`` bytes, over :data:`MAX_LINE_BYTES`."""
+    return (
+        f"the line is {size:,} bytes, more than the {MAX_LINE_BYTES:,} (64 MiB) a line may "
+        f"have; the quarantine keeps its first {MAX_BYTES:,}"
+    )
+
+
 def too_large(size: int) -> str:
     """The reason given for a message of ``size`` bytes, over :data:`MAX_BYTES`."""
     return f"the message is {size:,} bytes, more than the {MAX_BYTES:,} (4 MiB) a message may have"

@@ -18,9 +18,10 @@ from typing import IO, Any, cast
 
 import orjson
 
+from lifecycle import messages
 from lifecycle._frozen import fast_init
 from lifecycle.errors import InputError
-from lifecycle.messages import Item, Malformed, decode, kept
+from lifecycle.messages import Item, Malformed, decode, kept, line_too_large
 
 STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -43,6 +44,8 @@ class InputLine:
     number: int
     raw: bytes
     rereadable: bool = True
+    #: The size of a line too long to be read whole (``raw`` is its start), else 0.
+    oversize: int = 0
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -228,11 +231,15 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
                 if is_document(path):
                     yield InputLine(name, 1, as_batch(handle.read()), again)
                     continue
-                for raw in handle:
+                limit = messages.MAX_LINE_BYTES + 1  # the line and its newline
+                while raw := handle.readline(limit):
                     number += 1
                     if number == 1:
                         raw = raw.removeprefix(_BOM)
-                    if raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
+                    if len(raw) == limit and raw[-1:] != b"\n":
+                        yield InputLine(name, number, raw[: messages.MAX_BYTES], again,
+                                        _skipped(handle, raw))  # fmt: skip
+                    elif raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
                         yield InputLine(name, number, raw, again)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise InputError(f"cannot read {path} after line {number}: {exc}") from exc
@@ -240,6 +247,22 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
         for path, handle in handles:
             if path != STDIN:
                 handle.close()
+
+
+#: How much of a line too long to be read whole is read at a time, to be skipped.
+_SKIP_CHUNK = 1 << 20
+
+
+def _skipped(handle: IO[bytes], start: bytes) -> int:
+    """The size of a line that begins with ``start`` (its ending not counted), read to
+    its end a megabyte at a time and forgotten."""
+    size, tail = len(start), start[-1:]
+    while chunk := handle.readline(_SKIP_CHUNK):
+        size += len(chunk)
+        if chunk[-1:] == b"\n":
+            return size - (2 if (tail + chunk)[-2:] == b"\r\n" else 1)
+        tail = chunk[-1:]
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +285,9 @@ class InputItem:
 
 def items_of(line: InputLine) -> list[InputItem]:
     """The messages of one line, in order."""
+    if line.oversize:
+        refused = Malformed(line_too_large(line.oversize))
+        return [InputItem(line.file, line.number, 0, refused, line.raw, True, line.rereadable)]
     items, whole = decode(line.raw)
     out = []
     for index, item in enumerate(items):

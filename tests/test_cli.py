@@ -321,6 +321,59 @@ def test_a_gzip_file_is_closed_once_read(tmp_path: Path) -> None:
     gc.collect()
 
 
+def test_a_line_too_long_is_not_read_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A line was read whole before the 4 MiB rule applied: a file with no newline (or a
+    binary one given by mistake) filled memory. Past the line limit, the start is kept
+    and the rest skipped, counted to its ending however the chunks fall."""
+    from lifecycle import messages, reader
+    from lifecycle.reader import items_of, read_lines
+
+    monkeypatch.setattr(messages, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(reader, "_SKIP_CHUNK", 7)
+    ok = line("Account Created")
+    assert len(ok) <= 100
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(
+        ok + b"\n" + b"a" * 300 + b"\r\n" + b"b" * 227 + b"\r\n" + ok + b"\r\n" + b"c" * 150
+    )
+    lines = list(read_lines([str(path)]))
+    assert [(x.number, x.oversize) for x in lines] == [(1, 0), (2, 300), (3, 227), (4, 0), (5, 150)]
+    assert lines[1].raw == b"a" * 101 and lines[4].raw == b"c" * 101
+    (item,) = items_of(lines[1])
+    assert (item.item, item.raw, item.whole_line) == (
+        messages.Malformed(
+            "the line is 300 bytes, more than the 100 (64 MiB) a line may have; "
+            "the quarantine keeps its first 4,194,304"
+        ),
+        b"a" * 101,
+        True,
+    )
+
+
+def test_a_line_of_300_mb_is_judged_in_bounded_memory(tmp_path: Path) -> None:
+    """The real limit, in a process of its own: its peak memory stays below the line's size."""
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as out:
+        for _ in range(300):
+            out.write(b"a" * (1 << 20))
+        out.write(b"\n" + line("Account Created") + b"\n")
+    script = (
+        "import resource, subprocess, sys;"
+        f"done = subprocess.run([sys.executable, '-m', 'lifecycle', 'check', {str(path)!r},"
+        " '--format', 'jsonl'], capture_output=True);"
+        "sys.stdout.buffer.write(done.stdout);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
+    *records, peak = done.stdout.splitlines()
+    assert [(r["line"], r.get("code")) for r in map(orjson.loads, records)] == [
+        (1, "malformed_json"),
+        (2, None),
+    ]
+    assert orjson.loads(records[0])["reason"].startswith("the line is 314,572,800 bytes")
+    assert int(peak) < 250_000  # KiB: the line alone is 307,200
+
+
 def test_gzip_on_standard_input() -> None:
     """Gzip on standard input is detected by its magic bytes, as a file's is (its compressed
     bytes were read as lines, each one malformed_json)."""

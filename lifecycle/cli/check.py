@@ -16,7 +16,7 @@ from lifecycle.cli.common import (
 )
 from lifecycle.decide import malformed
 from lifecycle.gate import Gate
-from lifecycle.messages import Malformed
+from lifecycle.messages import Malformed, line_too_large
 from lifecycle.reader import read_lines
 from lifecycle.sorting import sorted_by_timestamp
 
@@ -85,6 +85,10 @@ def _judge(args: argparse.Namespace) -> int:
     submit_line, add = gate.submit_line, report.add
     with progress(args.files, "check") as bar:
         for line in read_lines(args.files):
+            if line.oversize:  # not read whole: its start is no message
+                add(line.file, line.number, 0, malformed(line_too_large(line.oversize)))
+                bar.advance(line.oversize)
+                continue
             for index, verdict in enumerate(submit_line(line.raw)):
                 add(line.file, line.number, index, verdict)
             bar.advance(len(line.raw))

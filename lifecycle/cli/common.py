@@ -228,5 +228,5 @@ def counted(lines: Iterable[InputLine], bar: Progress) -> Iterator[InputLine]:
     message is judged: the bar follows that reading (it had stayed at 0%, or not shown).
     """
     for line in lines:
-        bar.advance(len(line.raw))
+        bar.advance(line.oversize or len(line.raw))
         yield line
