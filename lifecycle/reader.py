@@ -217,13 +217,23 @@ def read_lines(paths: Sequence[str], names: Mapping[str, str] | None = None) -> 
 
 
 def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[InputLine | None]:
-    """None once every file is open, then the lines of :func:`read_lines`."""
-    handles: list[tuple[str, IO[bytes]]] = []
+    """None once every file was opened, then the lines of :func:`read_lines`.
+
+    A regular file is closed again until its turn comes: kept open together, a thousand
+    daily exports ran out of file descriptors (``ulimit -n`` is often 1,024). What
+    cannot be read twice (standard input, a pipe) stays open.
+    """
+    waiting: dict[int, IO[bytes]] = {}
     try:
-        for path in paths:
-            handles.append((path, open_input(path)))
+        for n, path in enumerate(paths):
+            handle = open_input(path)
+            if is_rereadable(path):
+                handle.close()
+            else:
+                waiting[n] = handle
         yield None
-        for path, handle in handles:
+        for n, path in enumerate(paths):
+            handle = waiting.pop(n) if n in waiting else open_input(path)
             number = 0
             name = names[path] if names is not None else printable(path)
             again = is_rereadable(path)
@@ -243,9 +253,12 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
                         yield InputLine(name, number, raw, again)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise InputError(f"cannot read {path} after line {number}: {exc}") from exc
+            finally:
+                if path != STDIN:
+                    handle.close()
     finally:
-        for path, handle in handles:
-            if path != STDIN:
+        for n, handle in waiting.items():
+            if paths[n] != STDIN:
                 handle.close()
 
 

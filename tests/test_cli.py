@@ -374,6 +374,31 @@ def test_a_line_of_300_mb_is_judged_in_bounded_memory(tmp_path: Path) -> None:
     assert int(peak) < 250_000  # KiB: the line alone is 307,200
 
 
+def test_more_files_than_the_process_may_open_at_once(tmp_path: Path) -> None:
+    """Every file was kept open from the start: more files than `ulimit -n` (a glob over
+    years of daily exports) failed with "Too many open files". Each is opened first, to
+    fail before any output when one cannot be read, then again when its turn comes."""
+    import resource
+
+    paths = [write(tmp_path / f"day_{n:03}.jsonl", line("Account Created", account=f"a{n}"))
+             for n in range(300)]  # fmt: skip
+    paths.insert(150, tmp_path / "day_missing.jsonl")
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    def run(*args: Path) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "lifecycle", "check", *map(str, args), "--format", "jsonl"]
+        return subprocess.run(command, capture_output=True, preexec_fn=few_files, timeout=60)
+
+    done = run(*paths[:150], *paths[151:])
+    assert done.returncode == 0, done.stderr
+    assert [r["groupId"] for r in verdicts(done)] == [f"a{n}" for n in range(300)]
+    missing = run(*paths)
+    assert (missing.returncode, missing.stdout) == (2, b"")
+    assert missing.stderr.startswith(b"lifecycle: error: cannot read ")
+
+
 def test_gzip_on_standard_input() -> None:
     """Gzip on standard input is detected by its magic bytes, as a file's is (its compressed
     bytes were read as lines, each one malformed_json)."""
