@@ -1350,3 +1350,19 @@ def test_show_0_lists_no_rejection(tmp_path: Path) -> None:
     done = lifecycle("check", write(tmp_path / "bad.jsonl", b"not json"), "--show", "0")
     assert done.returncode == 1
     assert done.stdout.decode().endswith("rejections by code:\n  malformed_json            1\n")
+
+
+def test_files_may_follow_options(tmp_path: Path) -> None:
+    """`check a.jsonl --format jsonl b.jsonl` was "unrecognized arguments: b.jsonl"."""
+    first = write(tmp_path / "a.jsonl", line("Account Created"))
+    second = write(tmp_path / "b.jsonl", line("Signed Up"))
+    done = lifecycle("check", first, "--format", "jsonl", second)
+    assert done.returncode == 0, done.stderr
+    assert [(r["file"], r["event"]) for r in verdicts(done)] == [
+        (str(first), "Account Created"),
+        (str(second), "Signed Up"),
+    ]
+    assert_usage_error(
+        lifecycle("check", first, "--format", "jsonl", second, "--bogus"),
+        f"lifecycle: error: unrecognized arguments: {second} --bogus (see lifecycle --help)",
+    )

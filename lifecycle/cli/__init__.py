@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     _printable_anywhere()
     try:
-        args = build_parser().parse_args(argv)
+        args = _parsed(build_parser(), argv)
     except SystemExit as done:  # --help, --version or a usage error, written
         return _flushed(done.code if isinstance(done.code, int) else EXIT_ERROR)
     except OSError as exc:  # ... or not
@@ -123,6 +123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BUG
+
+
+def _parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, files given after an option included: in ``check a.jsonl --format
+    jsonl b.jsonl`` argparse takes ``a.jsonl`` as the FILE... and has no place for
+    ``b.jsonl`` (Python's intermixed parsing does not take sub-commands)."""
+    args, extra = parser.parse_known_args(argv)
+    files = getattr(args, "files", None)
+    if extra and isinstance(files, list) and not any(_an_option(e) for e in extra):
+        files.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _an_option(arg: str) -> bool:
+    return arg.startswith("-") and arg != "-"
 
 
 def _flushed(code: int) -> int:
