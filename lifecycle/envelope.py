@@ -42,10 +42,7 @@ class Event:
     ``name`` is the canonical spec name (``User Signed In`` becomes
     ``Signed In``); ``sent_name`` is the name as it was sent. ``message`` is the
     original decoded message, kept so that what is stored and forwarded is what
-    was sent; treat it as read-only. ``occurred`` is ``timestamp`` as the
-    envelope parsed it (aware), so that storing the event does not parse it
-    again; None when there is no timestamp or the event was built elsewhere. It is
-    derived from ``timestamp``, so it takes no part in equality.
+    was sent; treat it as read-only. :attr:`occurred` is ``timestamp`` parsed.
     """
 
     name: str
@@ -56,7 +53,21 @@ class Event:
     timestamp: str | None
     properties: Mapping[str, Any]
     message: Mapping[str, Any]
-    occurred: datetime | None = field(default=None, compare=False, repr=False)
+    #: ``timestamp`` as the envelope parsed it, so that storing the event does not parse
+    #: it again; None until asked for where the event was built otherwise (a replay).
+    _occurred: datetime | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def occurred(self) -> datetime | None:
+        """``timestamp`` as an aware datetime; None when the event carried none.
+
+        The same for an event judged live and for one rebuilt by a replay, which
+        parses it only when an effect asks: a replay of events nothing reads it of
+        does not pay for it.
+        """
+        if self._occurred is None and self.timestamp is not None:
+            object.__setattr__(self, "_occurred", parse_datetime(self.timestamp))
+        return self._occurred
 
 
 @dataclass(frozen=True, slots=True)

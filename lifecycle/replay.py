@@ -161,12 +161,13 @@ def fold(
             message = loads(row[3])
             properties = message.get("properties")
             timestamp = message.get("timestamp")
+            message_id = message.get("messageId")  # as message_id_of reads it, inlined
             event = Event(
                 name,
                 message.get("event", name),
                 account,
                 row[2],
-                message.get("messageId") or None,
+                message_id if message_id.__class__ is str and message_id else None,
                 timestamp if timestamp.__class__ is str else None,
                 properties if properties.__class__ is dict else {},
                 message,

@@ -14,7 +14,6 @@ import orjson
 
 from lifecycle.envelope import Event
 from lifecycle.errors import StoreError
-from lifecycle.spec import parse_datetime
 from lifecycle.state import AccountState
 
 
@@ -30,9 +29,7 @@ def now() -> datetime:
 
 def occurred_at(event: Event) -> datetime | None:
     """The event's own ``timestamp`` as naive UTC, or None when it carried none."""
-    if event.timestamp is None:
-        return None
-    parsed = event.occurred or parse_datetime(event.timestamp)
+    parsed = event.occurred
     return utc_naive(parsed) if parsed is not None else None
 
 

@@ -20,9 +20,11 @@ from sqlalchemy import delete, func, make_url, select, update
 
 from lifecycle import DEFAULT_POLICY, STRING, EventSpec, Gate, Guard, PolicyError, StoreError
 from lifecycle import replay as history
+from lifecycle.envelope import Event
+from lifecycle.policy import Change
 from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
-from lifecycle.state import LARGE_ACCOUNT
+from lifecycle.state import LARGE_ACCOUNT, AccountState, TrialState
 from lifecycle.store.schema import account_heads, events, snapshots
 from tests.store.helpers import account_history, interleave, msg, onboarding, wipe
 from tests.store.test_store_properties import streams
@@ -50,6 +52,34 @@ def test_replay_equals_live_state(store: Lifecycle, stream: list[dict[str, Any]]
     store.submit_many(stream)
     assert list(store.replay()) == list(store.accounts())
     assert list(store.verify()) == []
+
+
+def _stamp_trial(state: AccountState, event: Event) -> Change:
+    """An effect that reads what the envelope derives: the parsed instant and the key."""
+    stamp = f"{event.occurred.isoformat() if event.occurred else None} {event.message_id!r}"
+    return state.users, TrialState(plan_name=stamp)
+
+
+def test_an_effect_sees_the_same_event_live_and_in_a_replay(db_url: str) -> None:
+    """A replay built its events by hand: ``occurred`` was None where the live path had the
+    timestamp parsed, and a messageId that is not a string (live: no key) was kept. An
+    effect reading them made replay, snapshots and verify disagree with the live state."""
+    policy = DEFAULT_POLICY.extend(name="stamped", effects={"start_trial": _stamp_trial})
+    with Lifecycle(db_url, create_schema=True, policy=policy, snapshot_every=1) as store:
+        started = msg("Trial Started", "u1", "acct_1", mid="")
+        started["timestamp"], started["messageId"] = "2024-01-01T10:00:00+02:00", 42
+        untimed = msg("Trial Started", "u1", "acct_2", mid="trial-2")
+        for message in (started, untimed):
+            created = msg("Account Created", "u1", message["context"]["groupId"])
+            assert [v.accepted for v in store.submit_many([created, message])] == [True, True]
+        live = [store.state(account) for account in ("acct_1", "acct_2")]
+        assert [s.trial.plan_name for s in live if s and s.trial] == [
+            "2024-01-01T10:00:00+02:00 None",
+            "None 'trial-2'",
+        ]
+        assert list(store.replay()) == live
+        assert [store.load(account) for account in ("acct_1", "acct_2")] == live
+        assert list(store.verify()) == []
 
 
 @SETTINGS
