@@ -194,11 +194,27 @@ def replay(
     """
     states: dict[str, AccountState] = {}
     recorded = as_of is not None
-    with _stored_rows(
-        connection, _FOLD_COLUMNS, accounts=accounts, until=until, recorded=recorded, span=span
-    ) as chunks:
-        fold(policy, chunks, states, as_of, progress)
+    for some in _in_parts(accounts):
+        with _stored_rows(
+            connection, _FOLD_COLUMNS, accounts=some, until=until, recorded=recorded, span=span
+        ) as chunks:
+            fold(policy, chunks, states, as_of, progress)
     return states
+
+
+#: Accounts named in one query: PostgreSQL takes at most 65,535 parameters, SQLite 32,766.
+_ACCOUNTS_PER_QUERY = 10_000
+
+
+def _in_parts(accounts: Sequence[str] | None) -> Iterator[Sequence[str] | None]:
+    """``accounts`` (each once) in parts a query can name; None (every account) whole.
+    Accounts fold independently, so each part is replayed in a query of its own."""
+    if accounts is None:
+        yield None
+        return
+    once = list(dict.fromkeys(accounts))
+    for start in range(0, max(len(once), 1), _ACCOUNTS_PER_QUERY):
+        yield once[start : start + _ACCOUNTS_PER_QUERY]
 
 
 def account_spans(connection: Connection, parts: int) -> list[Span]:
