@@ -262,17 +262,19 @@ def is_json_value(value: object) -> bool:
     return value is None or type(value) in (list, tuple, str, bool, int, float)
 
 
-def one_by_one(messages: Iterable[Any], method: str) -> Iterable[Any]:
+def one_by_one(
+    messages: Iterable[Any],
+    method: str,
+    instead: str = "use submit for one message or submit_line for a line of JSON text",
+) -> Iterable[Any]:
     """``messages`` given to a ``submit_many``, refused when it is one message or a line.
 
-    Iterating a dict would judge its keys, and a string its characters.
+    Iterating a dict would judge its keys, and a string its characters. ``instead``
+    says what to call for one message.
     """
     if isinstance(messages, (str, bytes, bytearray, memoryview, Mapping)):
         kind = "a dict" if isinstance(messages, Mapping) else type(messages).__name__
-        raise TypeError(
-            f"{method} takes an iterable of messages, got {kind}: use submit for one message"
-            " or submit_line for a line of JSON text"
-        )
+        raise TypeError(f"{method} takes an iterable of messages, got {kind}: {instead}")
     return messages
 
 

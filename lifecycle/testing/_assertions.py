@@ -9,7 +9,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from lifecycle.decide import Verdict, malformed
-from lifecycle.messages import EMPTY_BATCH, Malformed, batch_of, decode_line, expand_batch
+from lifecycle.messages import (
+    EMPTY_BATCH,
+    Malformed,
+    batch_of,
+    decode_line,
+    expand_batch,
+    one_by_one,
+)
 
 _COLUMNS = ("#", "event", "account", "user", "verdict", "code", "reason")
 
@@ -67,7 +74,8 @@ def assert_accepted(target: Submitter, messages: Iterable[Given]) -> list[Verdic
     so the first refused event is seen in the context of the history that led to it.
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
-    pairs = [pair for given in messages for pair in judged(target, given)]
+    given_all = one_by_one(messages, "assert_accepted", "pass [message] for one message")
+    pairs = [pair for given in given_all for pair in judged(target, given)]
     items = [message for message, _ in pairs]
     verdicts = [verdict for _, verdict in pairs]
     refused = [n for n, v in enumerate(verdicts) if not v.accepted]

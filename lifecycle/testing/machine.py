@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant
 
 from lifecycle.decide import Verdict
 from lifecycle.gate import Gate
+from lifecycle.messages import one_by_one
 from lifecycle.policy import Policy
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.state import AccountState
@@ -70,7 +71,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def check_emitted(self, messages: Iterable[Given]) -> list[Verdict]:
         """Judge messages in order with :meth:`emit`; returns their verdicts."""
-        return [self.emit(m) for m in messages]
+        return [self.emit(m) for m in one_by_one(messages, "check_emitted", "use emit for one")]
 
     def state(self, account: str) -> AccountState | None:
         """The reference state of ``account`` (None if nothing of it was accepted)."""

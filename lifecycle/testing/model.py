@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from lifecycle.decide import decide
 from lifecycle.envelope import Event, parse_event
-from lifecycle.policy import Policy, Refusal, Rule
+from lifecycle.policy import Policy, Refusal, Rule, checked
 from lifecycle.spec import DATE, EventSpec, PropertyType
 from lifecycle.state import AccountState
 from lifecycle.testing._steps import Step, plain_message
@@ -124,6 +124,7 @@ class RefusalCase:
 
 def shortest_paths(policy: Policy) -> list[StatePath]:
     """For every state of ``policy``, in the policy's order, the shortest history reaching it."""
+    checked(policy)
     graph = _graph(policy)
     out = []
     for state in policy.states:
@@ -147,6 +148,7 @@ def transition_cases(policy: Policy) -> list[TransitionCase]:
     passes the rule's guards (so ``Signed Out`` comes after a sign-up and a
     sign-in). Cases come in the order of the policy's states, then its events.
     """
+    checked(policy)
     graph = _graph(policy)
     out = []
     for (state, event), entry in _ordered(policy, Rule):
@@ -177,6 +179,7 @@ def refusal_cases(policy: Policy) -> list[RefusalCase]:
     The code is the one the compiled table names for the pair (``account_unknown``,
     ``account_deleted``, ``trial_not_active``, a custom refusal's code ...).
     """
+    checked(policy)
     paths = {p.state: p.history for p in shortest_paths(policy)}
     out = []
     for (state, event), entry in _ordered(policy, Refusal):

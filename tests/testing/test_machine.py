@@ -106,3 +106,11 @@ def test_the_machine_checks_every_item_of_an_emitted_batch() -> None:
             settings=settings(max_examples=5, deadline=None, database=None, print_blob=False),
         )
     assert "emitted message #1 was not accepted: rejected user_unknown" in str(failure.value)
+
+
+def test_check_emitted_refuses_one_message() -> None:
+    """A dict was iterated by its keys, each judged malformed; now a TypeError says why."""
+    machine = AccountsMachine()
+    message = {"event": "Account Created", "userId": "u1", "context": {"groupId": "a1"}}
+    with pytest.raises(TypeError, match=r"^check_emitted takes .*got a dict: use emit for one$"):
+        machine.check_emitted(message)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,10 @@ def test_changing_the_messages_of_a_case_leaves_the_case_alone() -> None:
             message["context"]["groupId"] = "acct_elsewhere"
             message.setdefault("properties", {})["extra"] = 1
         assert case.messages == before, case.name
+
+
+@pytest.mark.parametrize("make", [shortest_paths, transition_cases, refusal_cases])
+def test_a_policy_of_the_wrong_kind_is_named(make: Any) -> None:
+    """`transition_cases("x")` failed on an AttributeError about 'str'."""
+    with pytest.raises(TypeError, match=r"^policy must be a lifecycle Policy, got 'x'$"):
+        make("x")

@@ -60,6 +60,16 @@ def test_assert_accepted_checks_every_item_of_a_batch_given_as_text(
         assert_accepted(target, ['{"batch": []}'])
 
 
+@pytest.mark.parametrize(
+    "given", [CREATED, orjson.dumps(CREATED).decode(), {}, ""], ids=["dict", "text", "{}", "''"]
+)
+def test_one_message_where_a_list_is_expected_is_a_type_error(given: object) -> None:
+    """A dict was iterated by its keys and a string by its characters: failures about
+    malformed keys, or, for an empty one, an assertion that passed on nothing."""
+    with pytest.raises(TypeError, match=r"^assert_accepted takes an iterable of messages, got "):
+        assert_accepted(Gate(), given)  # type: ignore[arg-type]
+
+
 def test_fixtures_are_provided(pytester: pytest.Pytester) -> None:
     """The entry-point plugin gives a fresh gate and a closed-afterwards SQLite store."""
     pytester.makepyfile(
