@@ -373,12 +373,14 @@ def _execute_pragma(cursor: Any, pragma: str, attempts: int = 100) -> None:
             time.sleep(0.05)
 
 
-#: The isolation level each dialect's connections have unless told otherwise.
-_DEFAULT_ISOLATION = {
+#: The isolation level of the store's own transactions on each dialect: what its engines
+#: from a URL have (on MariaDB READ COMMITTED, not the server's REPEATABLE READ, see
+#: :func:`create_engine`).
+_STORE_ISOLATION = {
     "sqlite": "SERIALIZABLE",
     "postgresql": "READ COMMITTED",
-    "mysql": "REPEATABLE READ",
-    "mariadb": "REPEATABLE READ",
+    "mysql": "READ COMMITTED",
+    "mariadb": "READ COMMITTED",
 }
 
 
@@ -388,15 +390,22 @@ def for_writing(engine: Engine) -> Engine:
 
 
 def transactional(engine: Engine) -> Engine:
-    """``engine``, or the same engine and pool at the dialect's default isolation level
-    if the application made it ``AUTOCOMMIT``.
+    """``engine``, or the same engine and pool at the isolation level the store needs.
 
-    There each statement committed on its own: a store transaction that failed kept
-    half of itself, and PostgreSQL refused a submission's SAVEPOINT and the server-side
-    cursor of a read. The application's own connections keep their mode.
+    An application's ``AUTOCOMMIT`` engine committed each statement on its own: a store
+    transaction that failed kept half of itself, and PostgreSQL refused a submission's
+    SAVEPOINT and the server-side cursor of a read. On MariaDB, REPEATABLE READ (the
+    server's default) kept showing a submission that lost a race the same stale head
+    on every retry, within a :meth:`Lifecycle.transaction`. The application's own
+    connections keep their level.
     """
+    name = engine.dialect.name
     made = getattr(engine.dialect, "_on_connect_isolation_level", None)
     level = engine.get_execution_options().get("isolation_level", made)
-    if level != "AUTOCOMMIT" or engine.dialect.name not in _DEFAULT_ISOLATION:
+    if name not in _STORE_ISOLATION:
         return engine
-    return engine.execution_options(isolation_level=_DEFAULT_ISOLATION[engine.dialect.name])
+    if level == "AUTOCOMMIT" or (
+        name in ("mysql", "mariadb") and level not in ("READ COMMITTED", "READ UNCOMMITTED")
+    ):
+        return engine.execution_options(isolation_level=_STORE_ISOLATION[name])
+    return engine

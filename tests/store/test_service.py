@@ -838,6 +838,31 @@ def test_an_autocommit_engine_of_the_application_still_gets_transactions(db_url:
     engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+@pytest.mark.parametrize("mode", ["autocommit", "server default"])
+def test_an_application_mariadb_engine_sees_the_winner_of_a_race(db_url: str, mode: str) -> None:
+    """On an engine of the application's at REPEATABLE READ (the server's default, and
+    what an AUTOCOMMIT engine had been given), a submission in a store transaction that
+    lost a race re-read the same stale head on every retry: a ConcurrencyError."""
+    url = make_url(db_url).set(drivername="mariadb+pymysql")
+    if mode == "autocommit":
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    else:
+        engine = create_engine(url)
+    other = Lifecycle(db_url, create_schema=True)
+    other.submit_many(onboarding("acct_1") + onboarding("acct_2"))
+    store = Lifecycle(engine)
+    with store.transaction() as connection:
+        assert store.submit(msg("Signed Out", "u1", "acct_2"), connection=connection).accepted
+        assert other.submit(msg("Signed Out", "u1", "acct_1")).accepted  # commits meanwhile
+        added = msg("Account Added User", "u1", "acct_1", role="Owner")
+        assert store.submit(added, connection=connection).accepted
+    assert [e.event for e in store.events("acct_1")][-2:] == ["Signed Out", "Account Added User"]
+    store.close()
+    other.close()
+    engine.dispose()
+
+
 def _naive(moment: datetime | str) -> datetime:
     """A stored instant as a naive datetime (SQLite returns text for raw queries)."""
     return moment if isinstance(moment, datetime) else datetime.fromisoformat(moment)
