@@ -241,14 +241,13 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
                 if is_document(path):
                     yield InputLine(name, 1, as_batch(handle.read()), again)
                     continue
-                limit = messages.MAX_LINE_BYTES + 1  # the line and its newline
-                while raw := handle.readline(limit):
+                most = messages.MAX_LINE_BYTES
+                while raw := handle.readline(most + len(_BOM) + 2):  # a BOM, CR LF
                     number += 1
                     if number == 1:
                         raw = raw.removeprefix(_BOM)
-                    if len(raw) == limit and raw[-1:] != b"\n":
-                        yield InputLine(name, number, raw[: messages.MAX_BYTES], again,
-                                        _skipped(handle, raw))  # fmt: skip
+                    if len(raw) > most and (size := _line_size(handle, raw)) > most:
+                        yield InputLine(name, number, raw[: messages.MAX_BYTES], again, size)
                     elif raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
                         yield InputLine(name, number, raw, again)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -266,9 +265,12 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
 _SKIP_CHUNK = 1 << 20
 
 
-def _skipped(handle: IO[bytes], start: bytes) -> int:
-    """The size of a line that begins with ``start`` (its ending not counted), read to
-    its end a megabyte at a time and forgotten."""
+def _line_size(handle: IO[bytes], start: bytes) -> int:
+    """The size of a line that begins with ``start``, its ending not counted. When
+    ``start`` is not the whole line, the rest is read a megabyte at a time and
+    forgotten."""
+    if start[-1:] == b"\n":
+        return len(start) - (2 if start[-2:] == b"\r\n" else 1)
     size, tail = len(start), start[-1:]
     while chunk := handle.readline(_SKIP_CHUNK):
         size += len(chunk)

@@ -334,18 +334,25 @@ def test_a_line_too_long_is_not_read_whole(monkeypatch: pytest.MonkeyPatch, tmp_
     assert len(ok) <= 100
     path = tmp_path / "long.jsonl"
     path.write_bytes(
-        ok + b"\n" + b"a" * 300 + b"\r\n" + b"b" * 227 + b"\r\n" + ok + b"\r\n" + b"c" * 150
-    )
+        ok + b"\n" + b"a" * 300 + b"\r\n" + b"b" * 227 + b"\r\n" + ok + b"\r\n"
+        + b"d" * 100 + b"\r\n" + b"e" * 101 + b"\n" + b"c" * 150
+    )  # fmt: skip
     lines = list(read_lines([str(path)]))
-    assert [(x.number, x.oversize) for x in lines] == [(1, 0), (2, 300), (3, 227), (4, 0), (5, 150)]
-    assert lines[1].raw == b"a" * 101 and lines[4].raw == b"c" * 101
+    assert [(x.number, x.oversize) for x in lines] == [
+        (1, 0), (2, 300), (3, 227), (4, 0), (5, 0), (6, 101), (7, 150)
+    ]  # fmt: skip
+    assert lines[1].raw == b"a" * 105 and lines[6].raw == b"c" * 105
+    assert lines[4].raw == b"d" * 100 + b"\r\n"  # as long as allowed, with CR LF: whole
+    # A byte order mark before a first line too long: the rest of it is no line of its own.
+    path.write_bytes(b"\xef\xbb\xbf" + b"f" * 200 + b"\n" + ok + b"\n")
+    assert [(x.number, x.oversize) for x in read_lines([str(path)])] == [(1, 200), (2, 0)]
     (item,) = items_of(lines[1])
     assert (item.item, item.raw, item.whole_line) == (
         messages.Malformed(
             "the line is 300 bytes, more than the 100 (64 MiB) a line may have; "
             "the quarantine keeps its first 4,194,304"
         ),
-        b"a" * 101,
+        b"a" * 105,
         True,
     )
 
