@@ -649,10 +649,14 @@ def _stable_repr(value: Any, depth: int = 0) -> str:
         return "{" + ", ".join(sorted(_stable_repr(v, deeper) for v in value)) + "}"
     if isinstance(value, (tuple, list)):
         return "(" + ", ".join(_stable_repr(v, deeper) for v in value) + ")"
-    if isinstance(value, dict):
-        items = (f"{_stable_repr(k, deeper)}: {_stable_repr(v, deeper)}" for k, v in value.items())
+    if isinstance(value, dict):  # sorted: a dict built from a set has the set's order
+        items = sorted(
+            f"{_stable_repr(k, deeper)}: {_stable_repr(v, deeper)}" for k, v in value.items()
+        )
         return "{" + ", ".join(items) + "}"
-    if value is None or isinstance(value, (str, bytes, int, float, complex, enum.Enum)):
+    if isinstance(value, int) and not isinstance(value, (bool, enum.Enum)):
+        return hex(value)  # repr refuses an int of more than 4,300 digits
+    if value is None or isinstance(value, (str, bytes, float, complex, bool, enum.Enum)):
         return repr(value)
     kind = type(value).__qualname__
     if isinstance(value, types.ModuleType):

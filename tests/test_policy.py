@@ -542,16 +542,19 @@ def test_fingerprint_sees_what_a_function_does() -> None:
     assert reading("Admin").fingerprint != reading("Member").fingerprint
     assert reading(("Admin", 1)).fingerprint == reading(("Admin", 1)).fingerprint
     assert reading(object()).fingerprint == reading(object()).fingerprint  # not data: left out
+    huge = 1 << 20_000  # repr refuses it: the policy could not be built
+    assert reading(huge).fingerprint != reading(huge + 1).fingerprint
 
 
 def test_fingerprints_are_the_same_in_every_process() -> None:
     """The fingerprint of a policy does not depend on the process (string hashing is
-    randomised per process, objects have other addresses): snapshots stay usable."""
+    randomised per process, objects have other addresses): snapshots stay usable. A
+    module constant its guard reads, a dict built from a set, had the set's order."""
     script = (
-        "from tests.policies import KNOWN_METHODS, PAUSING, SUBSCRIPTIONS;"
+        "from tests.policies import KNOWN_METHODS, KNOWN_ROLES, PAUSING, SUBSCRIPTIONS;"
         "from lifecycle import DEFAULT_POLICY;"
         "print(DEFAULT_POLICY.fingerprint, SUBSCRIPTIONS.fingerprint, PAUSING.fingerprint,"
-        " KNOWN_METHODS.fingerprint)"
+        " KNOWN_METHODS.fingerprint, KNOWN_ROLES.fingerprint)"
     )
     root = Path(__file__).resolve().parent.parent
     prints = {
