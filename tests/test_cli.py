@@ -1373,3 +1373,16 @@ def test_files_may_follow_options(tmp_path: Path) -> None:
         lifecycle("check", first, "--format", "jsonl", second, "--bogus"),
         f"lifecycle: error: unrecognized arguments: {second} --bogus (see lifecycle --help)",
     )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_an_unwritable_stderr_keeps_the_exit_code(tmp_path: Path) -> None:
+    """With stderr unwritable, writing a usage error raised in turn, and the process
+    exited 1: "rejected". The code stays what the run gives."""
+    good = write(tmp_path / "good.jsonl", line("Account Created"))
+    bad = write(tmp_path / "bad.jsonl", b"not json")
+    codes = [
+        _closing("2>/dev/full", *args, cwd=tmp_path).returncode
+        for args in (["--bogus"], ["check", good], ["check", bad], ["check", "missing.jsonl"])
+    ]
+    assert codes == [2, 0, 1, 2]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from lifecycle import __version__
 from lifecycle.cli import check, diagram, generate, history, relay, store
-from lifecycle.cli.common import EXIT_BUG, EXIT_ERROR, exit_code
+from lifecycle.cli.common import EXIT_BUG, EXIT_ERROR, complain, exit_code
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -38,9 +38,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
-        # argparse ignores a failed write: ``--help > /dev/full`` exited 0.
-        if message:
-            (file or sys.stderr).write(message)
+        # argparse ignores a failed write: ``--help > /dev/full`` exited 0. On stderr (a
+        # usage error) the exit code says it all.
+        if not message:
+            return
+        if file is None or file is sys.stderr:
+            complain(message.removesuffix("\n"))
+        else:
+            file.write(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.stderr is None:  # started with 2>&-: errors go nowhere, their codes still count
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     if sys.stdout is None:
-        print("lifecycle: error: standard output is closed: nothing can be written",
-              file=sys.stderr)  # fmt: skip
+        complain("lifecycle: error: standard output is closed: nothing can be written")
         return EXIT_ERROR
     _printable_anywhere()
     try:
@@ -117,11 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _streaming_gc():
             return _flushed(exit_code(lambda: int(args.run(args))))
     except Exception:  # a bug: its traceback, and a code no script takes for "rejected"
-        traceback.print_exc()
-        print(
-            "lifecycle: internal error (a bug, please report it with the traceback above)",
-            file=sys.stderr,
-        )
+        complain(traceback.format_exc().removesuffix("\n"))
+        complain("lifecycle: internal error (a bug, please report it with the traceback above)")
         return EXIT_BUG
 
 
@@ -156,5 +157,5 @@ def _unwritten(exc: OSError) -> int:
     if isinstance(exc, BrokenPipeError):  # a reader that stopped early: quietly
         sys.stderr.close()  # (and without Python's warning as it flushes at exit)
     else:
-        print(f"lifecycle: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        complain(f"lifecycle: error: cannot write the output: {exc.strerror or exc}")
     return EXIT_ERROR

@@ -10,7 +10,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from tqdm import tqdm
 
@@ -72,26 +72,33 @@ def exit_code(run: Callable[[], int]) -> int:
     try:
         return run()
     except LifecycleError as exc:
-        print(f"lifecycle: error: {exc}", file=sys.stderr)
+        complain(f"lifecycle: error: {exc}")
         return EXIT_ERROR
     except Terminated:
-        print("lifecycle: terminated", file=sys.stderr)
+        complain("lifecycle: terminated")
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("lifecycle: interrupted", file=sys.stderr)
+        complain("lifecycle: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         sys.stderr.close()
         return EXIT_ERROR
     except OSError as exc:  # the environment, not a bug: a full disk, a temp dir not writable
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"lifecycle: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        complain(f"lifecycle: error: {exc.strerror or exc}{where}")
         return EXIT_ERROR
     except Exception as exc:
         if not type(exc).__module__.startswith(("sqlalchemy", "alembic")):
             raise
-        print(f"lifecycle: database error: {first_line(exc)}", file=sys.stderr)
+        complain(f"lifecycle: database error: {first_line(exc)}")
         return EXIT_ERROR
+
+
+def complain(line: str) -> None:
+    """Write ``line`` to stderr, if stderr can be written (``2>/dev/full``): the exit code
+    says what happened either way, and a failed write must not turn it into another."""
+    with suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def positive(text: str) -> int:
