@@ -223,11 +223,12 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
     daily exports ran out of file descriptors (``ulimit -n`` is often 1,024). What
     cannot be read twice (standard input, a pipe) stays open.
     """
+    rereadable = [is_rereadable(path) for path in paths]
     waiting: dict[int, IO[bytes]] = {}
     try:
         for n, path in enumerate(paths):
             handle = open_input(path)
-            if is_rereadable(path):
+            if rereadable[n]:
                 handle.close()
             else:
                 waiting[n] = handle
@@ -236,7 +237,7 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
             handle = waiting.pop(n) if n in waiting else open_input(path)
             number = 0
             name = names[path] if names is not None else printable(path)
-            again = is_rereadable(path)
+            again = rereadable[n]
             try:
                 if is_document(path):
                     yield InputLine(name, 1, as_batch(handle.read()), again)

@@ -206,15 +206,12 @@ def replay(
 _ACCOUNTS_PER_QUERY = 10_000
 
 
-def _in_parts(accounts: Sequence[str] | None) -> Iterator[Sequence[str] | None]:
+def _in_parts(accounts: Sequence[str] | None) -> Iterable[Sequence[str] | None]:
     """``accounts`` (each once) in parts a query can name; None (every account) whole.
     Accounts fold independently, so each part is replayed in a query of its own."""
     if accounts is None:
-        yield None
-        return
-    once = list(dict.fromkeys(accounts))
-    for start in range(0, max(len(once), 1), _ACCOUNTS_PER_QUERY):
-        yield once[start : start + _ACCOUNTS_PER_QUERY]
+        return [None]
+    return repository.chunks(list(dict.fromkeys(accounts)), _ACCOUNTS_PER_QUERY)
 
 
 def account_spans(connection: Connection, parts: int) -> list[Span]:
