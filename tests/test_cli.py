@@ -1386,3 +1386,17 @@ def test_an_unwritable_stderr_keeps_the_exit_code(tmp_path: Path) -> None:
         for args in (["--bogus"], ["check", good], ["check", bad], ["check", "missing.jsonl"])
     ]
     assert codes == [2, 0, 1, 2]
+    # The commands' own notes and errors, as well as the shared ones.
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert lifecycle("ingest", good, "--db", url).returncode == 0
+    codes = [
+        _closing("2>/dev/full", *args, "--db", url, cwd=tmp_path).returncode
+        for args in (
+            ["accounts", "show", "acct_missing"],
+            ["accounts", "list", "--status", "bogus"],
+            ["rejections", "list", "--code", "bogus"],
+            ["replay", "--verify"],
+            ["replay", "--account", "acct_missing"],
+        )
+    ]
+    assert codes == [1, 0, 0, 0, 0]

@@ -164,7 +164,7 @@ def load_policy(spec: str | None) -> Policy:
         # exit code must still say "error" (2), not "rejections found" (1). A module that
         # exits as it is imported (a script whose main() runs on import) is such a failure
         # too: let through, its SystemExit ended the command silently with its own code.
-        traceback.print_exc(file=sys.stderr)
+        complain(traceback.format_exc().removesuffix("\n"))
         raise InputError(
             f"--policy {spec!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
         ) from exc

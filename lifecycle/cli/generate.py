@@ -9,7 +9,7 @@ import sys
 from contextlib import ExitStack
 from typing import IO
 
-from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, load_policy
+from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, complain, load_policy
 from lifecycle.errors import InputError
 
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     clash = _one_destination(args.out or STDOUT, args.expected)
     if clash:
-        print(f"lifecycle generate: error: {clash}", file=sys.stderr)
+        complain(f"lifecycle generate: error: {clash}")
         return EXIT_ERROR
     try:
         stream = generate(
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             policy=load_policy(args.policy),
         )
     except ValueError as exc:
-        print(f"lifecycle generate: error: {exc}", file=sys.stderr)
+        complain(f"lifecycle generate: error: {exc}")
         return EXIT_ERROR
     with ExitStack() as stack:
         # The sidecar first: when it cannot be written, no empty --out file is left behind.

@@ -18,6 +18,7 @@ from lifecycle.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
     add_format_argument,
+    complain,
     load_policy,
     non_negative,
     positive,
@@ -184,9 +185,7 @@ def run_replay(args: argparse.Namespace) -> int:
             for difference in store.verify():
                 found += 1
                 print(shown(difference))
-            print(
-                f"replay --verify: {found} difference{'s' if found != 1 else ''}", file=sys.stderr
-            )
+            complain(f"replay --verify: {found} difference{'s' if found != 1 else ''}")
             return EXIT_REJECTED if found else EXIT_OK
         show_bar = sys.stderr.isatty() and args.account is None
         # The count sizes the bar and picks the default number of processes.
@@ -227,7 +226,7 @@ def _note_missing(store: Lifecycle, accounts: list[str], replayed: set[str]) -> 
             why = "no event of it is stored"
         else:
             why = "it has no event up to that point"
-        print(f"lifecycle: note: account {shown(account)}: {why}", file=sys.stderr)
+        complain(f"lifecycle: note: account {shown(account)}: {why}")
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from lifecycle.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     add_format_argument,
+    complain,
     exit_code,
     positive,
     seconds,
@@ -219,7 +220,7 @@ def run_relay(args: argparse.Namespace) -> int:
 
 
 def _usage_error(message: str) -> NoReturn:
-    print(f"lifecycle relay: error: {message}", file=sys.stderr)
+    complain(f"lifecycle relay: error: {message}")
     raise SystemExit(EXIT_ERROR)
 
 

@@ -23,6 +23,7 @@ from lifecycle.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
     add_format_argument,
+    complain,
     counted,
     load_policy,
     make_report,
@@ -345,10 +346,9 @@ def _in_transactions(
             if not replayable or lost > ALONE_ATTEMPTS:
                 raise
             if not alone:
-                print(
+                complain(
                     "lifecycle: another writer is storing the same accounts; "
-                    "this ingest now takes turns with it",
-                    file=sys.stderr,
+                    "this ingest now takes turns with it"
                 )
             alone, again = True, taken
             continue
@@ -433,7 +433,7 @@ def run_accounts_show(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         state = store.state(args.account)
     if state is None:
-        print(f"lifecycle: no account {args.account!r}", file=sys.stderr)
+        complain(f"lifecycle: no account {args.account!r}")
         return EXIT_REJECTED
     if args.format == "json":
         sys.stdout.buffer.write(
@@ -465,10 +465,9 @@ def run_accounts_list(args: argparse.Namespace) -> int:
     statuses = [s for s in DEFAULT_POLICY.states if s != DEFAULT_POLICY.initial]
     if not listed and args.status is not None and args.status not in statuses:
         # Most likely a typo, as for `rejections list --code`.
-        print(
+        complain(
             f"lifecycle: note: no account is in status {args.status!r}, which is not one of "
-            f"the default policy's ({', '.join(statuses)})",
-            file=sys.stderr,
+            f"the default policy's ({', '.join(statuses)})"
         )
     return EXIT_OK
 
@@ -491,9 +490,8 @@ def run_rejections_list(args: argparse.Namespace) -> int:
                 print(f"{item.id}\t{shown(where)}\t{item.code}\t{shown(item.reason)}")
     if not listed and args.code is not None and args.code not in REJECTION_CODES:
         # Most likely a typo; a custom policy's own codes are listed all the same.
-        print(
+        complain(
             f"lifecycle: note: nothing has code {args.code!r}, which is not one of the "
-            "default policy's codes",
-            file=sys.stderr,
+            "default policy's codes"
         )
     return EXIT_OK
