@@ -60,7 +60,7 @@ class Gate:
             verdicts = self.submit_line(message)
         elif (batch := batch_of(message)) is not None:
             # As its JSON text would be: a dict was judged as one message, and ignored.
-            verdicts = [self._judge_item(item) for item in expand_batch(message, batch)]
+            verdicts = [self.submit_item(item) for item in expand_batch(message, batch)]
         else:
             return self._judge_given(message)
         return verdicts[0] if verdicts else malformed(EMPTY_BATCH)
@@ -71,9 +71,12 @@ class Gate:
 
     def submit_line(self, line: str | bytes) -> list[Verdict]:
         """Judge every message of one line of JSONL input (a message or a batch object)."""
-        return [self._judge_item(item) for item in decode_line(line)]
+        return [self.submit_item(item) for item in decode_line(line)]
 
-    def _judge_item(self, item: Item) -> Verdict:
+    def submit_item(self, item: Item) -> Verdict:
+        """Judge one item of a line, as :func:`lifecycle.reader.items_of` splits them: a
+        message (one with a ``batch`` key of its own included: batches do not nest), or
+        the :class:`~lifecycle.messages.Malformed` reason a line or item is not one."""
         return malformed(item.reason) if isinstance(item, Malformed) else self._judge(item)
 
     def state(self, account: str) -> AccountState | None:

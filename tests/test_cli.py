@@ -234,6 +234,23 @@ def test_sorting_by_timestamp_keeps_an_impossible_instant_where_it_stands(tmp_pa
     ]
 
 
+@pytest.mark.parametrize("db", [[], ["--db", "sqlite:///store.db"]], ids=["check", "ingest"])
+def test_sorting_does_not_unpack_a_batch_inside_a_batch(tmp_path: Path, db: list[str]) -> None:
+    """Batches do not nest: an item holding a batch is one message, ignored. Sorted,
+    `check` unpacked it: one of its two messages was reported and both were applied, so
+    the next line was user_already_signed_up instead of account_unknown."""
+    inner = b'{"batch": [' + line("Account Created") + b", " + line("Signed Up") + b"]}"
+    path = write(tmp_path / "nested.jsonl", b'{"batch": [' + inner + b"]}", line("Signed Up"))
+    command = "ingest" if db else "check"
+    plain = lifecycle("check", path, "--format", "jsonl")
+    done = lifecycle(
+        command, path, *db, "--sort-by", "timestamp", "--format", "jsonl", cwd=tmp_path
+    )
+    expected = [(1, "ignored", None), (2, "rejected", "account_unknown")]
+    for run in (plain, done):
+        assert [(r["line"], r["verdict"], r.get("code")) for r in verdicts(run)] == expected
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a file size limit (POSIX)")
 def test_sorting_on_a_full_disk_is_an_error_not_rejections(tmp_path: Path) -> None:
     """A temporary directory that fills up while sorting is one line on stderr and exit 2,

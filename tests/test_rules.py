@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lifecycle import REJECTION_CODES, AccountState, Gate, TrialState, UserState, Verdict
+from lifecycle import REJECTION_CODES, AccountState, Gate, Lifecycle, TrialState, UserState, Verdict
 from lifecycle.spec import parse_datetime
 
 ACCT = "acct_1"
@@ -868,6 +868,45 @@ def test_messages_nested_past_the_depth_limit_are_malformed() -> None:
         ("rejected", "malformed_json"),
         ("accepted", None),
     ]
+
+
+def test_an_item_past_the_parsers_depth_costs_its_batch_nothing() -> None:
+    """Past about 1,000 levels the parser refuses the whole line: the other items of a
+    batch got no verdict, and a good `Account Created` among them was never judged. The
+    line is then cut into its items, each parsed alone; a line that is not a valid batch
+    object is still refused whole."""
+    deep = b"[" * 1100 + b"1" + b"]" * 1100
+    bad = b'{"event": "Account Created", "userId": "u1", "properties": {"x": ' + deep + b"}}"
+    good = orjson.dumps(track("Account Created"))
+    line = b'{"batch": [' + good + b", " + bad + b', "a]b\\"[{", null],'
+    line += b' "context": {"groupId": "acct_9", "locale": "fr"}}\r\n'
+    verdicts = Gate().submit_line(line)
+    assert [(v.verdict, v.code) for v in verdicts] == [("accepted", None)] + [
+        ("rejected", "malformed_json")
+    ] * 3
+    assert verdicts[1].reason == "nested more than 128 levels of objects and arrays deep"
+    assert verdicts[0].account == ACCT  # the item's own context wins over the batch's
+    for broken in (
+        b'{"batch": [' + good + b", " + bad + b",]}",  # a trailing comma
+        b'{"batch": [' + good + b", " + bad + b"]",  # not closed
+        b'{"batch": [' + bad + b"], " + b'"context": ' + deep + b"}",  # a deep context
+        b'{"batch": {"x": ' + deep + b"}}",  # not a list
+        b'{"batch": [' + bad + b", 1 2]}",
+    ):
+        (verdict,) = Gate().submit_line(broken)
+        assert verdict.reason == "nested more than 128 levels of objects and arrays deep"
+
+
+def test_spacing_does_not_make_a_message_too_large() -> None:
+    """The 4 MiB limit counted a line's own spacing: the same message was refused on a line
+    of its own and accepted in a batch. It counts compact JSON, and the store keeps that."""
+    spaced = b'{"type": "track",' + b" " * (5 << 20) + orjson.dumps(track("Account Created"))[1:]
+    for line in (spaced, b'{"batch": [' + spaced + b"]}"):
+        assert [v.verdict for v in Gate().submit_line(line)] == ["accepted"]
+    with Lifecycle("sqlite://") as store:
+        assert [v.verdict for v in store.submit_line(spaced)] == ["accepted"]
+        (event,) = store.events()
+        assert len(event.payload) < 200
 
 
 def test_messages_over_4_mib_are_malformed() -> None:

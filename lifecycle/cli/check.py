@@ -16,7 +16,7 @@ from lifecycle.cli.common import (
 )
 from lifecycle.decide import malformed
 from lifecycle.gate import Gate
-from lifecycle.messages import Malformed, line_too_large
+from lifecycle.messages import line_too_large
 from lifecycle.reader import read_lines
 from lifecycle.sorting import sorted_by_timestamp
 
@@ -74,12 +74,7 @@ def _judge(args: argparse.Namespace) -> int:
     if args.sort_by:
         with progress(args.files, "check") as bar:
             for it in sorted_by_timestamp(counted(read_lines(args.files), bar)):
-                verdict = (
-                    malformed(it.item.reason)
-                    if isinstance(it.item, Malformed)
-                    else gate.submit(it.item)
-                )
-                report.add(it.file, it.line, it.index, verdict)
+                report.add(it.file, it.line, it.index, gate.submit_item(it.item))
         report.finish("lifecycle check", len(args.files))
         return EXIT_REJECTED if report.rejected else EXIT_OK
     submit_line, add = gate.submit_line, report.add
