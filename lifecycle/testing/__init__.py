@@ -2,6 +2,8 @@
 
 * :mod:`lifecycle.testing.strategies`: Hypothesis strategies of messages and histories;
 * ``mutations`` and ``Mutation``: mutated legal histories and their verdicts;
+* ``deliveries`` and ``Delivery``: a legal history batched, redelivered and among
+  ignored calls, with the verdict of each message;
 * :mod:`lifecycle.testing.model`: deterministic cases from the policy's graph;
 * :mod:`lifecycle.testing.machine`: a state machine base for code that emits events;
 * :mod:`lifecycle.testing.plugin`: pytest fixtures (loaded automatically).
@@ -32,6 +34,7 @@ from lifecycle.testing.model import (
 )
 
 if TYPE_CHECKING:
+    from lifecycle.testing._deliveries import Delivery, deliveries
     from lifecycle.testing._mutations import Mutation, mutations
     from lifecycle.testing.machine import LifecycleMachine
     from lifecycle.testing.strategies import (
@@ -54,9 +57,11 @@ __all__ = [
 if importlib.util.find_spec("hypothesis") is not None:
     # Without Hypothesis, `from lifecycle.testing import *` takes what works without it.
     __all__ += [
+        "Delivery",
         "LifecycleMachine",
         "Message",
         "Mutation",
+        "deliveries",
         "illegal_histories",
         "legal_histories",
         "messages",
@@ -65,6 +70,8 @@ if importlib.util.find_spec("hypothesis") is not None:
 
 # Names that need Hypothesis, and the module each lives in: imported on first use.
 _LAZY = {
+    "Delivery": "_deliveries",
+    "deliveries": "_deliveries",
     "LifecycleMachine": "machine",
     "Message": "strategies",
     "Mutation": "_mutations",
