@@ -1022,3 +1022,18 @@ def test_timestamps_are_iso_8601_date_times(
     text = day + sep + time + fraction + offset + (extra if offset[-1:].isdigit() else "")
     expected = bool(_ISO_DATE_TIME.fullmatch(text)) and _python_parses(text)
     assert (parse_datetime(text) is not None) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "verdict"),
+    [(b"1e999", "rejected"), (b'"\\udc00"', "rejected"), (b"1" * 40, "ignored")],
+    ids=["infinite", "half-surrogate", "large-int"],
+)
+def test_json_no_writer_could_write_back_is_malformed(value: bytes, verdict: str) -> None:
+    """As docs/rules.md says: a number past a double and half a surrogate pair are
+    malformed_json, a large integer is not."""
+    (judged,) = Gate().submit_line(b'{"type": "identify", "traits": {"x": ' + value + b"}}")
+    assert (judged.verdict, judged.code) == (
+        verdict,
+        "malformed_json" if verdict == "rejected" else None,
+    )
