@@ -46,6 +46,9 @@ class InputLine:
     rereadable: bool = True
     #: The size of a line too long to be read whole (``raw`` is its start), else 0.
     oversize: int = 0
+    #: The file's path as it was given, when ``file`` names it otherwise (as the store
+    #: records it): reports show each path as given, one file given twice included.
+    shown: str = ""
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -237,10 +240,11 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
             handle = waiting.pop(n) if n in waiting else open_input(path)
             number = 0
             name = names[path] if names is not None else printable(path)
+            shown = printable(path) if names is not None else ""
             again = rereadable[n]
             try:
                 if is_document(path):
-                    yield InputLine(name, 1, as_batch(handle.read()), again)
+                    yield InputLine(name, 1, as_batch(handle.read()), again, shown=shown)
                     continue
                 most = messages.MAX_LINE_BYTES
                 while raw := handle.readline(most + len(_BOM) + 2):  # a BOM, CR LF
@@ -248,9 +252,9 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
                     if number == 1:
                         raw = raw.removeprefix(_BOM)
                     if len(raw) > most and (size := _line_size(handle, raw)) > most:
-                        yield InputLine(name, number, raw[: messages.MAX_BYTES], again, size)
+                        yield InputLine(name, number, raw[: messages.MAX_BYTES], again, size, shown)
                     elif raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
-                        yield InputLine(name, number, raw, again)
+                        yield InputLine(name, number, raw, again, shown=shown)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise InputError(f"cannot read {path} after line {number}: {exc}") from exc
             finally:
@@ -297,13 +301,19 @@ class InputItem:
     whole_line: bool
     #: As :attr:`InputLine.rereadable`.
     rereadable: bool = True
+    #: As :attr:`InputLine.shown`.
+    shown: str = ""
 
 
 def items_of(line: InputLine) -> list[InputItem]:
     """The messages of one line, in order."""
     if line.oversize:
         refused = Malformed(line_too_large(line.oversize))
-        return [InputItem(line.file, line.number, 0, refused, line.raw, True, line.rereadable)]
+        return [
+            InputItem(
+                line.file, line.number, 0, refused, line.raw, True, line.rereadable, line.shown
+            )
+        ]
     items, whole = decode(line.raw)
     out = []
     for index, item in enumerate(items):
@@ -311,5 +321,7 @@ def items_of(line: InputLine) -> list[InputItem]:
             item, raw = kept(item, line.raw)
         else:
             raw = line.raw if whole else orjson.dumps(item)
-        out.append(InputItem(line.file, line.number, index, item, raw, whole, line.rereadable))
+        out.append(
+            InputItem(line.file, line.number, index, item, raw, whole, line.rereadable, line.shown)
+        )
     return out

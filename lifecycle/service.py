@@ -882,10 +882,13 @@ _TURN = select(bulk_lock.c.id).where(bulk_lock.c.id == 1)
 def _differences(
     stored: AccountState | StoreError | None, truth: AccountState | None
 ) -> dict[str, tuple[Any, Any]]:
-    """:func:`history.differences`, a stored row that is no state being one difference."""
+    """:func:`history.differences`; a stored row that is no state, or no row where the
+    events have an account, is one difference (not one per field of the state)."""
+    replayed = f"version {truth.version}" if truth is not None else None
     if isinstance(stored, StoreError):
-        replayed = f"version {truth.version}" if truth is not None else None
         return {"state": (f"unreadable ({stored.__cause__!r})", replayed)}
+    if stored is None and truth is not None:
+        return {"state": ("missing", replayed)}
     return history.differences(stored, truth)
 
 

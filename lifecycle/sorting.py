@@ -32,7 +32,7 @@ _SCHEMA = """
 CREATE TABLE items (
     slot INTEGER PRIMARY KEY, account TEXT, ts TEXT,
     file TEXT NOT NULL, line INTEGER NOT NULL, idx INTEGER NOT NULL,
-    raw BLOB NOT NULL, whole INTEGER NOT NULL, malformed TEXT
+    raw BLOB NOT NULL, whole INTEGER NOT NULL, malformed TEXT, shown TEXT NOT NULL
 )
 """
 
@@ -47,7 +47,7 @@ moves AS (SELECT places.slot AS place, movers.source AS source
           FROM places JOIN movers ON places.account = movers.account AND places.k = movers.k
           UNION ALL
           SELECT slot, slot FROM items WHERE account IS NULL OR ts IS NULL)
-SELECT i.file, i.line, i.idx, i.raw, i.whole, i.malformed
+SELECT i.file, i.line, i.idx, i.raw, i.whole, i.malformed, i.shown
 FROM moves JOIN items AS i ON i.slot = moves.source
 ORDER BY moves.place
 """
@@ -100,9 +100,9 @@ def _sorted(path: Path, lines: Iterable[InputLine]) -> Iterator[InputItem]:
         db.execute("PRAGMA synchronous=OFF")
         db.execute(_SCHEMA)
         rereadable = _spill(db, lines)
-        for file, line, index, raw, whole, reason in db.execute(_ORDER):
+        for file, line, index, raw, whole, reason, shown in db.execute(_ORDER):
             item: Item = Malformed(reason) if reason is not None else orjson.loads(raw)
-            yield InputItem(file, line, index, item, raw, bool(whole), rereadable[file])
+            yield InputItem(file, line, index, item, raw, bool(whole), rereadable[file], shown)
     finally:
         db.close()
 
@@ -111,24 +111,21 @@ def _spill(db: sqlite3.Connection, lines: Iterable[InputLine]) -> dict[str, bool
     """Write the items of ``lines`` to the spill; returns whether each file is rereadable."""
     rereadable: dict[str, bool] = {}
     insert = (
-        "INSERT INTO items (account, ts, file, line, idx, raw, whole, malformed)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO items (account, ts, file, line, idx, raw, whole, malformed, shown)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     batch: list[tuple[object, ...]] = []
     db.execute("BEGIN")
     for line in lines:
         rereadable[line.file] = line.rereadable
         for it in items_of(line):
+            where = (it.file, it.line, it.index, it.raw, it.whole_line)
             if isinstance(it.item, Malformed):
-                batch.append(
-                    (None, None, it.file, it.line, it.index, it.raw, it.whole_line, it.item.reason)
-                )
+                batch.append((None, None, *where, it.item.reason, it.shown))
             else:
                 account = group_id_of(it.item)
                 key = sort_key(it.item.get("timestamp")) if account is not None else None
-                batch.append(
-                    (account, key, it.file, it.line, it.index, it.raw, it.whole_line, None)
-                )
+                batch.append((account, key, *where, None, it.shown))
         if len(batch) >= 10_000:
             db.executemany(insert, batch)
             batch.clear()

@@ -251,6 +251,25 @@ def test_sorting_does_not_unpack_a_batch_inside_a_batch(tmp_path: Path, db: list
         assert [(r["line"], r["verdict"], r.get("code")) for r in verdicts(run)] == expected
 
 
+@pytest.mark.parametrize("sort", [[], ["--sort-by", "timestamp"]], ids=["read", "sorted"])
+def test_ingest_shows_each_file_as_given(tmp_path: Path, sort: list[str]) -> None:
+    """A file given twice under two spellings is one file to the store, and two to the
+    report, as to `check`: ingest labelled every verdict with the last spelling."""
+    write(
+        tmp_path / "p1.jsonl",
+        line("Account Created", messageId="m1"),
+        line("Signed In", messageId="m2"),
+    )
+    spellings = ["p1.jsonl", "./p1.jsonl"]
+    db = ["--db", "sqlite:///store.db"]
+    done = lifecycle("ingest", *spellings, *db, *sort, "--format", "jsonl", cwd=tmp_path)
+    checked = lifecycle("check", *spellings, *sort, "--format", "jsonl", cwd=tmp_path)
+    shown = [(r["file"], r["line"], r["verdict"], r.get("code")) for r in verdicts(done)]
+    assert shown == [(r["file"], r["line"], r["verdict"], r.get("code")) for r in verdicts(checked)]
+    assert [f for f, *_ in shown] == ["p1.jsonl", "p1.jsonl", "./p1.jsonl", "./p1.jsonl"]
+    assert [v for _, _, v, _ in shown] == ["accepted", "rejected", "duplicate", "rejected"]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a file size limit (POSIX)")
 def test_sorting_on_a_full_disk_is_an_error_not_rejections(tmp_path: Path) -> None:
     """A temporary directory that fills up while sorting is one line on stderr and exit 2,
@@ -558,6 +577,10 @@ def test_text_output_to_a_terminal_that_cannot_encode_the_input(tmp_path: Path) 
     assert b"user_unknown\tSigned In for \\u5ba2\\u6237 by \\u7528\\u6237" in listed.stdout
     accounts = lifecycle("accounts", "list", *db, env=env)
     assert (accounts.returncode, accounts.stdout) == (0, b"\\u5ba2\\u6237\tcreated\t1\t0\n")
+    replayed = lifecycle(
+        "replay", *db, "--format", "text", env=env
+    )  # it wrote UTF-8 whatever the encoding
+    assert (replayed.returncode, replayed.stdout) == (0, accounts.stdout)
     checked = lifecycle("check", path, "--format", "jsonl", env=env)
     assert [r.get("groupId") for r in verdicts(checked)] == ["客户", "客户"]
 
@@ -1184,7 +1207,10 @@ def test_exit_2_for_a_driver_lifecycle_does_not_pick(url: str, message: str | No
      ("sqlite://x.db", "cannot open the event store: 'sqlite://x.db': Invalid SQLite URL"),
      ("sqlite://", "'sqlite://' names no file: a store in memory is gone when the command"),
      ("sqlite:///", "'sqlite:///' names no file"),
-     ("sqlite:///:memory:", "'sqlite:///:memory:' names no file")],
+     ("sqlite:///:memory:", "'sqlite:///:memory:' names no file"),
+     ("sqlite:///file::memory:?uri=true", "'sqlite:///file::memory:?uri=true' names no file"),
+     ("sqlite:///file:x.db?mode=memory&uri=true", "'sqlite:///file:x.db?mode=memory&uri=true'"
+      " names no file")],
 )  # fmt: skip
 def test_exit_2_with_one_line_for_a_url_that_cannot_be_meant(
     url: str, message: str, tmp_path: Path

@@ -215,7 +215,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 out.write(orjson.dumps(state.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
         else:
             for state in states:
-                out.write(f"{account_line(state)}\n".encode())
+                print(account_line(state))  # text: in the output's encoding, as elsewhere
     return EXIT_OK
 
 

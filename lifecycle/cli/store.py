@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from itertools import chain, islice
 from typing import TYPE_CHECKING, TypeVar
@@ -34,7 +34,7 @@ from lifecycle.cli.common import (
 from lifecycle.cli.text import account_line, shown
 from lifecycle.decide import Verdict
 from lifecycle.errors import InputError
-from lifecycle.reader import InputItem, items_of, printable, read_lines, stored_name
+from lifecycle.reader import InputItem, items_of, read_lines, stored_name
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.sorting import sorted_by_timestamp
 from lifecycle.spec import REJECTION_CODES
@@ -267,9 +267,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     report = make_report(args.format, args.show)
     # The store records each file by its own name, the report shows it as it was given.
-    names = {path: stored_name(path) for path in args.files}
-    display = {name: printable(path) for path, name in names.items()}
-    lines = read_lines(args.files, names)
+    lines = read_lines(args.files, {path: stored_name(path) for path in args.files})
     chunk = min(CHUNK_LINES, args.batch_size)
     with open_store(args) as store, progress(args.files, "ingest") as bar:
         if args.sort_by:
@@ -283,7 +281,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
         # Chunks of messages, not of lines: a `.json` document is one line of any length.
         batches = iter(lambda: list(islice(items, chunk)), [])
-        _in_transactions(store, batches, judge, args.batch_size, report, display)
+        _in_transactions(store, batches, judge, args.batch_size, report)
     report.finish("lifecycle ingest", len(args.files))
     return EXIT_REJECTED if report.rejected else EXIT_OK
 
@@ -303,11 +301,8 @@ def _in_transactions(
     judge: Callable[[list[T], Connection], Judged],
     size: int,
     report: Report,
-    display: Mapping[str, str],
 ) -> None:
     """Judge ``batches`` in store transactions of about ``size`` messages each.
-
-    ``display`` gives the name each file is reported under.
 
     Verdicts are reported once their transaction has committed, so that what a
     killed ingest printed is stored. They are kept until then without their
@@ -335,8 +330,7 @@ def _in_transactions(
                         taken.append(batch)
                     judged = judge(batch, conn)
                     held.extend(
-                        (display.get(it.file, it.file), it.line, it.index, _bare(v))
-                        for it, v in judged
+                        (it.shown or it.file, it.line, it.index, _bare(v)) for it, v in judged
                     )
                     count += len(judged)
                     if count >= size:

@@ -311,6 +311,22 @@ def test_verify_reports_a_corrupted_head(store: Lifecycle, db_url: str, tmp_path
         assert f"replay --verify checks every account as of now: drop {option}" in scoped.stderr
 
 
+def test_verify_reports_a_deleted_head_as_missing(store: Lifecycle) -> None:
+    """A head row deleted by hand was one difference per field of the state, each
+    `head=None`; it is one, and the account's next write stores the head again."""
+    store.submit_many(account_history("acct_1") + account_history("acct_2"))
+    with store.engine.begin() as connection:
+        connection.execute(delete(account_heads).where(account_heads.c.account == "acct_2"))
+    state = store.state("acct_2")
+    assert state is not None  # replayed from the events
+    (difference,) = store.verify()
+    assert (
+        str(difference) == f"acct_2 (head): state: head='missing' replay='version {state.version}'"
+    )
+    store.submit(msg("Signed In", "u1", "acct_2"))
+    assert list(store.verify()) == []
+
+
 @pytest.mark.parametrize("damage", ["{bad", "{}", "[]"])
 def test_unreadable_heads_and_snapshots_are_reported_not_raised(
     damage: str, db_url: str, tmp_path: Path
