@@ -526,14 +526,24 @@ class Lifecycle:
         too; the others stay, with the code and reason they get today. One this
         store's policy ignores (a policy that does not know its event: the store was
         written under another) stays as it was. Running it twice changes nothing the
-        second time.
+        second time: the messages left are judged again, in order, for as long as a
+        pass stores any (a `Signed Out` received before the `Signed In` it needs,
+        both waiting for a `Signed Up`, is legal only once the `Signed In` is stored).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         report = RetryReport()
-        rows = [r for r in self.rejections(code=code, account=account)]
-        for start in range(0, len(rows), batch_size):
-            self._retry_chunk(rows[start : start + batch_size], report)
+        rows = list(self.rejections(code=code, account=account))
+        while rows:
+            stored = report.accepted + report.duplicate
+            report.still_rejected, report.codes, report.ignored = 0, {}, 0  # of this pass
+            for start in range(0, len(rows), batch_size):
+                self._retry_chunk(rows[start : start + batch_size], report)
+            if report.accepted + report.duplicate == stored:
+                break
+            with self._reading(None) as conn:
+                kept = repository.still_quarantined(conn, [row.id for row in rows])
+            rows = [row for row in self.rejections(account=account) if row.id in kept]
         return report
 
     def _retry_chunk(self, chunk: list[QuarantinedMessage], report: RetryReport) -> None:

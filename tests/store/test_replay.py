@@ -485,6 +485,28 @@ def test_quarantine_retry(store: Lifecycle) -> None:
     assert len(list(store.rejections())) == 1
 
 
+def test_retry_goes_on_while_a_pass_stores_something(store: Lifecycle) -> None:
+    """A `Signed Out` received before the `Signed In` it needs, both before the user
+    signed up: one pass stored the `Signed In` only, and a second run of "idempotent"
+    retry then stored the `Signed Out`."""
+    received = [
+        msg("Account Created", "u0", "acct_1"),
+        msg("Signed Out", "u1", "acct_1", mid="out"),
+        msg("Signed In", "u1", "acct_1", mid="in"),
+        msg("Signed Up", "u1", "acct_1"),
+        msg("Trial Ended", "u1", "acct_1", mid="never"),
+    ]
+    codes = [v.code for v in store.submit_many(received)]
+    assert codes == [None, "user_unknown", "user_unknown", None, "trial_not_active"]
+    report = store.retry_rejections(batch_size=1)
+    assert (report.accepted, report.duplicate, report.still_rejected) == (2, 0, 1)
+    assert report.codes == {"trial_not_active": 1}
+    assert [(r.message_id, r.code) for r in store.rejections()] == [("never", "trial_not_active")]
+    assert [e.message_id for e in store.events()][-2:] == ["in", "out"]
+    again = store.retry_rejections()
+    assert (again.accepted, again.still_rejected) == (0, 1)
+
+
 @pytest.mark.parametrize("inner", [[], ["acct_a", "acct_b"]], ids=["empty", "two"])
 def test_retry_judges_the_quarantined_item_not_a_batch_inside_it(
     store: Lifecycle, tmp_path: Path, inner: list[str]
