@@ -423,7 +423,7 @@ def audit(connection: Connection, policy: Policy) -> Iterator[AuditFinding]:
     with _stored_rows(connection, _AUDIT_COLUMNS) as chunks:
         for rows in chunks:
             for row in rows:
-                verdict = gate.submit(orjson.loads(row[5]))
+                verdict = gate.submit_item(orjson.loads(row[5]))  # a message, never a batch
                 if verdict.code is not None:
                     code, reason = verdict.code, verdict.reason or ""
                 elif verdict.verdict == IGNORED:

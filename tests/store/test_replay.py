@@ -453,6 +453,17 @@ def test_audit_under_a_stricter_policy(store: Lifecycle) -> None:
     assert list(store.audit(DEFAULT_POLICY)) == []
 
 
+def test_audit_judges_a_stored_message_not_a_batch_inside_it(store: Lifecycle) -> None:
+    """A stored message with a ``batch`` key of its own was audited as a batch object:
+    under the store's own policy, `malformed_json` for an empty one and, for another,
+    a finding on an event that was never stored."""
+    empty = {**msg("Account Created", "u1", "acct_1"), "batch": []}
+    inner = {**msg("Signed Up", "u1", "acct_1"), "batch": [msg("Account Deleted", "u1", "x")]}
+    line = orjson.dumps({"batch": [empty, inner]})
+    assert [v.verdict for v in store.submit_line(line)] == ["accepted", "accepted"]
+    assert list(store.audit(DEFAULT_POLICY)) == []
+
+
 def test_audit_reports_stored_events_its_policy_does_not_know(db_url: str) -> None:
     """A store written under a policy with more events, audited under one without them:
     the audit passed over them silently, 0 findings, and judged what followed as if they
