@@ -198,7 +198,7 @@ def test_an_ingest_transaction_that_lost_runs_again_alone(
         batches = iter(lambda: list(islice(lines, 5)), [])
         lines = read_lines([str(path)])
         report = JsonlReport(io.BytesIO())
-        _in_transactions(store, batches, judge, 10, report, {})
+        _in_transactions(store, batches, judge, 10, report)
         assert lost == [False, False, True, True, True, True, True, True]
         assert report.out.getvalue().count(b'"verdict"') == 60  # type: ignore[attr-defined]
         assert [e.message_id for e in store.events()] == [m["messageId"] for m in messages]
