@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import ssl
@@ -216,9 +217,32 @@ class _Segment:
             return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
         except self._request_error as exc:
             return _Answer(_RETRY, f"{type(exc).__name__}: {exc}")
-        except RecursionError:
-            return _Answer(_UNSENDABLE, TOO_DEEP_TO_SEND)
+        except RecursionError as exc:
+            answered = _answer_being_read(exc)
+            if answered is None:
+                return _Answer(_UNSENDABLE, TOO_DEEP_TO_SEND)
+            # An error body nested too deep to decode: still an answer, by its status.
+            shown = "(a body nested too deeply to read)"
+            return _classify(self._api_error(answered.status_code, "unknown", shown, answered))
         return _success(response)
+
+
+def _answer_being_read(error: RecursionError) -> Any:
+    """The response the client library was decoding when ``error`` rose, or None when
+    the error rose writing the request (nothing was sent).
+
+    The library decodes an error answer's body to quote it; one nested deeper than
+    Python recurses (a broken proxy's, say) raised the same error as a message too deep
+    to write, and healthy events behind a 503 or a 401 were parked as "too deep".
+    """
+    frames = error.__traceback__
+    while frames is not None:
+        frame = frames.tb_frame
+        response = frame.f_locals.get("res") if frame.f_code.co_name == "post" else None
+        if response is not None and hasattr(response, "status_code"):
+            return response
+        frames = frames.tb_next
+    return None
 
 
 def _wrong_tls(error: BaseException) -> bool:
@@ -297,9 +321,11 @@ def _retry_after(response: Any) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "nan", "-5": no advice, and the backoff stands
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -438,11 +464,20 @@ def _check_host(host: str | None) -> None:
         parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
     except ValueError:  # "http://[::1": an unclosed IPv6 address
         parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in host:
+    unprintable = any(c.isspace() or not c.isprintable() for c in host)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or unprintable:
         raise RelayError(
             f"host {host!r}: expected an http(s) URL such as {DEFAULT_HOST} (the client "
             "library adds /v1/batch)"
         )
+    if parts.username is not None or parts.password is not None:
+        # The HTTP client would send them as the Basic auth that carries the write key.
+        raise RelayError(
+            f"host {host!r}: a user or password in the host would replace the write key;"
+            " give the scheme, host and path only"
+        )
+    if parts.port == 0:
+        raise RelayError(f"host {host!r}: port 0 is no port to send to")
     if "?" in host or "#" in host:
         # The library appends /v1/batch to the text: it would land in the query or be cut off.
         raise RelayError(
@@ -649,7 +684,9 @@ class Relay:
             if outcome.fatal:
                 raise RelayError(f"Segment refused the request: {outcome.error}")
             if outcome.failed:
-                failures += 1
+                # In a row: a cycle that delivered or parked some events before one request
+                # failed made progress, and starts the count (and the backoff) again.
+                failures = 1 if outcome.delivered or outcome.parked else failures + 1
                 report.failures += 1
                 if max_failures is not None and failures >= max_failures:
                     raise _gave_up(
@@ -887,7 +924,9 @@ class Relay:
             else:
                 items.append(prepared)
         queue = deque(_requests(items))
-        while queue:
+        while queue and not (self._stop and outcome.requests):
+            # Asked to stop: after the request in flight (a refused batch is bisected in
+            # up to twice as many requests as events); the rest stays pending, in order.
             chunk = queue.popleft()
             answer = segment.send([item[1] for item in chunk], failures)
             sent = answer.kind != _UNSENDABLE

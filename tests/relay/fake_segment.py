@@ -44,6 +44,8 @@ class Fault:
     retry_after: str | None = None
     delay: float = 0.0
     location: str | None = None
+    #: The body of the answer, instead of the usual JSON error.
+    body: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,25 @@ class FakeSegment:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def fail(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
-        """The next ``times`` requests get ``status`` (and ``Retry-After``), unrecorded."""
+    def fail(
+        self,
+        status: int,
+        times: int = 1,
+        retry_after: str | None = None,
+        *,
+        delay: float = 0.0,
+        body: bytes | None = None,
+    ) -> None:
+        """The next ``times`` requests get ``status`` (and ``Retry-After``), unrecorded,
+        after ``delay`` seconds, with ``body`` if given."""
+        fault = Fault(status=status, retry_after=retry_after, delay=delay, body=body)
         with self._lock:
-            self._faults.extend([Fault(status=status, retry_after=retry_after)] * times)
+            self._faults.extend([fault] * times)
+
+    def alternate(self, status: int, times: int) -> None:
+        """Of the next ``2 * times`` requests, every second one gets ``status``."""
+        with self._lock:
+            self._faults.extend([Fault(), Fault(status=status)] * times)
 
     def redirect(self, status: int, times: int = 1, page: int = 200) -> None:
         """The next ``times`` requests are redirected to ``/moved``, unrecorded; the page
@@ -220,7 +237,12 @@ class FakeSegment:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             if fault.location:
                 headers["Location"] = fault.location
-            handler.answer(fault.status, {"code": "fault", "message": "injected"}, headers)
+            time.sleep(fault.delay)
+            answer = (
+                fault.body if fault.body is not None else {"code": "fault", "message": "injected"}
+            )
+            with contextlib.suppress(OSError):
+                handler.answer(fault.status, answer, headers)
             return
         if refused:
             self._log(number, 400, batch, len(body), record=False)
@@ -258,9 +280,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.segment._handle(self)
 
     def answer(
-        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+        self, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None
     ) -> None:
-        body = json.dumps(payload).encode()
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

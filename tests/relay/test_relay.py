@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import sqlite3
@@ -501,6 +502,25 @@ def _handshake_each(server: socket.socket, context: ssl.SSLContext) -> None:
             connection.close()
 
 
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("http://someone:secret@127.0.0.1:9", "a user or password in the host would replace"),
+        ("http://someone@127.0.0.1:9", "a user or password in the host would replace"),
+        ("http://127.0.0.1:0", "port 0 is no port to send to"),
+        ("http://127.0.0.1:9/seg\n", "expected an http(s) URL"),
+    ],
+)
+def test_a_host_that_would_send_elsewhere_is_refused_up_front(
+    host: str, why: str, tmp_path: Path
+) -> None:
+    """A user in the host replaced the write key in the request's Basic auth (401 on
+    every request); a trailing newline passed and failed at the first request; port 0
+    went to port 80."""
+    with pytest.raises(RelayError, match=re.escape(why)):
+        Relay(f"sqlite:///{tmp_path / 'never.db'}", write_key="k", host=host)
+
+
 @pytest.mark.parametrize("host", ["https://api.segment.io?x=1", "https://api.segment.io/#f"])
 def test_a_host_with_a_query_or_fragment_is_refused_up_front(host: str, tmp_path: Path) -> None:
     """The library appends /v1/batch to the host's text, into the query or the fragment."""
@@ -762,6 +782,77 @@ def test_waking_a_relay_does_not_cut_its_waits_after_a_failure(
     assert len(segment.requests) == 3  # two failed attempts and one delivery, no more
 
 
+#: An error body no JSON decoder in Python can read: it recurses past its limit.
+TOO_DEEP_BODY = b"[" * 100_000
+
+
+def test_an_error_body_too_deep_to_read_is_still_an_answer(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """The client library decodes an error answer's body to quote it; one nested past
+    Python's recursion limit raised the error of a message too deep to write, and healthy
+    events behind a 503 were parked as "too deep" (behind a 401, hundreds of them)."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=2)
+    segment.fail(503, times=3, body=TOO_DEEP_BODY)
+    with relay_for(db_url, segment, batch_size=4) as relay:
+        report = relay.run()
+    assert (report.parked, report.failures) == (0, 3)
+    assert report.requests == len(segment.requests)
+    assert_delivered(segment, stored)
+    with Lifecycle(db_url) as store:
+        store.submit(msg("Account Created", "u1", "acct_late"))
+    segment.fail(401, times=1, body=TOO_DEEP_BODY)
+    with relay_for(db_url, segment) as relay:
+        with pytest.raises(RelayError, match="HTTP 401"):
+            relay.run()
+        assert (relay.status().parked, relay.status().pending) == (0, 1)
+
+
+def test_a_cycle_that_delivered_starts_the_failure_count_again(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """`--max-failures` counts failed attempts in a row: a cycle whose first request was
+    delivered and second failed made progress. Such cycles, one after another, ended the
+    relay ("gave up after 3 failed attempts in a row"), the backoff growing all along."""
+    big = "x" * 25_000  # two requests a cycle: 20 of these are over 500 KB
+    with Lifecycle(db_url, create_schema=True) as store:
+        history = onboarding("acct_big")
+        history += [msg("Signed In", "u1", "acct_big", padding=big) for _ in range(60)]
+        store.submit_many(history)
+    segment.alternate(503, times=12)
+    with relay_for(db_url, segment, batch_size=20) as relay:
+        report = relay.run(max_failures=3)
+    assert report.failures >= 3
+    assert report.delivered == len(history)
+    assert segment.message_ids() == [m["messageId"] for m in history]
+
+
+def test_a_stop_ends_the_cycle_after_the_request_in_flight(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """A stop was looked at between cycles only: refused by a proxy that answers 400 to
+    every request, slowly, a cycle bisected its 500 events in up to 999 requests before
+    the relay stopped. The rest of the cycle now stays pending, in order."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        stored = submit_history(store, accounts=3)
+    segment.fail(400, times=1_000, delay=0.1)
+    relay = relay_for(db_url, segment, batch_size=500)
+    running = threading.Thread(target=relay.run)
+    running.start()
+    deadline = time.monotonic() + 10
+    while not segment.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    relay.stop()
+    running.join(timeout=10)
+    assert not running.is_alive()
+    assert len(segment.requests) <= 2
+    status = relay.status()
+    assert status.pending + status.parked == len(stored.accepted)
+    assert status.parked <= 1
+    relay.close()
+
+
 def test_retry_after_parses_seconds_and_dates() -> None:
     """Retry-After as delta-seconds or as an HTTP date."""
 
@@ -772,6 +863,8 @@ def test_retry_after_parses_seconds_and_dates() -> None:
     assert _retry_after(Answer("7")) == 7.0
     assert _retry_after(Answer(None)) is None
     assert _retry_after(Answer("soon")) is None
+    for meaningless in ("nan", "inf", "-5"):  # no advice: the backoff stands (it was 0 s)
+        assert _retry_after(Answer(meaningless)) is None
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     delay = _retry_after(Answer(when))
     assert delay is not None and 15 <= delay <= 21
