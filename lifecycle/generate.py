@@ -119,6 +119,8 @@ def generate(
         raise ValueError(f"events={events!r} must not be negative")
     if not 0.0 <= illegal_rate <= 1.0:
         raise ValueError(f"illegal_rate={illegal_rate!r} must be between 0 and 1")
+    if seed < 0:  # Python's generator seeds with the absolute value: -1 gave what 1 gives
+        raise ValueError(f"seed={seed!r} must not be negative")
     return _Simulation(accounts, events, seed, illegal_rate, policy).run()
 
 
@@ -251,14 +253,19 @@ class _Simulation:
         rng = self.rng
         illegal_rate = self.illegal_rate
         for n in range(self.events):
-            if self.created < self.accounts and (n >= self.created * self.spacing or not self.live):
+            due = self.created < self.accounts and (
+                n >= self.created * self.spacing or not self.live
+            )
+            # A violation may come instead of a due creation: with as many accounts as
+            # events, every message was a creation and no rate gave a single violation.
+            if due and not (self.live and illegal_rate and rng.random() < illegal_rate):
                 yield self.create_account()
             elif not self.live:
                 raise ValueError(
                     f"policy {self.policy.name!r} accepted none of the {self.accounts} "
                     "Account Created messages: there is no account to go on with"
                 )
-            elif illegal_rate and rng.random() < illegal_rate:
+            elif due or (illegal_rate and rng.random() < illegal_rate):
                 yield self.inject()
             else:
                 yield self.step()

@@ -9,7 +9,7 @@ import sys
 from contextlib import ExitStack
 from typing import IO
 
-from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, complain, load_policy
+from lifecycle.cli.common import EXIT_ERROR, EXIT_OK, complain, load_policy, non_negative
 from lifecycle.errors import InputError
 
 
@@ -27,7 +27,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--accounts", type=int, required=True, metavar="N", help="accounts")
     parser.add_argument("--events", type=int, required=True, metavar="M", help="messages")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    parser.add_argument(
+        "--seed", type=non_negative, default=0, metavar="S", help="random seed, 0 or more (0)"
+    )
     parser.add_argument(
         "--illegal-rate",
         type=float,
@@ -80,11 +82,15 @@ def run(args: argparse.Namespace) -> int:
             if args.expected and args.expected != STDOUT:
                 os.unlink(args.expected)
             raise
-        for line, generated in enumerate(stream, start=1):
-            out.write(orjson.dumps(generated.message, option=orjson.OPT_APPEND_NEWLINE))
-            if expected is not None:
-                record = {"line": line, **generated.expectation()}
-                expected.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        try:
+            for line, generated in enumerate(stream, start=1):
+                out.write(orjson.dumps(generated.message, option=orjson.OPT_APPEND_NEWLINE))
+                if expected is not None:
+                    record = {"line": line, **generated.expectation()}
+                    expected.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        except ValueError as exc:  # the policy refused every Account Created: found on the way
+            complain(f"lifecycle generate: error: {exc}")
+            return EXIT_ERROR
         out.flush()
         if expected is not None:
             expected.flush()

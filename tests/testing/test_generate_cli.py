@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def lifecycle(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -48,6 +50,9 @@ def test_bad_arguments_are_usage_errors() -> None:
     done = lifecycle("generate", "--accounts", "1", "--events", "5", "--illegal-rate", "2")
     assert done.returncode == 2
     assert done.stderr.decode().count("\n") == 1
+    # Python's generator takes the absolute value of a seed: -1 wrote what 1 writes.
+    negative = lifecycle("generate", "--accounts", "1", "--events", "5", "--seed", "-1")
+    assert negative.returncode == 2 and b"--seed" in negative.stderr
 
 
 def test_an_output_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path: Path) -> None:
@@ -122,3 +127,55 @@ def test_a_dash_is_standard_output(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (0, verdicts)
     assert (tmp_path / "m.jsonl").read_bytes() == messages
     assert not (tmp_path / "-").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    accounts=st.integers(1, 60),
+    events=st.integers(0, 120),
+    rate=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    seed=st.integers(0, 2**32),
+)
+def test_expected_verdicts_are_the_gates(
+    accounts: int, events: int, rate: float, seed: int
+) -> None:
+    """Whatever the sizes, each message comes with the verdict a gate gives it."""
+    from lifecycle import Gate
+    from lifecycle.generate import generate
+
+    generated = list(generate(accounts=accounts, events=events, seed=seed, illegal_rate=rate))
+    assert len(generated) == events
+    gate = Gate()
+    for message in generated:
+        verdict = gate.submit(message.message)
+        assert (verdict.verdict, verdict.code) == (message.verdict, message.code)
+    if rate == 0.0:
+        assert {m.verdict for m in generated} <= {"accepted"}
+
+
+def test_the_rate_holds_with_as_many_accounts_as_events() -> None:
+    """With as many accounts as events every message was an `Account Created`, and no
+    rate gave a single violation."""
+    from lifecycle.generate import generate
+
+    for accounts, events in ((100, 100), (200, 50)):
+        generated = list(generate(accounts=accounts, events=events, seed=1, illegal_rate=0.5))
+        illegal = sum(m.verdict != "accepted" for m in generated) / events
+        assert 0.35 <= illegal <= 0.65, (accounts, events, illegal)
+
+
+def test_a_policy_that_refuses_every_account_is_an_error(tmp_path: Path) -> None:
+    """It was a ValueError raised on the way: a traceback, "internal error", exit 70."""
+    (tmp_path / "nocreate.py").write_text(
+        "from lifecycle import DEFAULT_POLICY, Guard\n"
+        "NOCREATE = DEFAULT_POLICY.with_guard(\n"
+        "    'Account Created', Guard('never', 'no_create', lambda state, event: 'never')\n"
+        ")\n"
+    )
+    done = lifecycle("generate", "--accounts", "3", "--events", "10", "--policy",
+                     "nocreate:NOCREATE", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        "lifecycle generate: error: policy 'b2b-saas+never' accepted none of the 3 Account Created "
+        "messages: there is no account to go on with"
+    ]
