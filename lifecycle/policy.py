@@ -27,6 +27,7 @@ import enum
 import functools
 import hashlib
 import json
+import re
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -288,22 +289,39 @@ class Policy:
         """The account machine as a Mermaid ``stateDiagram-v2`` or a Graphviz ``dot`` graph."""
         edges = self._edges()
         if format == "mermaid":
-            lines = ["stateDiagram-v2"]
-            for (src, dest), labels in edges.items():
-                left = "[*]" if src == self.initial else src
-                lines.append(f"    {left} --> {dest}: {'<br/>'.join(labels)}")
-            lines.extend(f"    {state} --> [*]" for state in self.final)
-            return "\n".join(lines) + "\n"
+            return self._mermaid(edges)
         if format == "dot":
-            lines = [f'digraph "{self.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
-            lines.append(f'    "{self.initial}" [shape=point];')
-            lines.extend(f'    "{state}" [shape=doublecircle];' for state in self.final)
-            for (src, dest), labels in edges.items():
-                label = "\\n".join(labels)  # dot's escape for a line break inside a label
-                lines.append(f'    "{src}" -> "{dest}" [label="{label}"];')
-            lines.append("}")
-            return "\n".join(lines) + "\n"
+            return self._dot(edges)
         raise ValueError(f"unknown diagram format {format!r}: use 'mermaid' or 'dot'")
+
+    def _mermaid(self, edges: dict[tuple[str, str], list[str]]) -> str:
+        """Mermaid's ``stateDiagram-v2``. A state whose name Mermaid would not read as one
+        id (``past-due``, ``on hold``: a parse error, or two states) is declared under an
+        alias, its name as the label."""
+        lines = ["stateDiagram-v2"]
+        ids = {state: state for state in self.states}
+        for n, state in enumerate(self.states):
+            if state != self.initial and not _MERMAID_ID.fullmatch(state):
+                ids[state] = f"s{n}"
+                lines.append(f'    state "{_mermaid_text(state)}" as s{n}')
+        for (src, dest), labels in edges.items():
+            left = "[*]" if src == self.initial else ids[src]
+            text = "<br/>".join(_mermaid_text(label) for label in labels)
+            lines.append(f"    {left} --> {ids[dest]}: {text}")
+        lines.extend(f"    {ids[state]} --> [*]" for state in self.final)
+        return "\n".join(lines) + "\n"
+
+    def _dot(self, edges: dict[tuple[str, str], list[str]]) -> str:
+        """Graphviz ``dot``, every name quoted (and its quotes escaped)."""
+        lines = [f"digraph {_dot_id(self.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
+        lines.append(f"    {_dot_id(self.initial)} [shape=point];")
+        lines.extend(f"    {_dot_id(state)} [shape=doublecircle];" for state in self.final)
+        for (src, dest), labels in edges.items():
+            # "\n" is dot's line break inside a label; a backslash of a name is doubled.
+            label = "\\n".join(label.replace("\\", "\\\\") for label in labels)
+            lines.append(f"    {_dot_id(src)} -> {_dot_id(dest)} [label={_dot_id(label)}];")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
 
     def _edges(self) -> dict[tuple[str, str], list[str]]:
         edges: dict[tuple[str, str], list[str]] = {}
@@ -318,6 +336,27 @@ class Policy:
 
     def __repr__(self) -> str:
         return f"<Policy {self.name!r} {len(self.states)} states, {len(self.events)} events>"
+
+
+#: A state name Mermaid reads as one id as it stands (and not as one of its keywords).
+_MERMAID_ID = re.compile(r"(?!(?:state|note|direction|class|classDef|end)\Z)[A-Za-z_][\w]*", re.A)
+
+
+def _mermaid_text(text: str) -> str:
+    """``text`` for a Mermaid label or quoted name: its quotes, colons and angle brackets
+    as entity codes, which Mermaid shows as the characters."""
+    return (
+        text.replace("#", "#35;")
+        .replace('"', "#quot;")
+        .replace(":", "#58;")
+        .replace("<", "#lt;")
+        .replace(">", "#gt;")
+    )
+
+
+def _dot_id(text: str) -> str:
+    """``text`` as a quoted dot id: in a quoted string dot reads only ``\\"`` as an escape."""
+    return '"' + text.replace('"', '\\"') + '"'
 
 
 # -- building ------------------------------------------------------------------------------

@@ -621,6 +621,70 @@ def test_dot_draws_every_transition(policy: Policy) -> None:
     assert '    "none" -> "created" [label="Account Created"];\n' in text
 
 
+#: Names a diagram must quote: a hyphen and a space (Mermaid read `on hold` as two states
+#: and failed on `past-due`), one of Mermaid's keywords, and quotes (dot's `digraph "odd
+#: "quoted" policy"` did not parse).
+ODD = DEFAULT_POLICY.extend(
+    name='odd "quoted" policy',
+    states=["on hold", "past-due", "end"],
+    events=[EventSpec("Account Paused"), EventSpec("Payment: Failed")],
+    transitions=[
+        {"trigger": "Account Paused", "source": "created", "dest": "on hold"},
+        {"trigger": "Payment: Failed", "source": "active", "dest": "past-due"},
+        {"trigger": "Trial Ended", "source": "past-due", "dest": "end"},
+        {"trigger": "Account Deleted", "source": ["on hold", "past-due", "end"], "dest": "deleted"},
+    ],
+    refusals={
+        "Account Paused": Refusal("not_pausable", "a new account"),
+        "Payment: Failed": Refusal("not_billed", "an active account"),
+        **{
+            name: Refusal("elsewhere", "another state")
+            for name in (
+                "Signed Up",
+                "Signed In",
+                "Signed Out",
+                "Invite Sent",
+                "Account Added User",
+                "Account Removed User",
+                "Trial Started",
+            )
+        },
+    },
+)
+
+
+def _unentity(text: str) -> str:
+    for code, char in (("#quot;", '"'), ("#58;", ":"), ("#lt;", "<"), ("#gt;", ">")):
+        text = text.replace(code, char)
+    return text.replace("#35;", "#")
+
+
+def test_diagrams_quote_names_that_are_not_plain_ids() -> None:
+    """Read back the way Mermaid and dot read them, both diagrams of a policy whose names
+    hold spaces, hyphens, quotes and colons have exactly the edges of its table."""
+    text = ODD.diagram("mermaid")
+    aliases = {
+        alias: _unentity(name)
+        for name, alias in re.findall(r'^    state "(.+)" as (s\d+)$', text, re.M)
+    }
+    assert set(aliases.values()) == {"on hold", "past-due", "end"}
+    edges = {
+        (aliases.get(src, src), aliases.get(dest, dest), label)
+        for src, dest, label in mermaid_edges(ODD, text)
+    }
+    assert {(s, d, _unentity(e)) for s, d, e in edges} == table_edges(ODD)
+    quoted = r'"((?:[^"\\]|\\.)*)"'
+    dot = ODD.diagram("dot")
+    assert re.match(rf"digraph {quoted} {{", dot).group(1).replace('\\"', '"') == ODD.name
+    drawn = set()
+    for src, dest, labels in re.findall(
+        rf"^    {quoted} -> {quoted} \[label={quoted}\];$", dot, re.M
+    ):
+        for label in labels.split("\\n"):
+            drawn.add((src, dest, label.split(" [")[0]))
+    assert drawn == table_edges(ODD)
+
+
 def test_diagrams_change_with_the_policy() -> None:
     """An extension adds its edge and a relaxation drops its guard from the drawing."""
     lenient = DEFAULT_POLICY.without_guard("Signed Out", "user_signed_in")
