@@ -399,7 +399,12 @@ def run_db_current(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     head = migrate.head_revision()
-    note = "(head)" if current == head else f"(head is {head})"
+    if current == head:
+        note = "(head)"
+    elif current is None or migrate.is_known(current):
+        note = f"(head is {head})"
+    else:  # "(head is 0007)" read as if the store were behind
+        note = f"(unknown to this version, whose head is {head}: a newer lifecycle wrote it)"
     print(f"{current or 'base'} {note}")
     return EXIT_OK
 

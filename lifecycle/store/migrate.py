@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import TextClause, inspect, text
+from sqlalchemy import MetaData, Table, TextClause, inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.errors import SchemaError
@@ -51,6 +51,11 @@ def _scripts() -> ScriptDirectory:
 def _revisions() -> tuple[str, ...]:
     """The revisions this version ships, oldest first."""
     return tuple(r.revision for r in reversed(list(_scripts().walk_revisions())))
+
+
+def is_known(revision: str) -> bool:
+    """Whether ``revision`` is one of the migrations this version ships."""
+    return revision in _revisions()
 
 
 def head_revision() -> str:
@@ -144,11 +149,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Migrate the database down to ``revision`` (``base`` removes every table)."""
+    """Migrate the database down to ``revision`` (``base`` removes every table, the one
+    that held the revision included: Alembic leaves it, empty)."""
     _target(revision, up=False)
     with _migrating(engine) as connection:
         _this_way(revision, _known(connection), up=False)
         _alembic(command.downgrade, connection, revision)
+        if current_revision(connection) is None:
+            Table(VERSION_TABLE, MetaData()).drop(connection, checkfirst=True)
 
 
 def _this_way(revision: str, current: str | None, *, up: bool) -> None:
