@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,11 @@ def test_expected_naming_what_standard_output_is_is_a_usage_error(tmp_path: Path
         assert done.returncode == 2, (options, done.stderr)
         assert b"name the same file" in done.stderr
         assert (tmp_path / "h.jsonl").read_bytes() == b""
+    # Both thrown away is no clash: a load test that wants neither was refused.
+    with open(os.devnull, "wb") as stdout:
+        done = subprocess.run([*first, "--expected", os.devnull], stdout=stdout,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, b"")
 
 
 def test_a_dash_is_standard_output(tmp_path: Path) -> None:
