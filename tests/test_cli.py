@@ -1443,3 +1443,29 @@ def test_an_unwritable_stderr_keeps_the_exit_code(tmp_path: Path) -> None:
         )
     ]
     assert codes == [1, 0, 0, 0, 0]
+
+
+def test_replay_as_of_takes_a_date_time_or_a_date(tmp_path: Path) -> None:
+    """`--as-of 2026-12-07` was "not an ISO-8601 date-time"; a date alone is its midnight,
+    UTC, as a spec Date property's is."""
+    from datetime import UTC, datetime, timedelta
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    ingested = lifecycle(
+        "ingest", write(tmp_path / "a.jsonl", line("Account Created")), "--db", url
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    today = datetime.now(UTC).date()
+    for when, accounts in [
+        (today.isoformat(), []),  # midnight: before the event was recorded
+        ((today + timedelta(days=1)).isoformat(), ["acct_1"]),
+        ((today + timedelta(days=1)).strftime("%Y%m%d"), ["acct_1"]),
+        (datetime.now(UTC).isoformat(), ["acct_1"]),
+    ]:
+        done = lifecycle("replay", "--as-of", when, "--format", "jsonl", "--db", url)
+        assert done.returncode == 0, done.stderr
+        assert [r["account"] for r in verdicts(done)] == accounts, when
+    assert_usage_error(
+        lifecycle("replay", "--as-of", "soon", "--db", url),
+        "lifecycle: error: --as-of 'soon': not an ISO-8601 date-time or date",
+    )

@@ -26,7 +26,7 @@ from lifecycle.cli.common import (
 from lifecycle.cli.store import add_db_argument, open_store
 from lifecycle.cli.text import account_line, shown
 from lifecycle.errors import InputError
-from lifecycle.spec import parse_datetime
+from lifecycle.spec import parse_date
 
 if TYPE_CHECKING:
     from lifecycle.replay import AuditFinding
@@ -137,9 +137,10 @@ def add_retry_parser(rejection_commands: argparse._SubParsersAction) -> None:  #
 def _instant(text: str | None) -> datetime | None:
     if text is None:
         return None
-    moment = parse_datetime(text)
+    # A date alone is its midnight, UTC, as a spec Date property's is.
+    moment = parse_date(text)
     if moment is None:
-        raise InputError(f"--as-of {text!r}: not an ISO-8601 date-time")
+        raise InputError(f"--as-of {text!r}: not an ISO-8601 date-time or date")
     return moment
 
 
