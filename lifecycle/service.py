@@ -386,8 +386,8 @@ class Lifecycle:
         query = _HEAD_STATES.order_by(account_heads.c.account)
         if status is not None:
             query = query.where(account_heads.c.status == status)
-        for (state,) in self._stream(query):
-            yield state_from_json(state, "an account head")
+        for account, state in self._stream(query):
+            yield state_from_json(state, f"the head of account {account!r}")
 
     @_whole_in_memory
     def events(self, account: str | None = None) -> Iterator[StoredEvent]:
@@ -881,7 +881,7 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 #: Every account head's stored state.
-_HEAD_STATES = select(account_heads.c.state)
+_HEAD_STATES = select(account_heads.c.account, account_heads.c.state)
 _HEAD_ROWS = select(
     account_heads.c.account, account_heads.c.version, account_heads.c.status, account_heads.c.state
 )

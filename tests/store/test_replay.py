@@ -346,6 +346,8 @@ def test_unreadable_heads_and_snapshots_are_reported_not_raised(
         assert found["acct_2", "head"]["state"][0].startswith("unreadable (")
         with pytest.raises(StoreError, match=r"^the head of account 'acct_2' is not a readable"):
             store.state("acct_2")
+        with pytest.raises(StoreError, match=r"^the head of account 'acct_2' is not a readable"):
+            list(store.accounts())  # it said "an account head": which, among thousands?
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "lifecycle", *args, "--db", db_url],
