@@ -436,6 +436,8 @@ class Lifecycle:
         """
         if isinstance(accounts, (str, bytes)):
             raise TypeError(f"accounts must be a list of account ids, got {accounts!r}")
+        if accounts is not None:  # no event names an id the store cannot hold (a NUL in it)
+            accounts = [account for account in accounts if is_storable_key(account)]
         until = _position(until)
         if workers > 1 and accounts is None and not in_memory(self.engine):
             self._check_open()

@@ -57,11 +57,12 @@ def test_replay_equals_live_state(store: Lifecycle, stream: list[dict[str, Any]]
 def test_a_replay_of_more_accounts_than_a_query_may_name(store: Lifecycle) -> None:
     """Every account was one parameter of one query: past 65,535 PostgreSQL refused it
     ("number of parameters must be between 0 and 65535"), past 32,766 SQLite. An account
-    named twice is replayed once."""
+    named twice is replayed once; one the store cannot hold is none."""
     store.submit_many(interleave([account_history(f"acct_{n}") for n in range(3)], seed=5))
     live = {s.account: s for s in store.accounts()}
     names = [f"absent_{n}" for n in range(70_000)]
     names[12_345], names[45_678], names[69_999] = "acct_0", "acct_2", "acct_0"
+    names[3] = "a\x00b"  # no account has it: PostgreSQL refused the query ("NUL")
     assert {s.account: s for s in store.replay(accounts=names)} == {
         "acct_0": live["acct_0"],
         "acct_2": live["acct_2"],
