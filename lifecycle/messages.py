@@ -16,7 +16,6 @@ that no run can store would stop every ingest of its file at the same place.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,9 +82,8 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
     except orjson.JSONDecodeError as exc:
         detail = str(exc.args[0] if exc.args else exc)
         if detail.startswith("depth limit"):
-            # The parser gives up on the whole line: a batch's other items still count.
-            if (items := _batch_past_depth(line)) is not None:
-                return items, False
+            # Past the parser's own limit (1,024 levels) the whole line is refused, a
+            # batch's other items with it: its raw bytes are quarantined all the same.
             why = TOO_DEEP
         elif detail.startswith("str is not valid UTF-8"):
             why = _not_utf8(line)
@@ -98,10 +96,13 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
     if type(batch) is list:
         return _batch(line, value, batch), False
     if len(line) > _SHORT and (reason := refusal(line, value)) is not None:
-        if _size(line) > MAX_BYTES and _compact_size(value) <= MAX_BYTES:
-            # Large by its own spacing only: taken, and stored compact, as the same
-            # message in a batch is.
-            return [value], False
+        if reason != TOO_DEEP:  # too large, as the line stands: and as compact JSON?
+            if too_deep(value):  # (which the size spared looking at)
+                reason = TOO_DEEP
+            elif _compact_size(value) <= MAX_BYTES:
+                # Large by its own spacing only: taken, and stored compact, as the same
+                # message in a batch is.
+                return [value], False
         return [Malformed(reason)], False
     return [value], True
 
@@ -225,126 +226,6 @@ def _brackets(line: bytes | str) -> int:
     if isinstance(line, str):
         return line.count("{") + line.count("[")
     return line.count(b"{") + line.count(b"[")
-
-
-# -- a batch line too deep for the parser ----------------------------------------------------
-
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET_OR_QUOTE = re.compile(r'[\[\]{}"]')
-_SCALAR_END = re.compile(r"[,\]}\s]|$")
-_SPACE = re.compile(r"[ \t\n\r]*")
-
-
-class _NotABatch(Exception):
-    """The line is not a batch object whose only fault is an item nested too deep."""
-
-
-def _batch_past_depth(line: bytes | str) -> list[Item] | None:
-    """The items of a batch line the parser refused for its depth, each item nested too
-    deep refused alone; None when the line is no such batch (or is not valid JSON).
-
-    The parser stops at about a thousand levels, before :func:`_batch` could look at the
-    items one by one, and one item then cost the line every other message. Here the line
-    is cut into its top-level values and each is parsed on its own. Slow, and rare.
-    """
-    try:
-        text = line.decode("utf-8") if isinstance(line, bytes) else line
-        fields = _object_spans(text)
-        spans = fields.pop("batch", None)
-        if spans is None or text[spans[0]] != "[":
-            raise _NotABatch
-        value = {key: orjson.loads(text[start:end]) for key, (start, end) in fields.items()}
-        batch: list[Any] = []
-        deep: set[int] = set()
-        for position, (start, end) in enumerate(_array_spans(text, *spans)):
-            try:
-                batch.append(orjson.loads(text[start:end]))
-            except orjson.JSONDecodeError as exc:
-                if not str(exc).startswith("depth limit"):
-                    raise
-                batch.append(None)
-                deep.add(position)
-    except (_NotABatch, UnicodeDecodeError, orjson.JSONDecodeError):
-        return None
-    items = _batch(line, value, batch)
-    return [Malformed(TOO_DEEP) if n in deep else item for n, item in enumerate(items)]
-
-
-def _object_spans(text: str) -> dict[str, tuple[int, int]]:
-    """Where the value of each key of the object ``text`` holds starts and ends (the
-    last of a repeated key, as the parser takes it)."""
-    at = _skip(text, 0)
-    if text[at : at + 1] != "{":
-        raise _NotABatch
-    spans: dict[str, tuple[int, int]] = {}
-    at = _skip(text, at + 1)
-    while text[at : at + 1] != "}":
-        key = _STRING.match(text, at)
-        if key is None:
-            raise _NotABatch
-        at = _skip(text, key.end())
-        if text[at : at + 1] != ":":
-            raise _NotABatch
-        start = _skip(text, at + 1)
-        end = _value_end(text, start)
-        spans[orjson.loads(key.group())] = (start, end)
-        at = _after_value(text, end, "}")
-    if _skip(text, at + 1) != len(text):
-        raise _NotABatch
-    return spans
-
-
-def _array_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Where each item of the array ``text[start:end]`` starts and ends."""
-    spans = []
-    at = _skip(text, start + 1)
-    while at < end - 1:
-        item_end = _value_end(text, at)
-        spans.append((at, item_end))
-        at = _after_value(text, item_end, "]")
-    return spans
-
-
-def _value_end(text: str, start: int) -> int:
-    """Where the JSON value starting at ``start`` ends, brackets inside strings skipped."""
-    if text[start : start + 1] not in ("[", "{", '"'):
-        found = _SCALAR_END.search(text, start)
-        assert found is not None  # the pattern matches at the end of the text
-        if found.start() == start:
-            raise _NotABatch
-        return found.start()
-    depth, at = 0, start
-    while (token := _BRACKET_OR_QUOTE.search(text, at)) is not None:
-        if token.group() == '"':
-            string = _STRING.match(text, token.start())
-            if string is None:
-                raise _NotABatch
-            at = string.end()
-        else:
-            depth += 1 if token.group() in "[{" else -1
-            at = token.end()
-        if depth == 0:
-            return at
-    raise _NotABatch
-
-
-def _after_value(text: str, end: int, closing: str) -> int:
-    """Past the comma after a value, or at the ``closing`` bracket that ends its container."""
-    at = _skip(text, end)
-    if text[at : at + 1] == ",":
-        at = _skip(text, at + 1)
-        if text[at : at + 1] in ("", closing):  # a comma with no value after it
-            raise _NotABatch
-        return at
-    if text[at : at + 1] != closing:
-        raise _NotABatch
-    return at
-
-
-def _skip(text: str, at: int) -> int:
-    found = _SPACE.match(text, at)
-    assert found is not None  # matches the empty string
-    return found.end()
 
 
 #: Why a batch object with no items gets a verdict: a submission asks for one.
