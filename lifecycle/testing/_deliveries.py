@@ -69,7 +69,7 @@ class Delivery:
     def messages(self) -> Iterator[Message]:
         """Every message in order, batch items with the batch's context merged in."""
         for line in self.lines:
-            if "batch" not in line:
+            if not _is_batch(line):
                 yield line
             elif "context" not in line:
                 yield from line["batch"]
@@ -81,7 +81,7 @@ class Delivery:
         """One row per message (line, event, account, user, verdict), not the messages."""
         rows, verdicts = [], iter(self.verdicts)
         for number, line in enumerate(self.lines, 1):
-            batch = "batch" in line
+            batch = _is_batch(line)
             shared = line.get("context", {}).get("groupId") if batch else None
             for index, item in enumerate(line["batch"] if batch else [line]):
                 where = f"{number}[{index}]" if batch else f"{number}"
@@ -91,6 +91,11 @@ class Delivery:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """What Hypothesis prints for a failing example: the same as :meth:`__repr__`."""
         printer.text(repr(self))
+
+
+def _is_batch(line: Mapping[str, Any]) -> bool:
+    """Whether lifecycle reads ``line`` as a batch object (its ``batch`` is a list)."""
+    return type(line.get("batch")) is list
 
 
 def _brief(message: Mapping[str, Any], shared_account: object) -> str:
@@ -148,6 +153,8 @@ def deliveries(
             pending.append(copy.deepcopy(message))
         sent.append((message, ACCEPTED))
     sent.extend((message, DUPLICATE) for message in pending)
+    if "ignored" in wanted and original and draw(st.integers(0, 3)) == 3:
+        sent.append((draw(_ignored_calls(policy, original, len(original) - 1)), IGNORED))
     lines = _in_lines(draw, [m for m, _ in sent]) if "batch" in wanted else [m for m, _ in sent]
     return Delivery(tuple(lines), tuple(v for _, v in sent))
 
@@ -164,6 +171,12 @@ def _legal(history: Sequence[Mapping[str, Any]], policy: Policy) -> list[Message
     if not isinstance(policy, Policy):
         raise InvalidArgument(f"policy={policy!r} must be a lifecycle Policy")
     original = [copy.deepcopy(dict(m)) for m in history]
+    for number, message in enumerate(original):
+        if _is_batch(message):
+            raise InvalidArgument(
+                f"history[{number}] has a batch list of its own: on a line it would be read"
+                " as a batch object, not as the message the history judges"
+            )
     for number, verdict in enumerate(Gate(policy).submit_many(original)):
         if not verdict.accepted:
             raise InvalidArgument(
@@ -198,26 +211,30 @@ def _ignored_calls(
 
 
 def _in_lines(draw: st.DrawFn, messages: list[Message]) -> list[Message]:
-    """``messages`` cut into lines: single messages, or batches of up to eight."""
-    lines: list[Message] = []
-    start = 0
-    while start < len(messages):
-        size = draw(st.integers(0, min(8, len(messages) - start)))
-        if size == 0:  # a plain line: where shrinking leads
-            lines.append(messages[start])
-            start += 1
-            continue
-        items = [copy.deepcopy(m) for m in messages[start : start + size]]
-        lines.append(_batch(draw, items))
-        start += size
-    return lines
+    """``messages`` cut into lines: single messages, or batches of those that join the
+    line before. One choice per message, which shrinks to a line of its own: changing
+    one choice changes no other (a draw per batch had kept Hypothesis from shrinking
+    batches away)."""
+    lines: list[Message | list[Message]] = []
+    shared: list[bool] = []
+    for message in messages:
+        kind = draw(st.integers(0, 3))  # a line, a batch, a batch naming its account, joins
+        if kind == 0:
+            lines.append(message)
+        elif kind == 3 and lines and isinstance(lines[-1], list):
+            lines[-1].append(copy.deepcopy(message))
+        else:
+            lines.append([copy.deepcopy(message)])
+            shared.append(kind == 2)
+    hoisted = iter(shared)
+    return [_batch(line, next(hoisted)) if isinstance(line, list) else line for line in lines]
 
 
-def _batch(draw: st.DrawFn, items: list[Message]) -> Message:
-    """A batch object of ``items``; their account in its context when they share one."""
+def _batch(items: list[Message], shared: bool) -> Message:
+    """A batch object of ``items``; their account named once, in its context, when
+    ``shared`` and they all have it."""
     accounts = {str((m.get("context") or {}).get("groupId")) for m in items}
-    shared = len(accounts) == 1 and all(isinstance(m.get("context"), dict) for m in items)
-    if shared and draw(st.booleans()):
+    if shared and len(accounts) == 1 and all(isinstance(m.get("context"), dict) for m in items):
         for item in items:
             del item["context"]["groupId"]
             if not item["context"]:

@@ -195,3 +195,47 @@ def test_a_failing_example_reads_as_a_table() -> None:
         ")"
     )
     assert orjson.loads(delivery.jsonl()[0])["context"] == {"groupId": "a"}
+
+
+def test_a_failure_shrinks_to_one_message_per_line() -> None:
+    """Cutting a batch back to plain lines took a draw per item, which Hypothesis could
+    not delete: a failure that needs a redelivery shrank to batches of seven or eight."""
+    from hypothesis import find
+
+    history = find(legal_histories(min_events=20), lambda h: True)
+    smallest = find(
+        deliveries(history),
+        lambda d: "duplicate" in d.verdicts,
+        settings=settings(max_examples=500, database=None),
+    )
+    assert smallest.verdicts.count("duplicate") == 1
+    assert not any(type(line.get("batch")) is list for line in smallest.lines)
+    assert "ignored" not in smallest.verdicts
+
+
+def test_a_batch_key_of_a_message_is_not_a_batch() -> None:
+    """A message's own `batch` key that is no list leaves it a message (its characters
+    were yielded as messages); a list would make its line a batch object, so such a
+    history is refused."""
+
+    @given(st.data())
+    def draw(data: st.DataObject) -> None:
+        tagged = [{**m, "batch": "nightly-import"} for m in data.draw(HISTORIES)]
+        delivery = data.draw(deliveries(tagged, kinds=["batch", "ignored"]))
+        assert judged(delivery, Gate()) == list(delivery.verdicts)
+        assert [m for m in delivery.messages() if "batch" in m] == tagged
+        repr(delivery)
+
+    settings(max_examples=30, deadline=None)(draw)()
+    listed = [{**_created(), "batch": []}]
+
+    @given(st.data())
+    def refuse(data: st.DataObject) -> None:
+        data.draw(deliveries(listed))
+
+    with pytest.raises(InvalidArgument, match=r"history\[0\] has a batch list of its own"):
+        refuse()
+
+
+def _created() -> dict[str, object]:
+    return {"event": "Account Created", "userId": "u", "context": {"groupId": "a"}}
