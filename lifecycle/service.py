@@ -543,10 +543,18 @@ class Lifecycle:
                 self._retry_chunk(rows[start : start + batch_size], report)
             if report.accepted + report.duplicate == stored:
                 break
-            with self._reading(None) as conn:
-                kept = repository.still_quarantined(conn, [row.id for row in rows])
-            rows = [row for row in self.rejections(account=account) if row.id in kept]
+            rows = self._quarantined([row.id for row in rows])
         return report
+
+    def _quarantined(self, row_ids: list[int]) -> list[QuarantinedMessage]:
+        """Those of the quarantine rows ``row_ids`` still there, as they are now, in order
+        (a pass of a retry reads back only the rows the pass before left)."""
+        found: list[QuarantinedMessage] = []
+        with self._reading(None) as conn:
+            for part in repository.chunks(row_ids):
+                query = select(*quarantine.c).where(quarantine.c.id.in_(part))
+                found.extend(QuarantinedMessage(*row[:11]) for row in conn.execute(query))
+        return sorted(found, key=lambda row: row.id)
 
     def _retry_chunk(self, chunk: list[QuarantinedMessage], report: RetryReport) -> None:
         """Judge ``chunk`` again in one transaction that releases its rows, or, when

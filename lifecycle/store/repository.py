@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Dialect
@@ -44,7 +44,10 @@ _INSERT_QUARANTINE = insert(quarantine)
 _HOLDS_SOURCE = select(quarantine.c.id).where(quarantine.c.source == bindparam("source")).limit(1)
 
 
-def chunks(keys: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
+_K = TypeVar("_K")
+
+
+def chunks(keys: Sequence[_K], size: int = CHUNK) -> Iterator[Sequence[_K]]:
     """``keys`` in slices of at most ``size``."""
     for start in range(0, len(keys), size):
         yield keys[start : start + size]
@@ -397,7 +400,6 @@ def release(connection: Connection, row_ids: list[int]) -> int:
 def still_quarantined(connection: Connection, row_ids: list[int]) -> set[int]:
     """Which of ``row_ids`` are still in the quarantine."""
     kept: set[int] = set()
-    for start in range(0, len(row_ids), CHUNK):
-        part = row_ids[start : start + CHUNK]
+    for part in chunks(row_ids):
         kept.update(connection.scalars(select(quarantine.c.id).where(quarantine.c.id.in_(part))))
     return kept
