@@ -1210,6 +1210,8 @@ def test_exit_2_for_a_driver_lifecycle_does_not_pick(url: str, message: str | No
      ("sqlite:///:memory:", "'sqlite:///:memory:' names no file"),
      ("sqlite:///file::memory:?uri=true", "'sqlite:///file::memory:?uri=true' names no file"),
      ("sqlite:///file:x.db?mode=memory&uri=true", "'sqlite:///file:x.db?mode=memory&uri=true'"
+      " names no file"),
+     ("sqlite:///file:/x.db?vfs=memdb&uri=true", "'sqlite:///file:/x.db?vfs=memdb&uri=true'"
       " names no file")],
 )  # fmt: skip
 def test_exit_2_with_one_line_for_a_url_that_cannot_be_meant(

@@ -95,15 +95,20 @@ def parse_url(url: str) -> sqlalchemy.URL:
 
 def sqlite_file(url: str) -> str | None:
     """The file an ``sqlite://`` URL names: "" for none (a database in memory, an SQLite
-    URI's ``file::memory:`` or ``mode=memory`` included), None for another backend, an
-    SQLite URI (``?uri=true``) naming a file, which it does in its own way, or a URL SQLite
-    refuses (``sqlite://x.db``: a host), which :func:`create_engine` explains."""
+    URI's ``file::memory:``, ``mode=memory`` or ``vfs=memdb`` included), None for another
+    backend, an SQLite URI (``?uri=true``) naming a file, which it does in its own way, or
+    a URL SQLite refuses (``sqlite://x.db``: a host), which :func:`create_engine` explains."""
     parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.host:
         return None
     database = parsed.database or ""
     if parsed.query.get("uri"):
-        memory = database.startswith("file::memory:") or parsed.query.get("mode") == "memory"
+        query = parsed.query
+        memory = (
+            database.startswith("file::memory:")
+            or query.get("mode") == "memory"
+            or query.get("vfs") == "memdb"
+        )
         return "" if memory or database == ":memory:" else None
     return "" if database in ("", ":memory:") else database
 
