@@ -240,11 +240,18 @@ class Policy:
         """A new policy in which ``guard`` also applies to ``event``, after its own guards.
 
         Tightens a rule: e.g. ``Signed In`` must carry a ``username``. The guard's
-        code is a new rejection code of the new policy.
+        code is a new rejection code of the new policy. A guard the event has already
+        is a :class:`PolicyError` (it would run twice).
         """
+
+        def added(conditions: list[str]) -> list[str]:
+            if guard.name in conditions:
+                raise PolicyError(f"policy {self.name!r}: {event!r} has guard {guard.name!r}")
+            return [*conditions, guard.name]
+
         return self._with_conditions(
             event,
-            lambda conditions: [*conditions, guard.name],
+            added,
             missing=f"no state accepts event {event!r}",
             name=name or f"{self.name}+{guard.name}",
             guards=[guard],

@@ -226,6 +226,11 @@ def test_two_guards_of_one_name_are_refused() -> None:
     # The same guard again is the same guard: reusing one on another event is fine.
     reused = DEFAULT_POLICY.extend(guards=[DEFAULT_POLICY.guards["user_known"]])
     assert reused.fingerprint == DEFAULT_POLICY.fingerprint
+    signed_in = DEFAULT_POLICY.guards["user_signed_in"]
+    assert "user_signed_in" in DEFAULT_POLICY.with_guard("Invite Sent", signed_in).guards
+    # ... but on an event that has it already, it ran twice.
+    with pytest.raises(PolicyError, match="'Signed In' has guard 'user_known'"):
+        DEFAULT_POLICY.with_guard("Signed In", DEFAULT_POLICY.guards["user_known"])
 
 
 def test_the_graph_is_checked_before_the_refusals() -> None:
