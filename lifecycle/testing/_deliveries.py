@@ -21,10 +21,12 @@ import orjson
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from lifecycle.envelope import message_id_of
+from lifecycle.envelope import group_id_of, message_id_of, user_of
 from lifecycle.gate import Gate
+from lifecycle.messages import batch_of
 from lifecycle.policy import Policy
 from lifecycle.rules import DEFAULT_POLICY
+from lifecycle.testing.strategies import _check_policy
 
 Message = dict[str, Any]
 
@@ -69,7 +71,7 @@ class Delivery:
     def messages(self) -> Iterator[Message]:
         """Every message in order, batch items with the batch's context merged in."""
         for line in self.lines:
-            if not _is_batch(line):
+            if batch_of(line) is None:
                 yield line
             elif "context" not in line:
                 yield from line["batch"]
@@ -81,7 +83,7 @@ class Delivery:
         """One row per message (line, event, account, user, verdict), not the messages."""
         rows, verdicts = [], iter(self.verdicts)
         for number, line in enumerate(self.lines, 1):
-            batch = _is_batch(line)
+            batch = batch_of(line) is not None
             shared = line.get("context", {}).get("groupId") if batch else None
             for index, item in enumerate(line["batch"] if batch else [line]):
                 where = f"{number}[{index}]" if batch else f"{number}"
@@ -93,17 +95,9 @@ class Delivery:
         printer.text(repr(self))
 
 
-def _is_batch(line: Mapping[str, Any]) -> bool:
-    """Whether lifecycle reads ``line`` as a batch object (its ``batch`` is a list)."""
-    return type(line.get("batch")) is list
-
-
 def _brief(message: Mapping[str, Any], shared_account: object) -> str:
-    context = message.get("context")
-    account = context.get("groupId") if isinstance(context, Mapping) else None
-    user = message.get("userId") or message.get("anonymousId")
     kind = message.get("event") or message.get("type")
-    return f"{kind!r} {account or shared_account} {user}"
+    return f"{kind!r} {group_id_of(message) or shared_account} {user_of(message)}"
 
 
 @st.composite
@@ -168,11 +162,10 @@ def _checked_kinds(kinds: Sequence[str]) -> frozenset[str]:
 
 def _legal(history: Sequence[Mapping[str, Any]], policy: Policy) -> list[Message]:
     """A copy of ``history``, checked to be accepted in full: the verdicts depend on it."""
-    if not isinstance(policy, Policy):
-        raise InvalidArgument(f"policy={policy!r} must be a lifecycle Policy")
+    _check_policy(policy)
     original = [copy.deepcopy(dict(m)) for m in history]
     for number, message in enumerate(original):
-        if _is_batch(message):
+        if batch_of(message) is not None:
             raise InvalidArgument(
                 f"history[{number}] has a batch list of its own: on a line it would be read"
                 " as a batch object, not as the message the history judges"
@@ -193,7 +186,7 @@ def _ignored_calls(
     """A call lifecycle ignores, naming an account and a user of the history."""
     near = history[number]
     call: Message = {
-        "userId": near.get("userId") or near.get("anonymousId"),
+        "userId": user_of(near),
         "context": dict(near.get("context") or {}),
         "messageId": f"ignored-{number:03d}-{draw(st.integers(0, 999)):03d}",
     }
@@ -233,8 +226,8 @@ def _in_lines(draw: st.DrawFn, messages: list[Message]) -> list[Message]:
 def _batch(items: list[Message], shared: bool) -> Message:
     """A batch object of ``items``; their account named once, in its context, when
     ``shared`` and they all have it."""
-    accounts = {str((m.get("context") or {}).get("groupId")) for m in items}
-    if shared and len(accounts) == 1 and all(isinstance(m.get("context"), dict) for m in items):
+    accounts = {group_id_of(m) for m in items}
+    if shared and len(accounts) == 1 and None not in accounts:  # (each context a dict, then)
         for item in items:
             del item["context"]["groupId"]
             if not item["context"]:

@@ -30,10 +30,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from lifecycle.decide import Verdict
+from lifecycle.envelope import group_id_of, user_of
 from lifecycle.gate import Gate
 from lifecycle.policy import Policy, Rule
 from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.spec import ACCOUNT_UNKNOWN
+from lifecycle.testing.strategies import _check_policy
 
 Message = dict[str, Any]
 
@@ -86,10 +88,7 @@ class Mutation:
 
 
 def _brief(message: Mapping[str, Any]) -> str:
-    context = message.get("context")
-    account = context.get("groupId") if isinstance(context, Mapping) else None
-    user = message.get("userId") or message.get("anonymousId")
-    return f"{message.get('event')} {account} {user}"
+    return f"{message.get('event')} {group_id_of(message)} {user_of(message)}"
 
 
 @st.composite
@@ -114,8 +113,7 @@ def mutations(
             for position, expected in mutation.guaranteed.items():
                 assert mutation.outcome(position) == expected
     """
-    if not isinstance(policy, Policy):
-        raise InvalidArgument(f"policy={policy!r} must be a lifecycle Policy")
+    _check_policy(policy)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds or isinstance(kinds, str):
         raise InvalidArgument(f"kinds={kinds!r}: choose among {list(KINDS)}")
