@@ -19,8 +19,11 @@ SUBSCRIPTIONS = DEFAULT_POLICY.extend(
     },
 )
 
-_PAUSED_REFUSES = ["Signed Up", "Signed In", "Signed Out", "Invite Sent", "Account Added User",
-                   "Account Removed User", "Trial Started", "Trial Ended"]  # fmt: skip
+#: The events about users, which the default policy takes in every live state: a custom
+#: state must refuse them, or take them.
+USER_EVENTS = ("Signed Up", "Signed In", "Signed Out", "Invite Sent", "Account Added User",
+               "Account Removed User")  # fmt: skip
+_PAUSED_REFUSES = [*USER_EVENTS, "Trial Started", "Trial Ended"]
 
 #: A custom policy with a state of its own: a new account may be paused, then resumed.
 PAUSING = DEFAULT_POLICY.extend(

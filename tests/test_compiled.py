@@ -23,6 +23,7 @@ from lifecycle import (
     Rule,
 )
 from lifecycle.policy import Change
+from tests.policies import USER_EVENTS
 
 
 def _reason_given(state: AccountState, event: Event) -> str | None:
@@ -65,17 +66,7 @@ PAUSES = DEFAULT_POLICY.extend(
     guards=[Guard("reason_given", "resume_reason_missing", _reason_given)],
     effects={"note_resume": _note_resume},
     refusals={
-        **{
-            name: _PAUSED
-            for name in (
-                "Signed Up",
-                "Signed In",
-                "Signed Out",
-                "Invite Sent",
-                "Account Added User",
-                "Account Removed User",
-            )
-        },
+        **dict.fromkeys(USER_EVENTS, _PAUSED),
         "Account Paused": Refusal("account_not_running", "only a running account pauses"),
         "Account Resumed": Refusal("account_not_paused", "only a paused account resumes"),
         "Subscription Started": Refusal(

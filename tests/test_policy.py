@@ -25,7 +25,7 @@ from lifecycle import (
 )
 from lifecycle.envelope import Event
 from lifecycle.policy import Change
-from tests.policies import SUBSCRIPTIONS
+from tests.policies import SUBSCRIPTIONS, USER_EVENTS
 
 CTX = {"groupId": "acct_1"}
 
@@ -642,18 +642,7 @@ ODD = DEFAULT_POLICY.extend(
     refusals={
         "Account Paused": Refusal("not_pausable", "a new account"),
         "Payment: Failed": Refusal("not_billed", "an active account"),
-        **{
-            name: Refusal("elsewhere", "another state")
-            for name in (
-                "Signed Up",
-                "Signed In",
-                "Signed Out",
-                "Invite Sent",
-                "Account Added User",
-                "Account Removed User",
-                "Trial Started",
-            )
-        },
+        **dict.fromkeys([*USER_EVENTS, "Trial Started"], Refusal("elsewhere", "another state")),
     },
 )
 
