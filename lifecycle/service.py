@@ -402,7 +402,7 @@ class Lifecycle:
         self, *, code: str | None = None, account: str | None = None
     ) -> Iterator[QuarantinedMessage]:
         """Quarantined messages in the order they were received."""
-        query = select(*quarantine.c).order_by(quarantine.c.id)
+        query = _QUARANTINED
         if code is not None:
             query = query.where(quarantine.c.code == code)
         if account is not None:
@@ -551,10 +551,10 @@ class Lifecycle:
         (a pass of a retry reads back only the rows the pass before left)."""
         found: list[QuarantinedMessage] = []
         with self._reading(None) as conn:
-            for part in repository.chunks(row_ids):
-                query = select(*quarantine.c).where(quarantine.c.id.in_(part))
+            for part in repository.chunks(sorted(row_ids)):
+                query = _QUARANTINED.where(quarantine.c.id.in_(part))
                 found.extend(QuarantinedMessage(*row[:11]) for row in conn.execute(query))
-        return sorted(found, key=lambda row: row.id)
+        return found
 
     def _retry_chunk(self, chunk: list[QuarantinedMessage], report: RetryReport) -> None:
         """Judge ``chunk`` again in one transaction that releases its rows, or, when
@@ -891,6 +891,7 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 #: Every account head's stored state.
+_QUARANTINED = select(*quarantine.c).order_by(quarantine.c.id)
 _HEAD_STATES = select(account_heads.c.account, account_heads.c.state)
 _HEAD_ROWS = select(
     account_heads.c.account, account_heads.c.version, account_heads.c.status, account_heads.c.state
