@@ -195,10 +195,10 @@ def _size(line: bytes | str) -> int:
         size = len(line)
     else:
         size = len(line.encode("utf-8", "surrogatepass"))
-    return size - _ending(line)
+    return size - line_ending(line)
 
 
-def _ending(line: bytes | str) -> int:
+def line_ending(line: bytes | str) -> int:
     """How long the line ending ``line`` ends with is: 2 (CRLF), 1 (LF) or 0."""
     end = line[-2:]
     return 2 if end in _CRLF else 1 if end[-1:] in _LF else 0
@@ -214,7 +214,7 @@ def kept(item: Malformed, raw: bytes) -> tuple[Malformed, bytes]:
     The quarantine must be able to store whatever it is given, like the events table;
     a longer line keeps its file and line number, which lead back to the rest.
     """
-    size = len(raw) - _ending(raw)
+    size = len(raw) - line_ending(raw)
     if size <= MAX_BYTES:
         return item, raw
     note = f"; the quarantine keeps its first {MAX_BYTES:,} of {size:,} bytes"

@@ -275,12 +275,12 @@ def _line_size(handle: IO[bytes], start: bytes) -> int:
     ``start`` is not the whole line, the rest is read a megabyte at a time and
     forgotten."""
     if start[-1:] == b"\n":
-        return len(start) - (2 if start[-2:] == b"\r\n" else 1)
+        return len(start) - messages.line_ending(start)
     size, tail = len(start), start[-1:]
     while chunk := handle.readline(_SKIP_CHUNK):
         size += len(chunk)
         if chunk[-1:] == b"\n":
-            return size - (2 if (tail + chunk)[-2:] == b"\r\n" else 1)
+            return size - messages.line_ending(tail + chunk[-2:])
         tail = chunk[-1:]
     return size
 

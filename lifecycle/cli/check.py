@@ -14,10 +14,8 @@ from lifecycle.cli.common import (
     progress,
     sigterm_interrupts,
 )
-from lifecycle.decide import malformed
 from lifecycle.gate import Gate
-from lifecycle.messages import line_too_large
-from lifecycle.reader import read_lines
+from lifecycle.reader import items_of, read_lines
 from lifecycle.sorting import sorted_by_timestamp
 
 
@@ -80,8 +78,9 @@ def _judge(args: argparse.Namespace) -> int:
     submit_line, add = gate.submit_line, report.add
     with progress(args.files, "check") as bar:
         for line in read_lines(args.files):
-            if line.oversize:  # not read whole: its start is no message
-                add(line.file, line.number, 0, malformed(line_too_large(line.oversize)))
+            if line.oversize:  # not read whole: its start is no message, as items_of says
+                for it in items_of(line):
+                    add(it.file, it.line, it.index, gate.submit_item(it.item))
                 bar.advance(line.oversize)
                 continue
             for index, verdict in enumerate(submit_line(line.raw)):
