@@ -2,9 +2,11 @@
 
 SQLite is the embedded default. Each connection gets WAL (readers never block
 the writer), a 30 s busy timeout (writers queue instead of failing),
-``synchronous=NORMAL`` (durable across application crashes; a power loss may
-lose the last commits), foreign keys on, and a page cache of up to 256 MB (the unique
-indexes on random keys are what a bulk import spends its time on). Write
+``synchronous=FULL`` (a commit is on disk when it returns: with ``NORMAL`` a power
+loss could take back events the relay had already sent to Segment, and the store
+would then accept a second ``Account Created``), foreign keys on, and a page cache of
+up to 256 MB (the unique indexes on random keys are what a bulk import spends its
+time on). Write
 transactions (connections from :func:`for_writing`) start with ``BEGIN IMMEDIATE``
 so that a read-then-write transaction never fails half-way on a lock upgrade;
 read-only ones start with a plain ``BEGIN`` and never block on the writer.
@@ -34,7 +36,7 @@ DEFAULT_URL = "sqlite:///lifecycle.db"
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA busy_timeout=30000",
-    "PRAGMA synchronous=NORMAL",
+    "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-262144",
     "PRAGMA temp_store=MEMORY",

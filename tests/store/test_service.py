@@ -451,6 +451,21 @@ def test_arguments_of_the_wrong_kind_are_type_errors_that_name_them(tmp_path: Pa
             list(store.audit(None))  # type: ignore[arg-type]
 
 
+def test_an_sqlite_store_commits_to_disk_before_it_answers(tmp_path: Path) -> None:
+    """``synchronous=NORMAL`` left a commit in the WAL unsynced: a power loss could take
+    back events the relay had already sent to Segment, and the store would then accept a
+    second ``Account Created``. Every connection of the store's, reading or writing, syncs
+    each commit (FULL), in WAL mode, with foreign keys on."""
+    with Lifecycle(f"sqlite:///{tmp_path / 's.db'}") as store:
+        for begin in (store.engine.connect, store.engine.begin):
+            with begin() as connection:
+                settings = [
+                    connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                    for name in ("synchronous", "journal_mode", "foreign_keys")
+                ]
+                assert settings == [2, "wal", 1]
+
+
 def test_an_sqlite_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
     """The error said "unable to open database file" without saying which."""
     url = f"sqlite:///{tmp_path / 'no such directory' / 's.db'}"
