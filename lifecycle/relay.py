@@ -324,15 +324,22 @@ def _retry_after(response: Any) -> float | None:
         seconds = float(value)
     except ValueError:
         pass
-    else:  # "nan", "-5": no advice, and the backoff stands
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    else:
+        return _advice(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return _advice((when - datetime.now(UTC)).total_seconds())
+
+
+def _advice(seconds: float) -> float | None:
+    """A wait ``Retry-After`` asks for, or None where it asks for none ("0", "nan", "-5", a
+    date gone by): no advice, and the backoff stands. Taken as "retry now", a server that
+    kept answering 429 with ``Retry-After: 0`` was asked several times a second."""
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 # -- preparing messages ------------------------------------------------------------------------
@@ -607,6 +614,20 @@ class Relay:
 
     # -- running ----------------------------------------------------------------------------
 
+    def check(self) -> None:
+        """Raise the :class:`RelayError` :meth:`run` would raise before it sends anything: no
+        write key, a host that is not a Segment API URL, or no client library installed.
+
+        For a process that starts relays elsewhere (``relay --workers`` forks them) and
+        should say what is wrong once, before they start."""
+        self._segment()
+
+    def _segment(self) -> _Segment:
+        if not self.write_key:
+            raise RelayError(f"no Segment write key: pass one, or set ${WRITE_KEY_ENV}")
+        _check_host(self.host)
+        return _Segment(self.write_key, self.host, self.timeout, self.gzip)
+
     def run(self, *, follow: bool = False, max_failures: int | None = None) -> RelayReport:
         """Deliver pending events until none is left (or, with ``follow``, until :meth:`stop`).
 
@@ -618,10 +639,7 @@ class Relay:
         """
         if max_failures is not None and max_failures < 1:
             raise ValueError("max_failures must be at least 1")
-        if not self.write_key:
-            raise RelayError(f"no Segment write key: pass one, or set ${WRITE_KEY_ENV}")
-        _check_host(self.host)
-        segment = _Segment(self.write_key, self.host, self.timeout, self.gzip)
+        segment = self._segment()
         report = RelayReport()
         log.info("relaying to %s (%s)", self.host, "following" if follow else "until drained")
         try:

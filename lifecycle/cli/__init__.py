@@ -13,14 +13,13 @@ import io
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn
 
 from lifecycle import __version__
 from lifecycle.cli import check, diagram, generate, history, relay, store
-from lifecycle.cli.common import EXIT_BUG, EXIT_ERROR, complain, exit_code
+from lifecycle.cli.common import EXIT_ERROR, bug, complain, exit_code
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -120,10 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _streaming_gc():
             return _flushed(exit_code(lambda: int(args.run(args))))
-    except Exception:  # a bug: its traceback, and a code no script takes for "rejected"
-        complain(traceback.format_exc().removesuffix("\n"))
-        complain("lifecycle: internal error (a bug, please report it with the traceback above)")
-        return EXIT_BUG
+    except Exception:
+        return bug()
 
 
 def _parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

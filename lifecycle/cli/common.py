@@ -94,6 +94,14 @@ def exit_code(run: Callable[[], int]) -> int:
         return EXIT_ERROR
 
 
+def bug() -> int:
+    """Report the exception being handled as a bug, with its traceback; exit 70, a code no
+    script takes for "rejected"."""
+    complain(traceback.format_exc().removesuffix("\n"))
+    complain("lifecycle: internal error (a bug, please report it with the traceback above)")
+    return EXIT_BUG
+
+
 def complain(line: str) -> None:
     """Write ``line`` to stderr, if stderr can be written (``2>/dev/full``): the exit code
     says what happened either way, and a failed write must not turn it into another."""

@@ -25,6 +25,7 @@ from lifecycle.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     add_format_argument,
+    bug,
     complain,
     exit_code,
     positive,
@@ -224,11 +225,11 @@ def _usage_error(message: str) -> NoReturn:
     raise SystemExit(EXIT_ERROR)
 
 
-def _deliver(args: argparse.Namespace, write_key: str) -> dict[str, int]:
-    """Run one relay (``args.shard``) until done or stopped; its report's counts."""
+def _sending_relay(args: argparse.Namespace, write_key: str) -> Relay:
+    """The relay the options describe, for shard ``args.shard``."""
     from lifecycle.relay import Backoff
 
-    relay = open_relay(
+    return open_relay(
         args,
         write_key=write_key,
         host=args.host or os.environ.get(HOST_ENV),
@@ -239,6 +240,11 @@ def _deliver(args: argparse.Namespace, write_key: str) -> dict[str, int]:
         poll_interval=args.poll_interval,
         shard=args.shard,
     )
+
+
+def _deliver(args: argparse.Namespace, write_key: str) -> dict[str, int]:
+    """Run one relay (``args.shard``) until done or stopped; its report's counts."""
+    relay = _sending_relay(args, write_key)
     # What is alive now (modules, the engine) lives as long as the process: keeping it out
     # of the collector's scans saves the relay, which decodes every message it sends, a
     # sizeable share of its time.
@@ -266,8 +272,10 @@ def _run_workers(args: argparse.Namespace, write_key: str) -> int:
     """
     if "fork" not in multiprocessing.get_all_start_methods():
         raise RelayError("--workers needs a system that can fork: run one relay per --shard")
-    with open_relay(args):  # the schema checked (or, for a new SQLite file, created) once
-        pass
+    # The schema checked (or, for a new SQLite file, created), and the write key, the host
+    # and the client library, once: not N times, in lines that could run together.
+    with _sending_relay(args, write_key) as relay:
+        relay.check()
     context = multiprocessing.get_context("fork")
     counts = context.SimpleQueue()
     workers = [
@@ -301,7 +309,11 @@ def _worker(args: argparse.Namespace, write_key: str, shard: tuple[int, int], co
     os.setpgrp()  # signals come from the parent, once, not from the terminal as well
     _stop_with(parent)
     args.shard = shard
-    sys.exit(exit_code(lambda: _report(counts, _deliver(args, write_key))))
+    try:
+        code = exit_code(lambda: _report(counts, _deliver(args, write_key)))
+    except Exception:  # exit as the command would, not with multiprocessing's 1
+        code = bug()
+    sys.exit(code)
 
 
 def _stop_with(parent: int) -> None:

@@ -222,6 +222,39 @@ def test_workers_stop_on_sigterm_and_report_errors(tmp_path: Path, segment: Fake
     assert too_big.returncode == 2 and "--batch-size" in too_big.stderr
 
 
+def _relay_with(prelude: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`lifecycle relay --db url ARGS` in a process that first runs ``prelude``."""
+    script = f"{prelude}\nimport sys\nfrom lifecycle.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", script, "relay", "--db", url, "--write-key", "k", *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_workers_say_what_is_wrong_once_and_a_bug_exits_70(tmp_path: Path) -> None:
+    """Each worker found a missing client library or a wrong host for itself: N messages,
+    which could run together on one line. They are now found once, before any starts. A
+    bug in a worker exited 1 (multiprocessing's code, taken for "rejected"), not 70."""
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    with Lifecycle(url) as store:
+        submit_history(store, accounts=4)
+    missing = _relay_with("import sys; sys.modules['segment'] = None", url, "--workers", "3")
+    assert missing.returncode == 2
+    assert missing.stderr.count("needs segment-analytics-python") == 1, missing.stderr
+    assert len(missing.stderr.splitlines()) == 1
+    host = _relay_with("", url, "--workers", "3", "--host", "ftp://example.com")
+    assert host.returncode == 2 and len(host.stderr.splitlines()) == 1, host.stderr
+    broken = _relay_with(
+        "from lifecycle.relay import Relay\n"
+        "def run(self, **options): raise RuntimeError('broken')\n"
+        "Relay.run = run",
+        url, "--workers", "2", "--host", "http://127.0.0.1:9",
+    )  # fmt: skip
+    assert broken.returncode == 70, broken.stderr
+    assert broken.stderr.count("RuntimeError: broken") == 2
+    assert broken.stdout == ""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 def test_workers_stop_when_their_command_is_killed(tmp_path: Path, segment: FakeSegment) -> None:
     """SIGKILL to a `--follow --workers 2` command: its workers stop too, none left behind."""

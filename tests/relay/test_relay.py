@@ -863,8 +863,9 @@ def test_retry_after_parses_seconds_and_dates() -> None:
     assert _retry_after(Answer("7")) == 7.0
     assert _retry_after(Answer(None)) is None
     assert _retry_after(Answer("soon")) is None
-    for meaningless in ("nan", "inf", "-5"):  # no advice: the backoff stands (it was 0 s)
-        assert _retry_after(Answer(meaningless)) is None
+    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    for meaningless in ("nan", "inf", "-5", "0", past):  # no advice: the backoff stands
+        assert _retry_after(Answer(meaningless)) is None  # (it was 0 s: "retry now")
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     delay = _retry_after(Answer(when))
     assert delay is not None and 15 <= delay <= 21
