@@ -80,7 +80,7 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        detail = str(exc.args[0] if exc.args else exc)
+        detail = _parse_error(line, exc)
         if detail.startswith("depth limit"):
             # Past the parser's own limit (1,024 levels) the whole line is refused, a
             # batch's other items with it: its raw bytes are quarantined all the same.
@@ -105,6 +105,20 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
                 return [value], False
         return [Malformed(reason)], False
     return [value], True
+
+
+def _parse_error(line: bytes | str, error: orjson.JSONDecodeError) -> str:
+    """The parser's words on ``line`` as the user wrote it, without its line ending: given
+    the ending, a string cut short was "unexpected control character in string", and the
+    end of a cut-off object was on "line 2 column 1", a line no one wrote. Costs a second
+    parse of a malformed line only."""
+    ending = line_ending(line)
+    if ending:
+        try:
+            orjson.loads(line[:-ending])
+        except orjson.JSONDecodeError as exc:
+            error = exc
+    return str(error.args[0] if error.args else error)
 
 
 def _compact_size(message: Mapping[str, Any]) -> float:

@@ -205,6 +205,18 @@ def test_malformed_json() -> None:
     assert verdict.reason.startswith("not valid JSON (")
 
 
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"])
+def test_a_line_cut_short_says_so_where_the_user_can_see_it(ending: bytes) -> None:
+    """Parsed with its line ending, a string cut short was "unexpected control character in
+    string", and an object cut short ended on "line 2 column 1", a line no one wrote."""
+    for cut, reason in [
+        (b'{"event":"Signed', "unexpected end of data: line 1 column 17 (char 16)"),
+        (b'{"event":1', "unexpected end of data: line 1 column 11 (char 10)"),
+    ]:
+        (verdict,) = Gate().submit_line(cut + ending)
+        assert verdict.reason == f"not valid JSON ({reason})"
+
+
 def test_malformed_json_for_a_non_object() -> None:
     """A JSON value that is not an object is malformed_json, naming what it was instead."""
     assert [v.reason for v in Gate().submit_line(b'["Signed In"]')] == [
