@@ -9,7 +9,7 @@
 * :mod:`lifecycle.testing.plugin`: pytest fixtures (loaded automatically).
 
 The strategies, mutations and the state machine need ``hypothesis`` (the
-``dev`` extra) and import it only when first used; the model-based cases and
+``testing`` extra) and import it only when first used; the model-based cases and
 :func:`assert_accepted` need nothing beyond lifecycle::
 
     from hypothesis import given

@@ -14,7 +14,7 @@ A history is a list judged in order, each item with :meth:`lifecycle.Gate.submit
 items are message dicts, except that the final item of a ``malformed_json``
 history is a ``str`` line that is not a JSON object. Every message of a history
 has its own ``messageId`` (``msg-001``, ``msg-002``, ...), unique within the
-history. Needs ``hypothesis`` (the ``dev`` extra); the rest of lifecycle never
+history. Needs ``hypothesis`` (the ``testing`` extra); the rest of lifecycle never
 imports this module.
 """
 
