@@ -840,11 +840,16 @@ def test_exit_2_for_an_unknown_command() -> None:
 
 
 def test_exit_2_for_a_policy_that_cannot_be_loaded(tmp_path: Path) -> None:
-    """An unimportable or non-policy --policy fails with one line on stderr."""
+    """An unimportable or non-policy --policy fails with one line on stderr. An attribute
+    the module lacks is named as missing: it was "not a lifecycle Policy" too."""
     path = write(tmp_path / "e.jsonl", line("Account Created"))
     assert_usage_error(
         lifecycle("check", path, "--policy", "json:dumps"),
-        "lifecycle: error: --policy 'json:dumps': dumps is not a lifecycle Policy",
+        "lifecycle: error: --policy 'json:dumps': dumps is a function, not a lifecycle Policy",
+    )
+    assert_usage_error(
+        lifecycle("check", path, "--policy", "json:NOPE"),
+        "lifecycle: error: --policy 'json:NOPE': json has no NOPE",
     )
     assert_usage_error(
         lifecycle("check", path, "--policy", "no_such_module_here:P"),

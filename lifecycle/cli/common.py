@@ -176,9 +176,12 @@ def load_policy(spec: str | None) -> Policy:
         raise InputError(
             f"--policy {spec!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
         ) from exc
-    policy = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        raise InputError(f"--policy {spec!r}: {module_name} has no {attribute}")
+    policy = getattr(module, attribute)
     if not isinstance(policy, Policy):
-        raise InputError(f"--policy {spec!r}: {attribute} is not a lifecycle Policy")
+        shown = f"a {type(policy).__name__}"
+        raise InputError(f"--policy {spec!r}: {attribute} is {shown}, not a lifecycle Policy")
     return policy
 
 

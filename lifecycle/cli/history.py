@@ -100,7 +100,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=non_negative,
         default=10,
         metavar="N",
-        help="findings listed in the text summary",
+        help="findings listed in the text summary (default 10)",
     )
     add_db_argument(audit)
     audit.set_defaults(run=run_audit)

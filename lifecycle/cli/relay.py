@@ -73,7 +73,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     mode.add_argument("--follow", action="store_true", help="keep delivering until stopped")
     relay.add_argument(
-        "--batch-size", type=int, default=500, metavar="N", help="events per batch (at most 2500)"
+        "--batch-size",
+        type=int,
+        default=500,
+        metavar="N",
+        help="events per batch (default 500, at most 2500)",
     )
     relay.add_argument(
         "--shard",
@@ -90,13 +94,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="run N relay processes, one per shard, to use N cores (not with --shard)",
     )
     relay.add_argument(
-        "--timeout", type=seconds, default=15.0, metavar="S", help="connect and read timeout"
+        "--timeout",
+        type=seconds,
+        default=15.0,
+        metavar="S",
+        help="connect and read timeout (default 15)",
     )
     relay.add_argument(
-        "--backoff", type=seconds, default=0.5, metavar="S", help="first wait after a failure"
+        "--backoff",
+        type=seconds,
+        default=0.5,
+        metavar="S",
+        help="first wait after a failure (default 0.5)",
     )
     relay.add_argument(
-        "--max-backoff", type=seconds, default=60.0, metavar="S", help="longest wait between tries"
+        "--max-backoff",
+        type=seconds,
+        default=60.0,
+        metavar="S",
+        help="longest wait between tries (default 60)",
     )
     relay.add_argument(
         "--max-failures",
@@ -111,7 +127,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=seconds,
         default=1.0,
         metavar="S",
-        help="with --follow: wait when nothing is pending",
+        help="with --follow: wait when nothing is pending (default 1)",
     )
     relay.add_argument("--gzip", action="store_true", help="gzip request bodies")
     relay.add_argument("-v", "--verbose", action="store_true", help="log every batch")
