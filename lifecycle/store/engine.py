@@ -33,7 +33,8 @@ ENV_VAR = "LIFECYCLE_DATABASE_URL"
 _EXPECTED = "must look like sqlite:///FILE, postgresql://USER@HOST/DB or mariadb://USER@HOST/DB"
 DEFAULT_URL = "sqlite:///lifecycle.db"
 
-_SQLITE_PRAGMAS = (
+#: What each SQLite connection of the store's runs first (the benchmarks' floors too).
+SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA busy_timeout=30000",
     "PRAGMA synchronous=FULL",
@@ -309,7 +310,7 @@ def configure_sqlite(engine: Engine) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # lifecycle emits BEGIN itself
         cursor = dbapi_connection.cursor()
-        for pragma in _SQLITE_PRAGMAS:
+        for pragma in SQLITE_PRAGMAS:
             _execute_pragma(cursor, pragma)
         cursor.close()
 
