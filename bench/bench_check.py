@@ -22,15 +22,21 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
-from common import HERE, OUT, add_history_arguments, history_file
+from common import (
+    HERE,
+    Run,
+    add_history_arguments,
+    history_file,
+    lifecycle_command,
+    measure,
+    results_file,
+)
 
 # Targets: check at least this share of the floor's throughput, and at most this peak.
 TARGET_RATIO = 0.15
@@ -48,16 +54,6 @@ with open(sys.argv[1], "rb") as handle:
 
 
 @dataclass
-class Run:
-    """One measured child process."""
-
-    wall_s: float
-    cpu_s: float
-    peak_mb: float
-    exit_code: int
-
-
-@dataclass
 class Result:
     """The best of N runs of one side."""
 
@@ -69,36 +65,14 @@ class Result:
     runs: list[float]
 
 
-def measure(argv: list[str]) -> Run:
-    """Run ``argv`` to completion; its wall time, CPU time and peak RSS, from ``wait4``."""
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    scale = 1 if sys.platform == "darwin" else 1024
-    return Run(
-        wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_mb=usage.ru_maxrss * scale / 2**20,
-        exit_code=child.returncode,
-    )
-
-
-def lifecycle_command() -> list[str]:
-    """The ``lifecycle`` console script beside this interpreter, else ``python -m lifecycle``."""
-    script = Path(sys.executable).with_name("lifecycle")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "lifecycle"]
-
-
 def best(name: str, runs: list[Run], events: int) -> Result:
+    """The fastest run, with its own CPU time and peak (not the least and most of all)."""
     top = min(runs, key=lambda r: r.wall_s)
     return Result(
         name=name,
         wall_s=top.wall_s,
-        cpu_s=min(r.cpu_s for r in runs),
-        peak_mb=max(r.peak_mb for r in runs),
+        cpu_s=top.cpu_s,
+        peak_mb=top.peak_mb,
         events_per_s=events / top.wall_s,
         runs=[round(r.wall_s, 3) for r in runs],
     )
@@ -149,7 +123,7 @@ def main() -> int:
         "targets": {"ratio": TARGET_RATIO, "peak_mb": TARGET_PEAK_MB},
         "met": ratio >= TARGET_RATIO and check.peak_mb <= TARGET_PEAK_MB,
     }
-    out = OUT / f"check-{args.events}-{args.accounts}-{args.seed}.json"
+    out = results_file("check", args.events, args.accounts, args.seed)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {out.relative_to(HERE.parent)}")
     return 0

@@ -8,12 +8,17 @@ Three comparisons, each on the same generated history:
   transaction, WAL.
 * SQLite live: ``Lifecycle.submit`` one message per transaction against plain
   ``sqlite3`` committing one row per transaction.
+
+Each SQLite floor runs twice: with SQLite's own settings besides WAL (a full sync per
+commit, a 2 MB page cache), and with the settings lifecycle gives its connections (the
+same sync, a 256 MB cache; ``lifecycle.store.engine.SQLITE_PRAGMAS``). The second is the
+like-for-like one: the only difference left is lifecycle's own work.
 * PostgreSQL bulk: `lifecycle ingest` against psycopg ``COPY`` of the same rows into a
   table with the same unique indexes.
 
 The floors parse the JSON and number the versions themselves, so both sides do the
 same reading; lifecycle also judges every event. Results are printed and written to
-``bench/out/ingest.json``.
+``bench/out/ingest-EVENTS-ACCOUNTS-SEED.json``.
 
     python bench/bench_ingest.py                       # 1M events, 20k accounts
     python bench/bench_ingest.py --events 100000 --accounts 2000
@@ -30,6 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,16 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
-from common import HERE, OUT, add_history_arguments, add_postgres_argument, history_file
+from common import (
+    add_history_arguments,
+    add_postgres_argument,
+    history_file,
+    lifecycle_command,
+    measure,
+    results_file,
+)
+
+from lifecycle.store.engine import SQLITE_PRAGMAS
 
 FLOOR_SCHEMA = """
 CREATE TABLE events (
@@ -79,18 +94,23 @@ FLOOR_INSERT = (
 )
 
 
-def floor_database(db: Path) -> sqlite3.Connection:
-    """A new plain sqlite3 database with the floor's table, in WAL mode (part of the timing)."""
+#: The floors' settings: SQLite's own (WAL aside), and lifecycle's.
+FLOOR_SETTINGS = {"sqlite_defaults": ("PRAGMA journal_mode=WAL",), "lifecycle": SQLITE_PRAGMAS}
+
+
+def floor_database(db: Path, settings: str) -> sqlite3.Connection:
+    """A new plain sqlite3 database with the floor's table (part of the timing)."""
     con = sqlite3.connect(db, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
+    for pragma in FLOOR_SETTINGS[settings]:
+        con.execute(pragma)
     con.executescript(FLOOR_SCHEMA)
     return con
 
 
-def sqlite_floor_bulk(path: Path, db: Path) -> float:
+def sqlite_floor_bulk(path: Path, db: Path, settings: str) -> float:
     """Plain sqlite3, 1,000 rows per transaction, WAL."""
     start = time.perf_counter()
-    con = floor_database(db)
+    con = floor_database(db, settings)
     batch: list[tuple[Any, ...]] = []
     for row in rows(path):
         batch.append(row)
@@ -107,10 +127,10 @@ def sqlite_floor_bulk(path: Path, db: Path) -> float:
     return time.perf_counter() - start
 
 
-def sqlite_floor_live(path: Path, db: Path, limit: int) -> float:
+def sqlite_floor_live(path: Path, db: Path, limit: int, settings: str) -> float:
     """Plain sqlite3, one row per transaction, WAL."""
     start = time.perf_counter()
-    con = floor_database(db)
+    con = floor_database(db, settings)
     for row in rows(path, limit):
         con.execute("BEGIN")
         con.execute(FLOOR_INSERT, row)
@@ -137,18 +157,13 @@ def lifecycle_live(path: Path, url: str, limit: int) -> float:
 
 def run_ingest(path: Path, url: str, cwd: Path) -> tuple[float, float]:
     """`lifecycle ingest` in a child process: (seconds, peak RSS in MB)."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, str(HERE / "peak.py"), "ingest", str(path), "--db", url],
-        cwd=cwd, capture_output=True, text=True,
-    )  # fmt: skip
-    elapsed = time.perf_counter() - start
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"ingest failed: {done.stderr}")
-    peak_kb = int(done.stderr.strip().splitlines()[-1].split("=")[1])
-    return elapsed, peak_kb / 1024
+    run = measure([*lifecycle_command(), "ingest", str(path), "--db", url], cwd=cwd)
+    if run.exit_code not in (0, 1):
+        raise SystemExit(f"ingest failed with exit code {run.exit_code}")
+    return run.wall_s, run.peak_mb
 
 
+@contextmanager
 def postgres_database(admin_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database for one measurement, dropped afterwards."""
     import psycopg
@@ -182,6 +197,16 @@ def postgres_floor(path: Path, url: str) -> float:
     return time.perf_counter() - start
 
 
+def _against(floors: dict[str, float], ours: float, events: int) -> dict[str, float]:
+    """Each floor's seconds, events per second and ratio to ``ours`` (its seconds / ours)."""
+    shown: dict[str, float] = {}
+    for settings, seconds in floors.items():
+        shown[f"floor_{settings}_s"] = seconds
+        shown[f"floor_{settings}_eps"] = events / seconds
+        shown[f"ratio_{settings}"] = seconds / ours
+    return shown
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_history_arguments(parser)
@@ -192,32 +217,32 @@ def main() -> int:
     results: dict[str, Any] = {"events": args.events, "accounts": args.accounts}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        floor = sqlite_floor_bulk(history, work / "floor.db")
+        floors = {s: sqlite_floor_bulk(history, work / f"floor-{s}.db", s) for s in FLOOR_SETTINGS}
         ingest, peak = run_ingest(history, f"sqlite:///{work / 'lifecycle.db'}", work)
-        results["sqlite_bulk"] = {"floor_s": floor, "ingest_s": ingest, "ratio": floor / ingest,
-                                  "floor_eps": args.events / floor,
-                                  "ingest_eps": args.events / ingest, "peak_mb": peak}  # fmt: skip
+        results["sqlite_bulk"] = {
+            "ingest_s": ingest, "ingest_eps": args.events / ingest, "peak_mb": peak,
+            **_against(floors, ingest, args.events),
+        }  # fmt: skip
         live = min(args.live_events, args.events)
-        floor_live = sqlite_floor_live(history, work / "floor-live.db", live)
+        floors = {
+            s: sqlite_floor_live(history, work / f"floor-{s}-live.db", live, s)
+            for s in FLOOR_SETTINGS
+        }
         ours_live = lifecycle_live(history, f"sqlite:///{work / 'live.db'}", live)
-        results["sqlite_live"] = {"events": live, "floor_s": floor_live, "submit_s": ours_live,
-                                  "ratio": floor_live / ours_live}  # fmt: skip
+        results["sqlite_live"] = {"events": live, "submit_s": ours_live,
+                                  **_against(floors, ours_live, live)}  # fmt: skip
     if args.postgres:
-        floor_gen = postgres_database(args.postgres)
-        floor_url = next(floor_gen)
-        pg_floor = postgres_floor(history, floor_url)
-        next(floor_gen, None)
-        ours_gen = postgres_database(args.postgres)
-        ours_url = next(ours_gen)
-        subprocess.run([sys.executable, "-m", "lifecycle", "db", "upgrade", "--db", ours_url],
-                       check=True, capture_output=True)  # fmt: skip
-        with tempfile.TemporaryDirectory() as tmp:
+        with postgres_database(args.postgres) as floor_url:
+            pg_floor = postgres_floor(history, floor_url)
+        with postgres_database(args.postgres) as ours_url, tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([*lifecycle_command(), "db", "upgrade", "--db", ours_url],
+                           check=True, capture_output=True)  # fmt: skip
             pg_ingest, pg_peak = run_ingest(history, ours_url, Path(tmp))
-        next(ours_gen, None)
         results["postgres_bulk"] = {"floor_s": pg_floor, "ingest_s": pg_ingest,
                                     "ratio": pg_floor / pg_ingest, "peak_mb": pg_peak}  # fmt: skip
     print(json.dumps(results, indent=2))
-    (OUT / "ingest.json").write_text(json.dumps(results, indent=2))
+    out = results_file("ingest", args.events, args.accounts, args.seed)
+    out.write_text(json.dumps(results, indent=2))
     return 0
 
 

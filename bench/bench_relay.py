@@ -16,7 +16,7 @@ The server runs in its own process, reads each body and answers 200 at once (it
 counts messages, to check that every side sent everything); ``--latency-ms`` makes
 it wait that long before answering, as a server across a network does. The timed sides
 alternate for ``--rounds`` rounds; the best round of each is compared. Results
-are printed and written to ``bench/out/relay.json``.
+are printed and written to ``bench/out/relay-EVENTS-SEED.json``.
 
     python bench/bench_relay.py
     python bench/bench_relay.py --events 20000 --rounds 3 --shards 4
@@ -34,7 +34,6 @@ import os
 import platform
 import random
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,8 +43,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+
+from common import OUT, lifecycle_command, measure
+
 WRITE_KEY = "bench-write-key"
 
 USER_AGENT = (
@@ -341,17 +342,19 @@ def main() -> int:
         client_seconds = client_api(prepared, host, args.batch_size)
         check(before, "Client.track")
         cli_seconds = {}
+        cli_peak_mb = {}
         for workers in sorted({1, args.shards}):
             reset_outbox(url)
-            started = time.perf_counter()
-            cli = subprocess.run(
-                [sys.executable, "-m", "lifecycle", "relay", "--once", "--db", url,
-                 "--host", host, "--write-key", WRITE_KEY, "--batch-size", str(args.batch_size),
+            before = counter.value
+            cli = measure(
+                [*lifecycle_command(), "relay", "--once", "--db", url, "--host", host,
+                 "--write-key", WRITE_KEY, "--batch-size", str(args.batch_size),
                  "--workers", str(workers)],
-                capture_output=True, text=True,
             )  # fmt: skip
-            cli_seconds[workers] = time.perf_counter() - started
-            assert cli.returncode == 0, cli.stderr
+            assert cli.exit_code == 0, f"relay --once exited {cli.exit_code}"
+            check(before, "relay --once")
+            cli_seconds[workers] = cli.wall_s
+            cli_peak_mb[workers] = cli.peak_mb
     server.terminate()
 
     memory = rate(times["memory"])
@@ -375,6 +378,7 @@ def main() -> int:
         "relay_vs_client_track": round(single / client, 3),
         "cli_once_seconds": round(cli_seconds[1], 2),
         "cli_once_workers_seconds": {n: round(t, 2) for n, t in cli_seconds.items()},
+        "cli_once_peak_mb": round(cli_peak_mb[1], 1),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
@@ -388,8 +392,12 @@ def main() -> int:
         print(f"{label:<38}{value:>10,.0f} events/s  {note}")
     for workers, seconds in cli_seconds.items():
         flag = f" --workers {workers}" if workers > 1 else ""
-        print(f"`lifecycle relay --once{flag}` as a process took {seconds:.1f}s")
-    name = f"relay-{args.latency_ms:g}ms.json" if args.latency_ms else "relay.json"
+        print(
+            f"`lifecycle relay --once{flag}` as a process took {seconds:.1f}s, "
+            f"peak {cli_peak_mb[workers]:.0f} MB (its own process)"
+        )
+    name = f"relay-{len(prepared)}-{args.seed}"
+    name += f"-{args.latency_ms:g}ms.json" if args.latency_ms else ".json"
     (OUT / name).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -7,6 +7,8 @@
   and on PostgreSQL.
 * Loading one account with 10,000 events through its newest snapshot (one
   every 100 events) plus the tail: median of repeated loads.
+* `lifecycle replay --format jsonl --workers 1` as a process, for its wall time
+  and peak memory (its output discarded).
 
     python bench/bench_replay.py                      # 1M events, 20k accounts
     python bench/bench_replay.py --events 100000 --accounts 2000
@@ -30,14 +32,28 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
 from bench_ingest import postgres_database
-from common import OUT, add_history_arguments, add_postgres_argument, history_file
+from common import (
+    add_history_arguments,
+    add_postgres_argument,
+    history_file,
+    lifecycle_command,
+    measure,
+    results_file,
+)
 
 
 def ingest(path: Path, url: str) -> None:
     command = ["ingest", str(path), "--db", url, "--batch-size", "5000"]
-    subprocess.run(
-        [sys.executable, "-m", "lifecycle", *command], check=True, stdout=subprocess.DEVNULL
-    )
+    subprocess.run([*lifecycle_command(), *command], check=True, stdout=subprocess.DEVNULL)
+
+
+def command_line(url: str) -> dict[str, float]:
+    """`lifecycle replay` of every account as a process: its seconds and peak memory."""
+    run = measure([*lifecycle_command(), "replay", "--db", url, "--format", "jsonl",
+                   "--workers", "1"])  # fmt: skip
+    if run.exit_code != 0:
+        raise SystemExit(f"replay failed with exit code {run.exit_code}")
+    return {"cli_replay_s": run.wall_s, "cli_peak_mb": run.peak_mb}
 
 
 def fold_rows(rows: Any) -> int:
@@ -129,25 +145,26 @@ def main() -> int:
         two, _ = best(lambda: replay_time(f"sqlite:///{db}", 2), args.runs)
         results["sqlite"] = {"floor_s": floor, "replay_s": ours, "ratio": floor / ours,
                              "replay_eps": args.events / ours, "accounts": count,
-                             "replay_2_workers_s": two, "ratio_2_workers": floor / two}  # fmt: skip
+                             "replay_2_workers_s": two, "ratio_2_workers": floor / two,
+                             **command_line(f"sqlite:///{db}")}  # fmt: skip
         results["snapshot_load"] = snapshot_load(work, 10_000, 50)
     if args.postgres:
-        databases = postgres_database(args.postgres)
-        url = next(databases)
-        subprocess.run([sys.executable, "-m", "lifecycle", "db", "upgrade", "--db", url],
-                       check=True, capture_output=True)  # fmt: skip
-        ingest(history, url)
-        floor = min(postgres_floor(url) for _ in range(args.runs))
-        ours, count = best(lambda: replay_time(url), args.runs)
-        two, _ = best(lambda: replay_time(url, 2), args.runs)
-        next(databases, None)
-        results["postgres"] = {
-            "floor_s": floor, "replay_s": ours, "ratio": floor / ours,
-            "replay_eps": args.events / ours, "accounts": count,
-            "replay_2_workers_s": two, "ratio_2_workers": floor / two,
-        }  # fmt: skip
+        with postgres_database(args.postgres) as url:
+            subprocess.run([*lifecycle_command(), "db", "upgrade", "--db", url],
+                           check=True, capture_output=True)  # fmt: skip
+            ingest(history, url)
+            floor = min(postgres_floor(url) for _ in range(args.runs))
+            ours, count = best(lambda: replay_time(url), args.runs)
+            two, _ = best(lambda: replay_time(url, 2), args.runs)
+            results["postgres"] = {
+                "floor_s": floor, "replay_s": ours, "ratio": floor / ours,
+                "replay_eps": args.events / ours, "accounts": count,
+                "replay_2_workers_s": two, "ratio_2_workers": floor / two,
+                **command_line(url),
+            }  # fmt: skip
     print(json.dumps(results, indent=2))
-    (OUT / "replay.json").write_text(json.dumps(results, indent=2))
+    out = results_file("replay", args.events, args.accounts, args.seed)
+    out.write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -10,6 +10,8 @@ import argparse
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -20,13 +22,55 @@ def history_file(events: int, accounts: int, seed: int) -> Path:
     """The generated history (written once, reused by later runs)."""
     OUT.mkdir(exist_ok=True)
     path = OUT / f"history-{events}-{accounts}-{seed}.jsonl"
-    if not path.exists():
+    if not path.exists():  # written aside and renamed: a cut-short file is never reused
+        partial = path.with_suffix(".partial")
         subprocess.run(
             [sys.executable, str(HERE / "generate.py"), "--events", str(events),
-             "--accounts", str(accounts), "--seed", str(seed), "--out", str(path)],
+             "--accounts", str(accounts), "--seed", str(seed), "--out", str(partial)],
             check=True,
         )  # fmt: skip
+        partial.replace(path)
     return path
+
+
+def results_file(name: str, events: int, accounts: int, seed: int) -> Path:
+    """Where a benchmark writes its results: one file per history, so that a small run
+    does not replace the results of a large one."""
+    return OUT / f"{name}-{events}-{accounts}-{seed}.json"
+
+
+@dataclass
+class Run:
+    """One measured child process."""
+
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+    exit_code: int
+
+
+def measure(argv: list[str], cwd: Path | None = None) -> Run:
+    """Run ``argv`` to completion, its output discarded; its wall time, and its own CPU
+    time and peak resident memory from ``wait4`` (nothing else on the machine counts).
+    With ``--workers`` the peak is the command's own process, not its workers'."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return Run(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_mb=usage.ru_maxrss * scale / 2**20,
+        exit_code=os.waitstatus_to_exitcode(status),
+    )
+
+
+def lifecycle_command() -> list[str]:
+    """The ``lifecycle`` console script beside this interpreter, else ``python -m lifecycle``."""
+    script = Path(sys.executable).with_name("lifecycle")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lifecycle"]
 
 
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:
