@@ -10,7 +10,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,21 +48,38 @@ class Run:
     exit_code: int
 
 
+#: Runs its arguments as a child and prints the child's wall time, CPU time, peak RSS and
+#: exit code. A process started straight from a large one (the relay benchmark holds its
+#: messages in memory) inherits that process's peak: Linux records the old memory's
+#: high-water mark at ``exec``. Started from this small one, it inherits next to nothing.
+_SPAWN = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+wall = time.perf_counter() - start
+code = os.waitstatus_to_exitcode(status)
+print(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code)
+"""
+
+
 def measure(argv: list[str], cwd: Path | None = None) -> Run:
     """Run ``argv`` to completion, its output discarded; its wall time, and its own CPU
     time and peak resident memory from ``wait4`` (nothing else on the machine counts).
     With ``--workers`` the peak is the command's own process, not its workers'."""
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
+    done = subprocess.run(
+        [sys.executable, "-c", _SPAWN, *argv], cwd=cwd, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"could not measure {argv[:3]}: {done.stderr}")
+    wall, cpu, peak, code = done.stdout.split()
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     scale = 1 if sys.platform == "darwin" else 1024
     return Run(
-        wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_mb=usage.ru_maxrss * scale / 2**20,
-        exit_code=os.waitstatus_to_exitcode(status),
+        wall_s=float(wall),
+        cpu_s=float(cpu),
+        peak_mb=int(peak) * scale / 2**20,
+        exit_code=int(code),
     )
 
 
