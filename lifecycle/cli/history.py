@@ -203,9 +203,11 @@ def run_replay(args: argparse.Namespace) -> int:
                     workers=workers,
                 )
             )
+        cut = args.until is not None or args.as_of is not None
         if args.account:
-            cut = args.until is not None or args.as_of is not None
             _note_missing(store, args.account, {s.account for s in states}, cut)
+        elif cut and not states:
+            _note_nothing_by_then(store, args)
         out = sys.stdout.buffer
         if args.format == "json":
             document = {s.account: s.to_dict() for s in states}
@@ -235,6 +237,22 @@ def _note_missing(store: Lifecycle, accounts: list[str], replayed: set[str], cut
         else:
             why = "no event of it is stored"
         complain(f"lifecycle: note: account {shown(account)}: {why}")
+
+
+def _note_nothing_by_then(store: Lifecycle, args: argparse.Namespace) -> None:
+    """A full replay cut before the first stored event prints ``{}``: say so, and when the
+    first event was recorded. ``--as-of`` counts when events were stored, not their own
+    ``timestamp``: a history ingested today replays as ``{}`` as of last year, which
+    looked like an empty store."""
+    first = next(store.events(), None)  # the reading ends as the iterator is dropped
+    if first is None:
+        return
+    point = f"--as-of {shown(args.as_of)}" if args.as_of is not None else f"position {args.until}"
+    recorded = first.recorded_at.isoformat() + "Z"  # stored naive, in UTC
+    complain(
+        f"lifecycle: note: no event was stored up to {point}: the first (position "
+        f"{first.position}) was recorded at {recorded}"
+    )
 
 
 @contextmanager

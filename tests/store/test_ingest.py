@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -530,6 +531,31 @@ def test_listing_a_status_no_policy_has_says_so(tmp_path: Path) -> None:
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
     found = cli("accounts", "list", "--status", "created", "--db", db, cwd=tmp_path)
     assert found.stdout.startswith(b"acct_9\tcreated") and found.stderr == b""
+
+
+def test_a_full_replay_cut_before_the_first_event_says_so(tmp_path: Path) -> None:
+    """`replay --as-of` counts when events were stored, not their own timestamp: a history
+    ingested today printed `{}` as of last year, silently, as an empty store would. Now a
+    note says when the first event was recorded; a replay that prints states says nothing."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    path = write_jsonl(tmp_path / "in.jsonl", [msg("Account Created", "u1", "acct_9")])
+    cli("ingest", str(path), "--db", db, cwd=tmp_path)
+    for cut, point in [(("--as-of", "2024-06-01"), "--as-of 2024-06-01"),
+                       (("--until", "0"), "position 0")]:  # fmt: skip
+        early = cli("replay", *cut, "--db", db, cwd=tmp_path)
+        assert (early.returncode, early.stdout) == (0, b"{}\n")
+        note = early.stderr.decode()
+        assert re.fullmatch(
+            f"lifecycle: note: no event was stored up to {point}: the first \\(position 1\\) "
+            r"was recorded at 20\d\d-\d\d-\d\dT[\d:.]+Z\n",
+            note,
+        ), note
+    later = cli("replay", "--until", "1", "--db", db, cwd=tmp_path)
+    assert later.stdout.startswith(b'{\n  "acct_9"') and later.stderr == b""
+    empty_db = f"sqlite:///{tmp_path / 'e.db'}"
+    cli("db", "upgrade", "--db", empty_db, cwd=tmp_path)
+    empty = cli("replay", "--until", "0", "--db", empty_db, cwd=tmp_path)
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, b"{}\n", b"")
 
 
 def test_replaying_an_account_that_prints_nothing_says_why(tmp_path: Path) -> None:
