@@ -28,7 +28,7 @@ good (another 4xx) is split in halves until the refused message stands alone;
 that one is *parked* with the answer, and the rest go on. A message larger
 than Segment's 32 KB limit, with a ``messageId`` over its 100 characters, or
 nested too deeply for the client library to write as JSON, is parked without
-being sent. 401, 403, 404 (and 405, 407, a redirect, a 2xx other than 200, a
+being sent. 401, 403, 404 (and 405, 407, 410, 421, 451, a redirect, a 2xx other than 200, a
 certificate that does not verify) mean the write key or the host is wrong: the relay
 stops with :class:`RelayError` and parks nothing.
 """
@@ -89,7 +89,9 @@ MAX_REQUEST_EVENTS = 2_500
 
 _RETRY_STATUS = frozenset({408, 429})
 #: Answers that say the write key or the host is wrong: parking the batch would be wrong.
-_CONFIG_STATUS = frozenset({401, 403, 404, 405, 407})
+#: 410 (gone), 421 (misdirected) and 451 (unavailable for legal reasons) are about the
+#: address, not a message: taken as refusals, each parked every event, one by one.
+_CONFIG_STATUS = frozenset({401, 403, 404, 405, 407, 410, 421, 451})
 _DETAIL_CHARS = 2000
 
 

@@ -384,6 +384,22 @@ def test_requests_of_small_messages_dense_in_separators_stay_within_segment_limi
     assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in messages]
 
 
+@pytest.mark.parametrize("status", [410, 421, 451])
+def test_an_answer_about_the_address_stops_the_relay(status: int, tmp_path: Path,
+                                                     segment: FakeSegment) -> None:  # fmt: skip
+    """410, 421 and 451 say the address is wrong, not a message: taken as refusals, they
+    parked every event, one request at a time. Now the relay stops, parking nothing."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with Lifecycle(url) as store:
+        store.submit_many(onboarding("acct_k"))
+    segment.fail(status, times=100)
+    with relay_for(url, segment) as relay:
+        with pytest.raises(RelayError, match=f"HTTP {status}"):
+            relay.run()
+        status_now = relay.status()
+    assert (status_now.pending, status_now.parked) == (4, 0)
+
+
 def test_wrong_write_key_stops_the_relay(db_url: str, segment: FakeSegment) -> None:
     """401 means the key is wrong: RelayError, nothing parked, everything still pending."""
     with Lifecycle(db_url, create_schema=True) as store:
