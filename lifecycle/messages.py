@@ -113,7 +113,7 @@ def _parse_error(line: bytes | str, error: orjson.JSONDecodeError) -> str:
     end of a cut-off object was on "line 2 column 1", a line no one wrote. Costs a second
     parse of a malformed line only."""
     ending = line_ending(line)
-    if ending:
+    if 0 < ending < len(line):  # a blank line keeps its "input data is empty"
         try:
             orjson.loads(line[:-ending])
         except orjson.JSONDecodeError as exc:

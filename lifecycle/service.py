@@ -462,6 +462,15 @@ class Lifecycle:
         with self._reading(None) as conn:
             return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
 
+    def first_event(self) -> StoredEvent | None:
+        """The first stored event, or None for an empty store: where the history begins,
+        and when it was recorded. One row is read (``next(events())`` streams in chunks,
+        and a MariaDB driver reads the rest of a streamed result to close it)."""
+        query = select(*events.c).order_by(events.c.position).limit(1)
+        with self._reading(None) as conn:
+            row = conn.execute(query).first()
+        return StoredEvent(*row) if row is not None else None
+
     def load(
         self, account: str, *, until: int | None = None, as_of: datetime | None = None
     ) -> AccountState | None:

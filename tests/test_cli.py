@@ -845,7 +845,8 @@ def test_exit_2_for_a_policy_that_cannot_be_loaded(tmp_path: Path) -> None:
     path = write(tmp_path / "e.jsonl", line("Account Created"))
     assert_usage_error(
         lifecycle("check", path, "--policy", "json:dumps"),
-        "lifecycle: error: --policy 'json:dumps': dumps is a function, not a lifecycle Policy",
+        "lifecycle: error: --policy 'json:dumps': dumps is of type function, not a lifecycle "
+        "Policy",
     )
     assert_usage_error(
         lifecycle("check", path, "--policy", "json:NOPE"),

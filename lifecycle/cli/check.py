@@ -48,7 +48,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative,
         default=10,
         metavar="N",
-        help="rejections listed in the text summary (default 10)",
+        help="rejections listed in the text summary (default: 10)",
     )
     parser.add_argument(
         "--policy", metavar="MODULE:ATTR", help="judge under this policy instead of the default"

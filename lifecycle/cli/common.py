@@ -149,7 +149,10 @@ def _at_least(low: int, text: str) -> int:
 def add_format_argument(parser: argparse.ArgumentParser, *formats: str) -> None:
     """``--format``, one of ``formats``; the first is the default."""
     parser.add_argument(
-        "--format", choices=formats, default=formats[0], help=f"output format ({formats[0]})"
+        "--format",
+        choices=formats,
+        default=formats[0],
+        help=f"output format (default: {formats[0]})",
     )
 
 
@@ -180,8 +183,10 @@ def load_policy(spec: str | None) -> Policy:
         raise InputError(f"--policy {spec!r}: {module_name} has no {attribute}")
     policy = getattr(module, attribute)
     if not isinstance(policy, Policy):
-        shown = f"a {type(policy).__name__}"
-        raise InputError(f"--policy {spec!r}: {attribute} is {shown}, not a lifecycle Policy")
+        kind = type(policy).__name__
+        raise InputError(
+            f"--policy {spec!r}: {attribute} is of type {kind}, not a lifecycle Policy"
+        )
     return policy
 
 

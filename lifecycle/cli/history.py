@@ -100,7 +100,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=non_negative,
         default=10,
         metavar="N",
-        help="findings listed in the text summary (default 10)",
+        help="findings listed in the text summary (default: 10)",
     )
     add_db_argument(audit)
     audit.set_defaults(run=run_audit)
@@ -244,7 +244,7 @@ def _note_nothing_by_then(store: Lifecycle, args: argparse.Namespace) -> None:
     first event was recorded. ``--as-of`` counts when events were stored, not their own
     ``timestamp``: a history ingested today replays as ``{}`` as of last year, which
     looked like an empty store."""
-    first = next(store.events(), None)  # the reading ends as the iterator is dropped
+    first = store.first_event()
     if first is None:
         return
     point = f"--as-of {shown(args.as_of)}" if args.as_of is not None else f"position {args.until}"

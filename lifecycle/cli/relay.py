@@ -77,7 +77,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=int,
         default=500,
         metavar="N",
-        help="events per batch (default 500, at most 2500)",
+        help="events per batch (default: 500, at most 2500)",
     )
     relay.add_argument(
         "--shard",
@@ -91,28 +91,28 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=positive,
         default=1,
         metavar="N",
-        help="run N relay processes, one per shard, to use N cores (not with --shard)",
+        help="run N relay processes, one per shard, to use N cores (default: 1; not with --shard)",
     )
     relay.add_argument(
         "--timeout",
         type=seconds,
         default=15.0,
         metavar="S",
-        help="connect and read timeout (default 15)",
+        help="connect and read timeout (default: 15)",
     )
     relay.add_argument(
         "--backoff",
         type=seconds,
         default=0.5,
         metavar="S",
-        help="first wait after a failure (default 0.5)",
+        help="first wait after a failure (default: 0.5)",
     )
     relay.add_argument(
         "--max-backoff",
         type=seconds,
         default=60.0,
         metavar="S",
-        help="longest wait between tries (default 60)",
+        help="longest wait between tries (default: 60)",
     )
     relay.add_argument(
         "--max-failures",
@@ -127,7 +127,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=seconds,
         default=1.0,
         metavar="S",
-        help="with --follow: wait when nothing is pending (default 1)",
+        help="with --follow: wait when nothing is pending (default: 1)",
     )
     relay.add_argument("--gzip", action="store_true", help="gzip request bodies")
     relay.add_argument("-v", "--verbose", action="store_true", help="log every batch")
@@ -288,7 +288,7 @@ def _run_workers(args: argparse.Namespace, write_key: str) -> int:
     """
     if "fork" not in multiprocessing.get_all_start_methods():
         raise RelayError("--workers needs a system that can fork: run one relay per --shard")
-    # The schema checked (or, for a new SQLite file, created), and the write key, the host
+    # The store checked (a file with no schema is refused), and the write key, the host
     # and the client library, once: not N times, in lines that could run together.
     with _sending_relay(args, write_key) as relay:
         relay.check()

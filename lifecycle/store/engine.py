@@ -6,10 +6,9 @@ the writer), a 30 s busy timeout (writers queue instead of failing),
 loss could take back events the relay had already sent to Segment, and the store
 would then accept a second ``Account Created``), foreign keys on, and a page cache of
 up to 256 MB (the unique indexes on random keys are what a bulk import spends its
-time on). Write
-transactions (connections from :func:`for_writing`) start with ``BEGIN IMMEDIATE``
-so that a read-then-write transaction never fails half-way on a lock upgrade;
-read-only ones start with a plain ``BEGIN`` and never block on the writer.
+time on). Write transactions (connections from :func:`for_writing`) start with
+``BEGIN IMMEDIATE`` so that a read-then-write transaction never fails half-way on a
+lock upgrade; read-only ones start with a plain ``BEGIN`` and never block on the writer.
 """
 
 from __future__ import annotations

@@ -110,6 +110,18 @@ def test_state_matches_the_in_memory_gate(store: Lifecycle) -> None:
     assert list(store.accounts(status="trial")) == []
 
 
+def test_the_first_event_is_read_alone(db_url: str) -> None:
+    """`first_event()`: None for an empty store, then the event at the lowest position,
+    as `events()` gives it first (read as one row: a streamed read of the whole table made
+    MariaDB's driver read every remaining row to close it)."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        assert store.first_event() is None
+        store.submit_many(onboarding("acct_2") + onboarding("acct_1"))
+        first = store.first_event()
+        assert first == next(iter(store.events()))
+        assert first is not None and (first.account, first.version) == ("acct_2", 1)
+
+
 def test_duplicates_are_recognised_across_instances(db_url: str) -> None:
     """A messageId stored by one Lifecycle is a duplicate for another one on the same database."""
     first = Lifecycle(db_url, create_schema=True)
