@@ -8,13 +8,13 @@ Three comparisons, each on the same generated history:
   transaction, WAL.
 * SQLite live: ``Lifecycle.submit`` one message per transaction against plain
   ``sqlite3`` committing one row per transaction.
+* PostgreSQL bulk: `lifecycle ingest` against psycopg ``COPY`` of the same rows into a
+  table with the same unique indexes.
 
 Each SQLite floor runs twice: with SQLite's own settings besides WAL (a full sync per
 commit, a 2 MB page cache), and with the settings lifecycle gives its connections (the
 same sync, a 256 MB cache; ``lifecycle.store.engine.SQLITE_PRAGMAS``). The second is the
 like-for-like one: the only difference left is lifecycle's own work.
-* PostgreSQL bulk: `lifecycle ingest` against psycopg ``COPY`` of the same rows into a
-  table with the same unique indexes.
 
 The floors parse the JSON and number the versions themselves, so both sides do the
 same reading; lifecycle also judges every event. Results are printed and written to

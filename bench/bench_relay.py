@@ -394,7 +394,7 @@ def main() -> int:
         flag = f" --workers {workers}" if workers > 1 else ""
         print(
             f"`lifecycle relay --once{flag}` as a process took {seconds:.1f}s, "
-            f"peak {cli_peak_mb[workers]:.0f} MB (its own process)"
+            f"peak {cli_peak_mb[workers]:.0f} MB (its largest process)"
         )
     name = f"relay-{len(prepared)}-{args.seed}"
     name += f"-{args.latency_ms:g}ms.json" if args.latency_ms else ".json"

@@ -64,14 +64,15 @@ print(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code)
 
 
 def measure(argv: list[str], cwd: Path | None = None) -> Run:
-    """Run ``argv`` to completion, its output discarded; its wall time, and its own CPU
-    time and peak resident memory from ``wait4`` (nothing else on the machine counts).
-    With ``--workers`` the peak is the command's own process, not its workers'."""
+    """Run ``argv`` to completion, its output discarded and its errors shown; its wall
+    time, and its CPU time and peak resident memory from ``wait4``: the command's and those
+    of the children it waited for (``--workers``: the CPU time of all, the peak of the
+    largest), nothing else on the machine."""
     done = subprocess.run(
-        [sys.executable, "-c", _SPAWN, *argv], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-c", _SPAWN, *argv], cwd=cwd, stdout=subprocess.PIPE, text=True
     )
     if done.returncode != 0:
-        raise SystemExit(f"could not measure {argv[:3]}: {done.stderr}")
+        raise SystemExit(f"could not measure {argv[:3]}: exit code {done.returncode}")
     wall, cpu, peak, code = done.stdout.split()
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     scale = 1 if sys.platform == "darwin" else 1024
