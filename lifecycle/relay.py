@@ -58,7 +58,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lifecycle.errors import RelayError, StoreError, database_error, first_line, in_brackets
 from lifecycle.store import outbox
-from lifecycle.store.codec import now
+from lifecycle.store.codec import iso_utc, now
 from lifecycle.store.engine import (
     for_writing,
     is_transient,
@@ -498,7 +498,7 @@ def _check_host(host: str | None) -> None:
 def _instant(value: Any) -> str:
     """A stored naive-UTC instant (a datetime, or SQLite's text) as ISO 8601 with ``Z``."""
     if isinstance(value, datetime):
-        return value.isoformat() + "Z"
+        return iso_utc(value)
     return str(value).replace(" ", "T") + "Z"
 
 

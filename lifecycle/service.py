@@ -54,7 +54,7 @@ from lifecycle.rules import DEFAULT_POLICY
 from lifecycle.spec import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MALFORMED_JSON
 from lifecycle.state import AccountState
 from lifecycle.store import repository
-from lifecycle.store.codec import head_row, state_from_json, utc_naive
+from lifecycle.store.codec import head_row, iso_utc, state_from_json, utc_naive
 from lifecycle.store.engine import (
     deadlocked,
     for_writing,
@@ -98,7 +98,7 @@ class QuarantinedMessage:
         """JSON-ready form (``raw`` decoded as UTF-8, invalid bytes replaced)."""
         return {
             "id": self.id,
-            "received_at": self.received_at.isoformat() + "Z",
+            "received_at": iso_utc(self.received_at),
             "source": self.source,
             "line": self.line,
             "index": self.batch_index,

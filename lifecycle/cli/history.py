@@ -27,6 +27,7 @@ from lifecycle.cli.store import add_db_argument, open_store
 from lifecycle.cli.text import account_line, shown
 from lifecycle.errors import InputError
 from lifecycle.spec import parse_date
+from lifecycle.store.codec import iso_utc
 
 if TYPE_CHECKING:
     from lifecycle.replay import AuditFinding
@@ -248,10 +249,9 @@ def _note_nothing_by_then(store: Lifecycle, args: argparse.Namespace) -> None:
     if first is None:
         return
     point = f"--as-of {shown(args.as_of)}" if args.as_of is not None else f"position {args.until}"
-    recorded = first.recorded_at.isoformat() + "Z"  # stored naive, in UTC
     complain(
         f"lifecycle: note: no event was stored up to {point}: the first (position "
-        f"{first.position}) was recorded at {recorded}"
+        f"{first.position}) was recorded at {iso_utc(first.recorded_at)}"
     )
 
 

@@ -22,6 +22,11 @@ def utc_naive(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def iso_utc(stored: datetime) -> str:
+    """A stored (naive UTC) instant as ISO-8601 with ``Z``, as every output shows one."""
+    return stored.isoformat() + "Z"
+
+
 def now() -> datetime:
     """The current instant as naive UTC (the store's ``recorded_at``)."""
     return datetime.now(UTC).replace(tzinfo=None)

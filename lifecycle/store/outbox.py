@@ -45,6 +45,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
+from lifecycle.store.codec import iso_utc
 from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, placeholder
 from lifecycle.store.schema import events, outbox, outbox_pruned
 
@@ -329,7 +330,7 @@ class OutboxStatus:
             "parked": self.parked,
             "pruned": self.pruned,
             "oldest_pending": (
-                self.oldest_pending.isoformat() + "Z" if self.oldest_pending is not None else None
+                iso_utc(self.oldest_pending) if self.oldest_pending is not None else None
             ),
             "oldest_pending_age": round(age, 3) if age is not None else None,
         }
@@ -377,7 +378,7 @@ class ParkedEvent:
             "version": self.version,
             "messageId": self.message_id,
             "attempts": self.attempts,
-            "recorded_at": self.created_at.isoformat() + "Z",
+            "recorded_at": iso_utc(self.created_at),
             "reason": self.reason,
         }
 
