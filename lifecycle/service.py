@@ -899,8 +899,9 @@ def _utc(moment: datetime | None) -> datetime | None:
     return utc_naive(min(max(moment, EARLIEST_TIMESTAMP), LATEST_TIMESTAMP))
 
 
-#: Every account head's stored state.
+#: Every quarantine row, in the order received.
 _QUARANTINED = select(*quarantine.c).order_by(quarantine.c.id)
+#: Every account head's stored state, with its account.
 _HEAD_STATES = select(account_heads.c.account, account_heads.c.state)
 _HEAD_ROWS = select(
     account_heads.c.account, account_heads.c.version, account_heads.c.status, account_heads.c.state
