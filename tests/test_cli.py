@@ -393,6 +393,22 @@ def test_a_line_too_long_is_not_read_whole(monkeypatch: pytest.MonkeyPatch, tmp_
     )
 
 
+def test_a_malformed_line_of_the_largest_message_size_is_quarantined_whole() -> None:
+    """A malformed line of exactly the largest message size (its line ending not counted)
+    is kept whole, with its reason as it is; one byte more keeps the first bytes only and
+    says so."""
+    from lifecycle.messages import MAX_BYTES, Malformed, kept
+
+    largest = b"x" * MAX_BYTES + b"\r\n"
+    assert kept(Malformed("why"), largest) == (Malformed("why"), largest)
+    item, raw = kept(Malformed("why"), b"x" * (MAX_BYTES + 1) + b"\n")
+    assert raw == b"x" * MAX_BYTES
+    assert (
+        item.reason
+        == f"why; the quarantine keeps its first {MAX_BYTES:,} of {MAX_BYTES + 1:,} bytes"
+    )
+
+
 def test_a_line_of_300_mb_is_judged_in_bounded_memory(tmp_path: Path) -> None:
     """The real limit, in a process of its own: its peak memory stays below the line's size."""
     path = tmp_path / "huge.jsonl"
@@ -852,6 +868,11 @@ def test_exit_2_for_a_policy_that_cannot_be_loaded(tmp_path: Path) -> None:
         lifecycle("check", path, "--policy", "json:NOPE"),
         "lifecycle: error: --policy 'json:NOPE': json has no NOPE",
     )
+    for spec in ("json", "json:", ":dumps"):
+        assert_usage_error(
+            lifecycle("check", path, "--policy", spec),
+            f"lifecycle: error: --policy {spec!r}: expected module:attribute",
+        )
     assert_usage_error(
         lifecycle("check", path, "--policy", "no_such_module_here:P"),
         "lifecycle: error: --policy 'no_such_module_here:P': cannot import "
@@ -923,6 +944,13 @@ def test_relay_waits_must_be_positive_seconds(option: str, value: str) -> None:
         f"lifecycle relay: error: argument {option}: must be a number of seconds above 0 and at"
         f" most 604800 (a week), got {value} (see lifecycle relay --help)",
     )
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--backoff", "--max-backoff", "--poll-interval"])
+def test_relay_waits_may_be_a_week_exactly(option: str) -> None:
+    """A week is the longest wait the relay takes, and it takes it: the bound is inclusive."""
+    args = build_parser().parse_args(["relay", "--once", option, "604800"])
+    assert getattr(args, option.removeprefix("--").replace("-", "_")) == 604800.0
 
 
 # -- --policy -----------------------------------------------------------------------------------
@@ -1424,6 +1452,40 @@ def test_files_may_follow_options(tmp_path: Path) -> None:
         lifecycle("check", first, "--format", "jsonl", second, "--bogus"),
         f"lifecycle: error: unrecognized arguments: {second} --bogus (see lifecycle --help)",
     )
+
+
+def test_standard_input_may_follow_options(tmp_path: Path) -> None:
+    """`-` after an option is standard input, a file like any other, not an unknown option:
+    `check a.jsonl --format jsonl -` reads the file, then standard input."""
+    first = write(tmp_path / "a.jsonl", line("Account Created"))
+    done = lifecycle("check", first, "--format", "jsonl", "-", stdin=line("Signed Up") + b"\n")
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert [(r["file"], r["event"]) for r in verdicts(done)] == [
+        (str(first), "Account Created"),
+        ("-", "Signed Up"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "args", [["check", "{path}", "--format", "jsonl"], ["check", "{path}"], ["--version"]]
+)
+def test_a_reader_that_stopped_early_gives_2_quietly(tmp_path: Path, args: list[str]) -> None:
+    """A reader that stops early (`| head`) leaves nothing more to write: exit 2, with
+    nothing on stderr (not "cannot write the output", nor Python's broken pipe warning)."""
+    path = write(tmp_path / "e.jsonl", *[line("Signed In", messageId=f"m{n}") for n in range(50)])
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "lifecycle", *(a.format(path=path) for a in args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (2, b"")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")

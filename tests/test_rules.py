@@ -227,6 +227,15 @@ def test_malformed_json_for_a_non_object() -> None:
 
 
 @pytest.mark.parametrize(
+    ("line", "kind"),
+    [(b"true", "a boolean"), (b"null", "null"), (b"1.5", "a number"), (b'"x"', "a string")],
+)
+def test_malformed_json_names_the_kind_of_every_json_value(line: bytes, kind: str) -> None:
+    """The reason names the JSON kind the line holds instead of an object, in JSON's words."""
+    assert [v.reason for v in Gate().submit_line(line)] == [f"not a JSON object (got {kind})"]
+
+
+@pytest.mark.parametrize(
     ("code", "history", "message", "reason"), CODE_CASES, ids=[c[0] for c in CODE_CASES]
 )
 def test_rejection_code(
@@ -915,6 +924,34 @@ def test_batch_context_merges_with_item_keys_winning() -> None:
     first = verdicts[0].event
     assert first is not None
     assert first.message["context"] == {"groupId": ACCT, "locale": "fr"}
+
+
+def test_batch_integrations_merge_as_the_context_does() -> None:
+    """A batch's top-level integrations are merged into each item as its context is, the
+    item's own keys winning (as Segment's HTTP API does): what is stored and relayed."""
+    line = orjson.dumps(
+        {
+            "batch": [
+                {**track("Account Created", account=None), "integrations": {"Mixpanel": False}},
+                track("Signed Up", account=None),
+            ],
+            "context": {"groupId": ACCT},
+            "integrations": {"All": True, "Mixpanel": True},
+        }
+    )
+    verdicts = Gate().submit_line(line)
+    assert [v.verdict for v in verdicts] == ["accepted", "accepted"]
+    assert [v.event.message["integrations"] for v in verdicts if v.event is not None] == [
+        {"All": True, "Mixpanel": False},
+        {"All": True, "Mixpanel": True},
+    ]
+
+
+def test_a_batch_that_is_not_an_array_is_a_message() -> None:
+    """Only an array makes a line a batch: `{"batch": {...}}` is one message, judged as one
+    (its keys were not taken for items)."""
+    (verdict,) = Gate().submit_line(b'{"batch": {"a": 1, "b": 2}}')
+    assert (verdict.verdict, verdict.code) == ("ignored", None)
 
 
 def test_non_object_batch_items_are_malformed() -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import func, make_url, select
 from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.store.schema import events
-from tests.store.helpers import account_history, interleave, msg
+from tests.store.helpers import account_history, interleave, msg, onboarding
 from tests.tcp_proxy import TcpProxy
 
 
@@ -437,6 +437,41 @@ def test_a_json_document_is_stored_in_transactions_of_batch_size(
     assert len(commits) >= 3
 
 
+def test_a_transaction_holds_batch_size_messages_not_more(
+    db_url: str, tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """`--batch-size N` makes transactions of N messages: 30 messages at 10 a transaction
+    take two commits more than at 30 (not one more, as transactions of 20 would), and the
+    text summary counts every file read."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from lifecycle.cli import main
+
+    Lifecycle(db_url, create_schema=True).close()
+    commits: list[int] = []
+    for run, size in enumerate(("30", "30", "10")):
+        path = tmp_path / f"export_{run}.jsonl"
+        write_jsonl(path, [msg("Account Created", "u1", f"acct_{run}_{n}") for n in range(30)])
+        seen: list[object] = []
+
+        def count(connection: object, seen: list[object] = seen) -> None:
+            seen.append(connection)
+
+        event.listen(Engine, "commit", count)
+        try:
+            assert main(["ingest", str(path), "--db", db_url, "--batch-size", size]) == 0
+        finally:
+            event.remove(Engine, "commit", count)
+        commits.append(len(seen))
+    assert commits[2] - commits[1] == 2, commits
+    first = tmp_path / "export_0.jsonl"
+    capfdbinary.readouterr()
+    assert main(["ingest", str(first), str(first), "--db", db_url]) == 0
+    summary = capfdbinary.readouterr().out.decode().splitlines()
+    assert summary[0] == "lifecycle ingest: 60 messages in 2 files", summary
+
+
 def test_a_file_judged_before_is_found_by_an_index_and_a_long_line_is_not_a_repeat(
     tmp_path: Path,
 ) -> None:
@@ -573,4 +608,56 @@ def test_replaying_an_account_that_prints_nothing_says_why(tmp_path: Path) -> No
     assert early.stderr.decode().splitlines() == [
         "lifecycle: note: account acct_9: it has no event up to that point",
         "lifecycle: note: account acct_0: no event of it is stored",
+    ]
+
+
+def test_the_store_commands_print_what_the_documentation_says(tmp_path: Path) -> None:
+    """`accounts list --format jsonl` is the JSON of `accounts show`, one compact object a
+    line; `accounts show --format text` lists the users by id and the trial; `rejections
+    list --account` lists that account's messages only, and the first item of a batch line
+    is `file:line`, as `check` shows it, without an index."""
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    history = [
+        *onboarding("acct_a", user="u2"),
+        msg("Invite Sent", "u2", "acct_a", invitee_email="u1@example.com"),
+        msg("Signed Up", "u1", "acct_a", type="invited"),
+        *onboarding("acct_c"),
+        msg("Signed In", "ghost", "acct_b"),
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", history)
+    batch = {"batch": [msg("Signed In", "ghost", "acct_a"), msg("Signed In", "u1", "acct_a")]}
+    with path.open("ab") as handle:
+        handle.write(orjson.dumps(batch) + b"\n")
+    assert cli("ingest", str(path), "--db", db, cwd=tmp_path).returncode == 1
+    with Lifecycle(db) as store:
+        states = {a: store.state(a) for a in ("acct_a", "acct_c")}
+
+    listed = cli("accounts", "list", "--format", "jsonl", "--db", db, cwd=tmp_path)
+    assert listed.stdout.splitlines() == [orjson.dumps(s.to_dict()) for s in states.values()]
+
+    shown = cli("accounts", "show", "acct_a", "--format", "text", "--db", db, cwd=tmp_path)
+    a = states["acct_a"]
+    assert a is not None and a.trial is not None and set(a.users) == {"u1", "u2"}
+    assert shown.stdout.decode().splitlines() == [
+        f"acct_a: trial, version {a.version}",
+        *(
+            f"  {user}: signed_up={u.signed_up} role={u.role!r} signed_in={u.signed_in}"
+            for user, u in sorted(a.users.items())
+        ),
+        f"  trial: {a.trial.to_dict()}",
+    ]
+    assert a.version == 7
+
+    source = os.path.realpath(path)
+    with Lifecycle(db) as store:
+        quarantined = {r.account: r.raw for r in store.rejections()}
+    # An item of a batch line is kept as its own JSON, not as the whole line.
+    assert orjson.loads(quarantined["acct_a"]) == batch["batch"][0]
+    only_b = cli("rejections", "list", "--account", "acct_b", "--db", db, cwd=tmp_path)
+    assert [row.split("\t")[1:3] for row in only_b.stdout.decode().splitlines()] == [
+        [f"{source}:11", "account_unknown"]
+    ]
+    only_a = cli("rejections", "list", "--account", "acct_a", "--db", db, cwd=tmp_path)
+    assert [row.split("\t")[1:3] for row in only_a.stdout.decode().splitlines()] == [
+        [f"{source}:12", "user_unknown"]
     ]
