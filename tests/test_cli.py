@@ -991,6 +991,42 @@ def test_check_with_a_custom_policy(tmp_path: Path, policy_env: dict[str, str]) 
     assert [r["verdict"] for r in verdicts(default)] == ["accepted", "ignored", "ignored"]
 
 
+def test_audit_text_orders_codes_by_count_and_shows_n_findings(
+    tmp_path: Path, policy_env: dict[str, str]
+) -> None:
+    """The audit's text summary: the codes by how often they occur, most first (not by
+    name), then the first `--show N` findings in stored order, and none with `--show 0`."""
+    fax = {"method": "fax"}
+    path = write(
+        tmp_path / "history.jsonl",
+        line("Account Created"),
+        line("Signed Up"),
+        *[line("Signed In", properties=fax), line("Signed Out")] * 2,
+        line("Signed In", properties=fax),
+    )
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert lifecycle("ingest", path, "--db", db, env=policy_env).returncode == 0
+
+    def audit(*args: str) -> list[str]:
+        done = lifecycle("audit", "--policy", "tests.policies:KNOWN_METHODS", "--db", db, *args,
+                         env=policy_env)  # fmt: skip
+        assert (done.returncode, done.stderr) == (1, b"")
+        return done.stdout.decode().splitlines()
+
+    shown = audit("--show", "2")
+    assert [row.split() for row in shown[:3]] == [
+        ["lifecycle", "audit", "under", "policy", "'b2b-saas+known_method':", "5", "rejections"],
+        ["unknown_method", "3"],
+        ["not_signed_in", "2"],
+    ]
+    assert shown[3:5] == ["", "first findings:"]
+    assert [row.split()[:5] for row in shown[5:]] == [
+        ["position", "3", "acct_1", "v3", "unknown_method"],
+        ["position", "4", "acct_1", "v4", "not_signed_in"],
+    ]
+    assert audit("--show", "0") == shown[:3]
+
+
 def test_accounts_show_replays_a_headless_account_under_its_policy(
     tmp_path: Path, policy_env: dict[str, str]
 ) -> None:
