@@ -166,7 +166,7 @@ def _user_json(user: UserState) -> orjson.Fragment:
     """A user state's JSON, remembered (user states are few and shared: :func:`user_state`)."""
     if len(_USER_JSON) >= 4096:  # states built elsewhere, not shared: start again
         _USER_JSON.clear()
-    fragment = orjson.Fragment(orjson.dumps(user.to_dict()))
+    fragment = orjson.Fragment(orjson.dumps(user.to_dict(), option=orjson.OPT_SORT_KEYS))
     _USER_JSON[id(user)] = (user, fragment)
     return fragment
 

@@ -23,7 +23,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from lifecycle.decide import REJECTED, Verdict, judge, malformed
-from lifecycle.envelope import group_id_of, is_storable_key, message_id_of
+from lifecycle.envelope import (
+    EnvelopeError,
+    group_id_of,
+    is_storable_key,
+    message_id_of,
+    parse_event,
+)
 from lifecycle.messages import Malformed
 from lifecycle.policy import Policy
 from lifecycle.replay import load_account
@@ -266,12 +272,13 @@ class _Judging:
         earlier, repeats = self.earlier, self.repeats
         for position, sub in enumerate(subs):
             if earlier and position in earlier:
-                verdicts.append(_as_before(sub, *earlier[position]))
+                code, reason = earlier[position]
+                verdicts.append(_as_before(sub, code, reason, _field_at_fault(policy, sub, code)))
                 continue
             if repeats and position in repeats:
                 first = verdicts[repeats[position]]
                 if first.code is not None and first.reason is not None:
-                    verdicts.append(_as_before(sub, first.code, first.reason))
+                    verdicts.append(_as_before(sub, first.code, first.reason, first.field))
                     continue
             if isinstance(sub.item, Malformed):
                 verdicts.append(malformed(sub.item.reason))
@@ -439,8 +446,11 @@ def _rejected_before(
     return {i: found[d] for i, d in digests.items() if d in found}, repeats
 
 
-def _as_before(sub: Submission, code: str, reason: str) -> Verdict:
-    """The rejection an earlier run gave ``sub``, as the verdict of this one."""
+def _as_before(sub: Submission, code: str, reason: str, at_fault: str | None) -> Verdict:
+    """The rejection an earlier run gave ``sub``, as the verdict of this one.
+
+    ``at_fault`` is the field the rejection named, when it is known here.
+    """
     if isinstance(sub.item, Malformed):
         return Verdict(REJECTED, code, reason, "line")
     name = sub.item.get("event")
@@ -448,11 +458,20 @@ def _as_before(sub: Submission, code: str, reason: str) -> Verdict:
         REJECTED,
         code,
         reason,
-        None,
+        at_fault,
         message_id_of(sub.item),
         name if isinstance(name, str) else None,
         sub.account,
     )
+
+
+def _field_at_fault(policy: Policy, sub: Submission, code: str) -> str | None:
+    """The field an envelope rejection named: the quarantine keeps no field, but an
+    envelope check depends on the message alone, so checking it again names the field."""
+    if isinstance(sub.item, Malformed):
+        return None
+    parsed = parse_event(sub.item, policy.catalog)
+    return parsed.field if isinstance(parsed, EnvelopeError) and parsed.code == code else None
 
 
 def _quarantine_row(sub: Submission, verdict: Verdict, recorded: datetime) -> dict[str, Any]:
