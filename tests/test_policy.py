@@ -22,7 +22,10 @@ from lifecycle import (
     PolicyError,
     Refusal,
     Rule,
+    UserState,
+    decide,
 )
+from lifecycle.decide import evolve
 from lifecycle.envelope import Event
 from lifecycle.policy import Change
 from tests.policies import SUBSCRIPTIONS, USER_EVENTS
@@ -440,6 +443,79 @@ def test_a_guard_or_effect_that_raises_is_a_policy_error_naming_it() -> None:
         PolicyError, match=r"^effect _buggy_effect raised RuntimeError: effect bug at "
     ):
         submit_all(Gate(tiny(effects=effects)), "Opened", "Pinged")
+
+
+def _joins(state: AccountState, event: Event) -> Change:
+    return {**state.users, event.user: UserState(signed_up=True)}, state.trial
+
+
+def _promotes(state: AccountState, event: Event) -> Change:
+    users = dict(state.users)
+    if event.user in users:
+        users[event.user] = UserState(signed_up=True, role="Admin")
+    return users, state.trial
+
+
+def test_each_effect_sees_what_the_effects_before_it_did() -> None:
+    """A rule's effects run in order, each on the state the ones before it left: a second
+    effect that saw the state before the event would undo or miss the first one's work."""
+    policy = tiny(
+        transitions=[
+            {"trigger": "Opened", "source": "none", "dest": "open"},
+            {"trigger": "Pinged", "source": "open", "dest": None, "after": ["joins", "promotes"]},
+            {"trigger": "Closed", "source": "open", "dest": "closed"},
+        ],
+        effects={"joins": _joins, "promotes": _promotes},
+    )
+    gate = Gate(policy)
+    assert submit_all(gate, "Opened", "Pinged") == [None, None]
+    state = gate.state("acct_1")
+    assert state is not None and dict(state.users) == {"u1": UserState(True, "Admin")}
+
+
+def test_a_policy_whose_initial_state_is_not_none_judges_new_accounts() -> None:
+    """A new account starts in the policy's own initial state, whatever it is named."""
+    policy = tiny(
+        states=["new", "open", "closed"],
+        initial="new",
+        transitions=[
+            {"trigger": "Opened", "source": "new", "dest": "open"},
+            {"trigger": "Pinged", "source": "open", "dest": None},
+            {"trigger": "Closed", "source": "open", "dest": "closed"},
+        ],
+    )
+    gate = Gate(policy)
+    assert submit_all(gate, "Pinged", "Opened", "Pinged") == ["account_unknown", None, None]
+    state = gate.state("acct_1")
+    assert state is not None and (state.status, state.version) == ("open", 2)
+
+
+def _pinged(account: str = "acct_1") -> Event:
+    message = {"event": "Pinged", "userId": "u1", "context": {"groupId": account}}
+    return Event("Pinged", "Pinged", account, "u1", None, None, {}, message)
+
+
+def test_a_state_the_policy_does_not_have_is_a_policy_error() -> None:
+    """An account stored in a state the policy lacks (a store written under a larger policy,
+    --policy forgotten) stops judging with a PolicyError that says so, not a KeyError."""
+    with pytest.raises(PolicyError, match=r"^account acct_1 is in state 'trial', which policy"):
+        decide(tiny(), AccountState("acct_1", "trial", 3), _pinged())
+
+
+def test_folding_an_event_the_policy_refuses_names_the_refusal() -> None:
+    """Folding a stored event (no guard runs again) that the policy refuses in the account's
+    state, or does not know, is a PolicyError naming why, never a refusal applied as a rule."""
+    with pytest.raises(
+        PolicyError,
+        match=r"^policy 'tiny' refuses Pinged in state 'none' \(account_unknown\), "
+        r"yet account acct_1 stored it as event 1",
+    ):
+        evolve(tiny(), AccountState("acct_1"), _pinged())
+    stranger = Event("Waved", "Waved", "acct_1", "u1", None, None, {}, {})
+    with pytest.raises(PolicyError, match=r"^Waved is not an event of policy 'tiny'"):
+        evolve(tiny(), AccountState("acct_1", "open", 1), stranger)
+    after = evolve(tiny(), AccountState("acct_1", "open", 1), _pinged())
+    assert (after.status, after.version) == ("open", 2)
 
 
 def test_without_guard_relaxes_the_rule() -> None:

@@ -92,6 +92,7 @@ def test_messages_have_a_valid_envelope(message: Message) -> None:
         illegal_histories(code="no_such_code"),
         legal_histories(min_events=5, max_events=4),
         legal_histories(min_events=-1),
+        legal_histories(max_users=True),
         legal_histories(min_events=151, max_events=200),
         illegal_histories(code="plan_missing", policy=SUBSCRIPTIONS),
     ],
@@ -358,3 +359,10 @@ def test_users_a_walk_offers_are_those_the_guards_let_through(history: list[Mess
                 )
             ]
             assert offered == each, (account, spec.name)
+
+
+@SETTINGS
+@given(history=legal_histories(max_events=10))
+def test_message_ids_number_the_history_from_one(history: list[Message]) -> None:
+    """As documented, the messages of a history are msg-001, msg-002 ... in order."""
+    assert [m["messageId"] for m in history] == [f"msg-{n:03d}" for n in range(1, len(history) + 1)]

@@ -458,6 +458,20 @@ def test_ignored_messages_skip_validation() -> None:
     assert verdict == Verdict("ignored", message_id="m9", event_name="Order Completed")
 
 
+@pytest.mark.parametrize(
+    ("event", "shown"),
+    [("Order Completed", "Order Completed"), (42, None)],
+    ids=["other-event", "non-string-event"],
+)
+def test_an_ignored_verdict_says_what_the_message_said(event: object, shown: str | None) -> None:
+    """An ignored verdict keeps the messageId, the groupId and the event name as sent, so that
+    a verdict lines up with its message; an event that is not a string is no name at all."""
+    message = {"type": "track", "event": event, "userId": USER, "context": {"groupId": ACCT}}
+    verdict = Gate().submit({**message, "messageId": "m9"})
+    assert verdict == Verdict("ignored", message_id="m9", event_name=shown, account=ACCT)
+    assert verdict.to_dict()["event"] == shown
+
+
 def test_absent_type_with_event_is_a_track_call() -> None:
     """A message with an event and no type is a track call and is judged."""
     message = track("Account Created")
@@ -489,6 +503,13 @@ def test_object_action_aliases(alias: str, history: tuple[dict[str, Any], ...]) 
     assert (verdict.verdict, verdict.event_name) == ("accepted", alias)
     assert verdict.event is not None
     assert verdict.event.name == alias.removeprefix("User ")
+
+
+def test_a_duplicate_of_an_alias_keeps_the_name_as_sent() -> None:
+    """A duplicate names its event as it was sent, like an acceptance or a rejection does."""
+    gate = gate_after(*MEMBER, track("User Signed In", mid="m1"))
+    verdict = gate.submit(track("User Signed In", mid="m1"))
+    assert (verdict.verdict, verdict.event_name) == ("duplicate", "User Signed In")
 
 
 def test_alias_and_short_name_share_state() -> None:
@@ -904,6 +925,25 @@ def test_batch_items_are_judged_in_order() -> None:
     ]
 
 
+@pytest.mark.parametrize("as_text", [False, True], ids=["dict", "json-text"])
+def test_submit_of_a_batch_judges_every_item_and_gives_the_first_verdict(as_text: bool) -> None:
+    """Gate.submit of a batch judges all its items in order and returns the first one's verdict
+    (the last one's would hide whether the batch's first event was taken)."""
+    batch = {"batch": [track("Account Created"), track("Signed In"), track("Signed Up")]}
+    gate = Gate()
+    verdict = gate.submit(orjson.dumps(batch).decode() if as_text else batch)
+    assert (verdict.verdict, verdict.event_name) == ("accepted", "Account Created")
+    assert state_of(gate).user(USER) == UserState(signed_up=True)
+
+
+@pytest.mark.parametrize("given", [track("Account Created"), '{"event": "Account Created"}'])
+def test_submit_many_of_one_message_is_a_type_error(given: object) -> None:
+    """submit_many of one message (a dict, or a line of text) is refused: iterating it would
+    judge its keys, or its characters, one by one."""
+    with pytest.raises(TypeError, match=r"^submit_many takes an iterable of messages"):
+        Gate().submit_many(given)  # type: ignore[arg-type]
+
+
 def test_batch_context_merges_with_item_keys_winning() -> None:
     """The batch's context is merged into each item, and an item's own context keys win."""
     gate = Gate()
@@ -1103,6 +1143,16 @@ def test_state_records_version_and_timestamps() -> None:
         "2024-01-01T08:59:00Z",
         "2024-01-01T09:00:00Z",
     )
+
+
+def test_created_at_is_only_the_first_event_s_timestamp() -> None:
+    """created_at is the timestamp of the account's first event: when that had none, it stays
+    None, and a later stamped event sets updated_at only (replay folds it the same way)."""
+    gate = gate_after(
+        track("Account Created"), {**track("Signed Up"), "timestamp": "2024-01-01T09:00:00Z"}
+    )
+    state = state_of(gate)
+    assert (state.version, state.created_at, state.updated_at) == (2, None, "2024-01-01T09:00:00Z")
 
 
 #: ISO-8601 date-times as the timestamp rule reads them (extended or basic calendar and

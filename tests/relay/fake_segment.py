@@ -56,6 +56,8 @@ class Request:
     status: int
     messages: list[dict[str, Any]]
     body_bytes: int
+    #: The client library's ``X-Retry-Count`` header: how many attempts failed before this one.
+    retry_count: int = 0
 
 
 @dataclass
@@ -232,8 +234,9 @@ class FakeSegment:
             fault = self._faults.popleft() if self._faults else None
             number = len(self.requests) + 1
             refused = any(m.get("messageId") in self.refused_ids for m in batch)
+        retries = int(handler.headers.get("X-Retry-Count") or 0)
         if fault is not None and fault.status is not None:
-            self._log(number, fault.status, batch, len(body), record=False)
+            self._log(number, fault.status, batch, len(body), retries, record=False)
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             if fault.location:
                 headers["Location"] = fault.location
@@ -245,10 +248,10 @@ class FakeSegment:
                 handler.answer(fault.status, answer, headers)
             return
         if refused:
-            self._log(number, 400, batch, len(body), record=False)
+            self._log(number, 400, batch, len(body), retries, record=False)
             handler.answer(400, {"code": "invalid_request", "message": "refused message"})
             return
-        self._log(number, 200, batch, len(body), record=True)
+        self._log(number, 200, batch, len(body), retries, record=True)
         delay = self.delay + (fault.delay if fault is not None else 0.0)
         if delay:
             time.sleep(delay)
@@ -257,10 +260,17 @@ class FakeSegment:
             handler.answer(200, {"success": True})
 
     def _log(
-        self, number: int, status: int, batch: list[dict[str, Any]], size: int, *, record: bool
+        self,
+        number: int,
+        status: int,
+        batch: list[dict[str, Any]],
+        size: int,
+        retries: int,
+        *,
+        record: bool,
     ) -> None:
         with self._lock:
-            self.requests.append(Request(number, status, batch, size))
+            self.requests.append(Request(number, status, batch, size, retries))
             if record:
                 for message in batch:
                     self.arrivals.append(Arrival(len(self.arrivals) + 1, number, message))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -11,7 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from lifecycle.service import Lifecycle
-from lifecycle.store.outbox import PENDING, assigned_message_id
+from lifecycle.store import outbox as queue
+from lifecycle.store.codec import now
+from lifecycle.store.outbox import PENDING, OutboxStatus, assigned_message_id
 from lifecycle.store.schema import outbox
 from tests.relay.fake_segment import FakeSegment
 from tests.relay.helpers import relay_for, submit_history
@@ -112,3 +115,70 @@ def test_schema_upgrade_from_0002_keeps_events(db_url: str) -> None:
     with Lifecycle(engine) as store:
         assert outbox_rows(store) == []
     engine.dispose()
+
+
+def test_a_late_outcome_changes_only_rows_still_pending(db_url: str) -> None:
+    """Two relays may record the same row (one of them late, after a timeout): a delivered
+    row stays delivered, a parked one parked, and neither gains an attempt or an error
+    from the other's record. A late 400 had parked an event Segment already took."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_s"))
+        with store.engine.connect() as conn:
+            ids = list(conn.execute(select(outbox.c.id).order_by(outbox.c.id)).scalars())
+        delivered, parked, failed, pending = ids
+        with store.engine.begin() as conn:
+            queue.settle(conn, delivered=[delivered], parked=[(parked, "HTTP 400: no")], at=now())
+            queue.settle(conn, failed=[failed], error="HTTP 503: busy", at=now())
+        with store.engine.begin() as conn:  # the other relay's late answers
+            queue.settle(conn, parked=[(delivered, "HTTP 400: late")], at=now())
+            queue.settle(conn, delivered=[parked], at=now())
+            queue.settle(conn, failed=[delivered, parked], error="HTTP 503: late", at=now())
+        columns = (outbox.c.status, outbox.c.attempts, outbox.c.last_error)
+        with store.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(select(*columns).order_by(outbox.c.id))]
+    assert rows == [
+        ("delivered", 1, None),
+        ("parked", 1, "HTTP 400: no"),
+        ("pending", 1, "HTTP 503: busy"),
+        ("pending", 0, None),
+    ]
+    assert pending == ids[-1]
+
+
+def test_a_batch_takes_each_accounts_first_pending_rows_and_no_more(db_url: str) -> None:
+    """A server relay's batch is the window's rows of the accounts whose first pending row
+    (the head) it locked, taking heads in id order, at most ``size`` rows. Taking an
+    account by a later row, or past ``size``, would let two relays share an account."""
+    order = ["acct_a", "acct_b", "acct_c", "acct_a", "acct_d", "acct_a"]
+    histories = {account: iter(onboarding(account)) for account in order}
+    with Lifecycle(db_url, create_schema=True) as store:
+        for account in order:
+            store.submit(next(histories[account]))
+        with store.engine.begin() as conn:
+            slots = queue.window(conn, 10)
+            two = queue.lock_heads(conn, slots, 2)
+            three = queue.lock_heads(conn, slots, 3)
+    assert [(s.account, s.version) for s in slots] == [
+        ("acct_a", 1), ("acct_b", 1), ("acct_c", 1), ("acct_a", 2), ("acct_d", 1), ("acct_a", 3),
+    ]  # fmt: skip
+    assert [(s.account, s.version) for s in two] == [("acct_a", 1), ("acct_b", 1)]
+    assert [(s.account, s.version) for s in three] == [("acct_a", 1), ("acct_b", 1), ("acct_c", 1)]
+
+
+def test_status_as_json_names_every_count_and_never_a_negative_age() -> None:
+    """`relay status --format json` shows the pruned count too; a pending row stored a
+    moment "after" now (another host's clock, a little ahead) is 0 seconds old, not less."""
+    at = datetime(2024, 5, 1, 12, 0, 0)
+    ahead = OutboxStatus(3, 4, 5, at + timedelta(seconds=2), pruned=6)
+    assert ahead.oldest_pending_age(at) == 0.0
+    assert ahead.to_dict(at) == {
+        "pending": 3,
+        "delivered": 4,
+        "parked": 5,
+        "pruned": 6,
+        "oldest_pending": "2024-05-01T12:00:02Z",
+        "oldest_pending_age": 0.0,
+    }
+    behind = OutboxStatus(1, 0, 0, at - timedelta(seconds=1.5))
+    assert behind.to_dict(at)["oldest_pending_age"] == 1.5
+    assert OutboxStatus(0, 0, 0, None).to_dict(at)["oldest_pending_age"] is None

@@ -48,6 +48,8 @@ def test_prune_deletes_each_accounts_delivered_run(db_url: str, segment: FakeSeg
             ]
             status = relay.status()
             assert (status.pending, status.delivered, status.parked, status.pruned) == (0, 2, 1, 5)
+            # The record names the last version deleted, not the parked one that stopped the run.
+            assert _pruned_record(db_url) == {"acct_a": (4, 4), "acct_b": (1, 1)}
             assert relay.backfill() == 0, "pruned events are settled, not unqueued"
             assert relay.prune(older_than=NOW) == 0, "a parked row holds the rows after it"
 

@@ -30,9 +30,10 @@ from lifecycle.relay import (
     _retry_after,
 )
 from lifecycle.service import Lifecycle
+from lifecycle.store import outbox as queue
 from lifecycle.store.outbox import shard_of
 from lifecycle.store.schema import outbox
-from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS
+from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, sent_size
 from tests.relay.fake_segment import FakeSegment, free_port
 from tests.relay.helpers import FAST, assert_delivered, relay_for, submit_history
 from tests.store.helpers import msg, onboarding
@@ -140,6 +141,51 @@ def test_parked_events_can_be_sent_again(db_url: str, segment: FakeSegment) -> N
     assert sorted(segment.message_ids()) == ids
 
 
+def test_a_parked_event_shows_every_attempt_and_the_answer(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """`relay parked` shows each event's account, version, messageId, how many times it
+    was tried (a 503, then the 400 that parked it: two) and Segment's answer."""
+    first = msg("Account Created", "u1", "acct_a")
+    segment.fail(503)
+    segment.refuse(first["messageId"])
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit(first)
+        report = relay.run(max_failures=3)
+        (parked,) = relay.parked()
+    assert (report.parked, report.failures) == (1, 1)
+    assert parked.to_dict() == {
+        "groupId": "acct_a",
+        "version": 1,
+        "messageId": first["messageId"],
+        "attempts": 2,
+        "recorded_at": parked.created_at.isoformat() + "Z",
+        "reason": 'HTTP 400: {"code": "invalid_request", "message": "refused message"}',
+    }
+
+
+def test_a_requeued_event_goes_behind_the_events_pending_before_it(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """A requeued event is queued as a new row, behind every event pending when it was
+    requeued: made pending where it stood, it would jump ahead of them (and on a server
+    database become its account's head while its later rows were in flight)."""
+    first = msg("Account Created", "u1", "acct_a")
+    segment.refuse(first["messageId"])
+    others = onboarding("acct_b")
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit(first)
+        assert relay.run().parked == 1
+        segment.refused_ids.clear()
+        store.submit_many(others)
+        assert relay.requeue(account="acct_a") == 1
+        assert relay.run().delivered == 5
+    assert [m["messageId"] for m in segment.first_arrivals()] == [
+        *(m["messageId"] for m in others),
+        first["messageId"],
+    ]
+
+
 def test_two_requeues_at_once_make_each_parked_event_pending_once(
     db_url: str, segment: FakeSegment
 ) -> None:
@@ -244,6 +290,35 @@ def test_rows_whose_event_was_deleted_are_parked(db_url: str, segment: FakeSegme
     }
 
 
+def test_stored_payloads_that_are_not_a_json_object_are_parked(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """A payload changed outside lifecycle into something that is not a JSON object cannot
+    be sent as a message: it is parked, saying why, and the account's next events go on."""
+    from lifecycle.store.schema import events
+
+    history = onboarding("acct_p")
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(history)
+        with store.engine.begin() as connection:
+            for version, payload in ((2, "[1, 2]"), (3, "{not json")):
+                connection.execute(
+                    update(events)
+                    .where(events.c.account == "acct_p", events.c.version == version)
+                    .values(payload=payload)
+                )
+    with relay_for(db_url, segment) as relay:
+        report = relay.run(max_failures=3)
+        parked = relay.parked()
+    assert (report.delivered, report.parked) == (2, 2)
+    assert [(p.version, p.reason) for p in parked] == [
+        (2, "the stored payload is not a JSON object"),
+        (3, "the stored payload is not JSON"),
+    ]
+    sent = [history[0]["messageId"], history[3]["messageId"]]
+    assert [m["messageId"] for m in segment.first_arrivals()] == sent
+
+
 def test_oldest_pending_is_the_earliest_stored_not_the_first_queued(
     db_url: str, segment: FakeSegment
 ) -> None:
@@ -301,6 +376,30 @@ def test_oversized_message_is_parked_unsent(
     assert "over Segment's 32768-byte limit" in parked.reason
     arrived = [m["messageId"] for m in segment.first_arrivals()]
     assert arrived == [m["messageId"] for i, m in enumerate(messages) if i != 2]
+
+
+def sized(message: dict[str, Any], size: int) -> dict[str, Any]:
+    """``message`` padded to exactly ``size`` bytes as the client library writes it, with a
+    timestamp of its own so that the relay adds nothing."""
+    message["timestamp"] = "2024-03-01T10:00:00Z"
+    message["properties"]["pad"] = ""
+    message["properties"]["pad"] = "p" * (size - sent_size(message))
+    assert sent_size(message) == size
+    return message
+
+
+def test_a_message_of_exactly_32_kb_is_sent(db_url: str, segment: FakeSegment) -> None:
+    """Segment's limit is 32 KB inclusive: a message of exactly that size, as the client
+    library writes it, is sent, not parked."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        messages = onboarding("acct_edge")
+        edge = sized(msg("Signed In", "u1", "acct_edge"), MAX_MESSAGE_BYTES)
+        messages.append(edge)
+        assert {v.verdict for v in store.submit_many(messages)} == {"accepted"}
+    with relay_for(db_url, segment) as relay:
+        report = relay.run()
+    assert (report.delivered, report.parked) == (5, 0)
+    assert segment.first_arrivals()[-1] == edge
 
 
 def test_overlong_message_id_is_parked_unsent(
@@ -366,6 +465,21 @@ def test_requests_stay_within_segment_limits(db_url: str, segment: FakeSegment) 
     assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in messages]
 
 
+def test_a_request_holds_as_many_messages_as_fit_in_475_kb_and_no_more(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """Messages of exactly 25,000 bytes: 19 make 475,000, the most a request holds, so each
+    request takes 19. A check made before adding the next message let a 20th in."""
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit_many(onboarding("acct_q", user="u0")[:2])
+        assert relay.run().delivered == 2
+        big = [sized(msg("Signed In", "u0", "acct_q"), 25_000) for _ in range(38)]
+        assert {v.verdict for v in store.submit_many(big)} == {"accepted"}
+        relay.batch_size = 100
+        assert relay.run().delivered == 38
+    assert [len(r.messages) for r in segment.requests[1:]] == [19, 19]
+
+
 def test_requests_of_small_messages_dense_in_separators_stay_within_segment_limits(
     db_url: str, segment: FakeSegment
 ) -> None:
@@ -384,6 +498,41 @@ def test_requests_of_small_messages_dense_in_separators_stay_within_segment_limi
     assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in messages]
 
 
+def test_small_messages_dense_in_del_characters_are_estimated_at_their_sent_size(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """A DEL (U+007F) is stored as one byte and written by the client library as six
+    (``\\u007f``): an estimate that counted it once put requests of such messages over
+    500 KB, and each was refused and split before it went through."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        messages = [msg("Account Created", "u0", "acct_del"), msg("Signed Up", "u0", "acct_del")]
+        messages += [msg("Signed In", "u0", "acct_del", pad="\x7f" * 600) for _ in range(300)]
+        assert {v.verdict for v in store.submit_many(messages)} == {"accepted"}
+    with relay_for(db_url, segment, batch_size=500) as relay:
+        report = relay.run()
+    assert report.delivered == 302
+    assert report.requests == len(segment.requests), "a request was refused and split"
+    assert max(r.body_bytes for r in segment.requests) <= 475_000 + 1_000  # the envelope
+    assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in messages]
+
+
+def test_giving_up_counts_every_event_the_cycle_left_pending(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """A cycle cut into two requests whose first fails sends neither: the error counts
+    both requests' events as left pending, not only the first's."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        history = onboarding("acct_g")
+        history += [sized(msg("Signed In", "u1", "acct_g"), 25_000) for _ in range(26)]
+        store.submit_many(history)
+    segment.fail(503, times=10)
+    with relay_for(db_url, segment, batch_size=100) as relay:
+        with pytest.raises(RelayError, match=r"\(30 events left pending\): HTTP 503"):
+            relay.run(max_failures=1)
+        assert relay.status().pending == 30
+    assert len(segment.requests) == 1
+
+
 @pytest.mark.parametrize("status", [410, 421, 451])
 def test_an_answer_about_the_address_stops_the_relay(status: int, tmp_path: Path,
                                                      segment: FakeSegment) -> None:  # fmt: skip
@@ -398,6 +547,39 @@ def test_an_answer_about_the_address_stops_the_relay(status: int, tmp_path: Path
             relay.run()
         status_now = relay.status()
     assert (status_now.pending, status_now.parked) == (4, 0)
+
+
+@pytest.mark.parametrize("status", [403, 404, 405, 407, 300])
+def test_an_answer_about_the_key_or_the_host_stops_the_relay(
+    status: int, tmp_path: Path, segment: FakeSegment
+) -> None:
+    """403 (a key without access), 404 and 405 (not the batch endpoint), 407 (a proxy that
+    wants credentials) and a 3xx the HTTP client did not follow say nothing about a message:
+    taken as refusals, they would park every event one by one. The relay stops instead."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with Lifecycle(url) as store:
+        store.submit_many(onboarding("acct_k"))
+    segment.fail(status, times=100)
+    with relay_for(url, segment) as relay:
+        with pytest.raises(RelayError, match=f"HTTP {status}"):
+            relay.run(max_failures=3)
+        status_now = relay.status()
+    assert (status_now.pending, status_now.parked) == (4, 0)
+    assert len(segment.requests) == 1, "a stop needs no second request"
+
+
+def test_a_request_timeout_is_retried_not_refused(db_url: str, segment: FakeSegment) -> None:
+    """408 is the server giving up on a slow upload: a passing failure, retried, and no
+    event parked for it (another 4xx would be a refusal). Each retry says which it is."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_t"))
+    segment.fail(408, times=2)
+    with relay_for(db_url, segment) as relay:
+        report = relay.run(max_failures=3)
+    assert (report.delivered, report.parked, report.failures) == (4, 0, 2)
+    assert [r.status for r in segment.requests] == [408, 408, 200]
+    # Each retry tells Segment how many attempts failed before it.
+    assert [r.retry_count for r in segment.requests] == [0, 1, 2]
 
 
 def test_wrong_write_key_stops_the_relay(db_url: str, segment: FakeSegment) -> None:
@@ -603,6 +785,59 @@ def test_in_process_relay_follows_new_events(db_url: str, segment: FakeSegment) 
         assert relay.status().delivered == 8
 
 
+def test_a_stopped_relay_runs_again(db_url: str, segment: FakeSegment) -> None:
+    """`stop()` ends the run in flight, not the relay: the next `run()` delivers the rest.
+    A stop that outlived its run made every later run return at once, sending nothing."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(onboarding("acct_a") + onboarding("acct_b"))
+    segment.slow(0.5)
+    with relay_for(db_url, segment, batch_size=4) as relay:
+        running = threading.Thread(target=relay.run)
+        running.start()
+        assert segment.received.wait(10)
+        relay.stop()
+        running.join(10)
+        assert not running.is_alive() and relay.status().pending == 4
+        assert relay.run().delivered == 4
+        assert relay.status().pending == 0
+
+
+def test_a_wake_cuts_one_idle_wait_short_not_every_one_after_it(
+    db_url: str, segment: FakeSegment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A following relay woken once reads the outbox, delivers, then waits its poll interval
+    again: a wake that was never used up left it reading the database without pause."""
+    reads: list[int] = []
+
+    def counted(read: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            reads.append(1)
+            return read(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(queue, "first_pending", counted(queue.first_pending))
+    monkeypatch.setattr(queue, "window", counted(queue.window))
+    store = Lifecycle(db_url, create_schema=True)
+    with store, relay_for(db_url, segment, poll_interval=5.0) as relay:
+        relay.start()
+        store.submit_many(onboarding("acct_w"))
+        relay.wake()
+        segment.wait_for(4, timeout=10)
+        deadline = time.monotonic() + 10
+        while relay.status().pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the cycle after the delivery finds nothing, and waits
+        before = len(reads)
+        time.sleep(1.0)
+        idle = len(reads) - before
+        relay.close()
+        assert relay.error is None
+    # One read at most, for a machine slow enough to start that last cycle late; a wake
+    # never used up reads without pause, hundreds of times a second.
+    assert idle <= 1, f"{idle} reads of the outbox while idle"
+
+
 def test_a_following_relay_waits_out_a_database_outage(
     db_url: str, backend: str, segment: FakeSegment, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -765,6 +1000,8 @@ def test_backoff_is_exponential_with_jitter_and_honours_retry_after() -> None:
         assert len(delays) > 1
     assert 30.0 <= backoff.delay(1, retry_after=30.0) <= 31.0
     assert backoff.delay(1, retry_after=10_000) <= 301.0
+    # Several relays told the same Retry-After must not all come back at the same instant.
+    assert len({backoff.delay(1, retry_after=30.0) for _ in range(50)}) > 1
 
 
 def test_backoff_stays_at_its_cap_however_long_the_outage() -> None:
@@ -844,6 +1081,28 @@ def test_a_cycle_that_delivered_starts_the_failure_count_again(
     assert segment.message_ids() == [m["messageId"] for m in history]
 
 
+def test_a_cycle_that_parked_starts_the_failure_count_again(
+    db_url: str, segment: FakeSegment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parking an event is progress too: cycles that each park an oversized event before
+    their request fails are not failed attempts in a row, and `--max-failures` lets the
+    relay go on to deliver the rest."""
+    monkeypatch.setattr(envelope, "oversize", lambda message: None)  # the gate before
+    history = onboarding("acct_p")
+    big = [msg("Signed In", "u1", "acct_p", blob="x" * MAX_MESSAGE_BYTES) for _ in range(3)]
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit_many(history[:2])
+        assert relay.run().delivered == 2
+        # Cycles of two: an event whose request fails, and an oversized one, parked unsent.
+        later = [history[2], *big, history[3]]
+        assert {v.verdict for v in store.submit_many(later)} == {"accepted"}
+        segment.fail(503, times=3)
+        relay.batch_size = 2
+        report = relay.run(max_failures=3)
+    assert (report.delivered, report.parked, report.failures) == (2, 3, 3)
+    assert [m["messageId"] for m in segment.first_arrivals()] == [m["messageId"] for m in history]
+
+
 def test_a_stop_ends_the_cycle_after_the_request_in_flight(
     db_url: str, segment: FakeSegment
 ) -> None:
@@ -885,6 +1144,11 @@ def test_retry_after_parses_seconds_and_dates() -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     delay = _retry_after(Answer(when))
     assert delay is not None and 15 <= delay <= 21
+    # A date in "-0000" (UTC, the zone unstated) reads as naive: still UTC, not an error.
+    unzoned = format_datetime(datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=20))
+    assert unzoned.endswith("-0000")
+    delay = _retry_after(Answer(unzoned))
+    assert delay is not None and 15 <= delay <= 21
 
 
 def test_shards_split_the_accounts(db_url: str, segment: FakeSegment) -> None:
@@ -892,6 +1156,8 @@ def test_shards_split_the_accounts(db_url: str, segment: FakeSegment) -> None:
     with Lifecycle(db_url, create_schema=True) as store:
         stored = submit_history(store, accounts=8)
     relays = [relay_for(db_url, segment, batch_size=5, shard=(i, 2)) for i in range(2)]
+    per_shard = Counter(shard_of(a) % 2 for a, _ in stored.accepted.values())
+    assert [relay.pending() for relay in relays] == [per_shard[0], per_shard[1]]
     threads = [threading.Thread(target=relay.run) for relay in relays]
     for thread in threads:
         thread.start()
@@ -916,6 +1182,7 @@ def test_shards_split_the_accounts(db_url: str, segment: FakeSegment) -> None:
         (lambda r, s: r.prune(batch_size=0), "batch_size must be at least 1, got 0"),
         (lambda r, s: r.prune(older_than=timedelta(hours=-1)), "older_than cannot be negative"),
         (lambda r, s: s.retry_rejections(batch_size=-1), "batch_size must be at least 1, got -1"),
+        (lambda r, s: r.run(max_failures=0), "max_failures must be at least 1"),
     ],
 )
 def test_maintenance_sizes_that_cannot_work_are_refused(
@@ -942,6 +1209,7 @@ def test_maintenance_sizes_that_cannot_work_are_refused(
         ({"poll_interval": float("nan")}, "poll_interval must be .* got nan"),
         ({"backoff": None, "cap": -1.0}, "Backoff.cap must be .* got -1.0"),
         ({"backoff": None, "base": float("inf")}, "Backoff.base must be .* got inf"),
+        ({"backoff": None, "max_retry_after": 0.0}, "Backoff.max_retry_after must be .* got 0.0"),
     ],
 )
 def test_waits_that_are_not_positive_seconds_are_refused_up_front(
@@ -956,6 +1224,26 @@ def test_waits_that_are_not_positive_seconds_are_refused_up_front(
             Backoff(**options)
         else:
             Relay(f"sqlite:///{tmp_path / 'r.db'}", write_key="k", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"batch_size": 0}, "batch_size must be between 1 and 2500"),
+        ({"batch_size": 2501}, "batch_size must be between 1 and 2500"),
+        ({"shard": (-1, 2)}, "shard -1 of 2: expected 0 <= index < count"),
+        ({"shard": (0, 0)}, "shard 0 of 0: expected 0 <= index < count"),
+    ],
+)
+def test_batch_sizes_and_shards_out_of_range_are_refused_up_front(
+    tmp_path: Path, options: dict[str, Any], error: str
+) -> None:
+    """Segment answers 200 to a batch of more than 2,500 events and drops the excess; a
+    shard index below 0 matches no account, and its relay waited for ever."""
+    with pytest.raises(ValueError, match=f"^{re.escape(error)}$"):
+        Relay(f"sqlite:///{tmp_path / 'r.db'}", write_key="k", **options)
+    with Relay(f"sqlite:///{tmp_path / 'r.db'}", write_key="k", batch_size=2500) as relay:
+        assert relay.batch_size == 2500
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -71,6 +71,15 @@ def test_a_replay_of_more_accounts_than_a_query_may_name(store: Lifecycle) -> No
     assert [s.account for s in store.replay(accounts=names, as_of=as_of)] == ["acct_0", "acct_2"]
 
 
+def test_the_last_account_of_each_query_is_replayed(store: Lifecycle) -> None:
+    """The accounts named are replayed in queries of a bounded number of names each: the
+    last name of one query and the first of the next are both replayed."""
+    store.submit_many(onboarding("acct_0") + onboarding("acct_1"))
+    names = [f"absent_{n}" for n in range(10_001)]
+    names[9_999], names[10_000] = "acct_0", "acct_1"
+    assert [s.account for s in store.replay(accounts=names)] == ["acct_0", "acct_1"]
+
+
 def _stamp_trial(state: AccountState, event: Event) -> Change:
     """An effect that reads what the envelope derives: the parsed instant and the key."""
     stamp = f"{event.occurred.isoformat() if event.occurred else None} {event.message_id!r}"
@@ -99,6 +108,30 @@ def test_an_effect_sees_the_same_event_live_and_in_a_replay(db_url: str) -> None
         assert list(store.verify()) == []
 
 
+def _stamp_sign_up(state: AccountState, event: Event) -> Change:
+    """``sign_up``, noting the event's name as sent and its key in the trial's plan name."""
+    users, _ = DEFAULT_POLICY.effects["sign_up"](state, event)
+    return users, TrialState(plan_name=f"{event.sent_name} {event.message_id!r}")
+
+
+def test_a_replay_gives_an_effect_the_name_as_sent_and_no_empty_key(db_url: str) -> None:
+    """An event sent under an alias (``User Signed Up``) with an empty messageId: live, an
+    effect sees the name as sent and no key; a replay must build the same event, not the
+    canonical name nor an empty key."""
+    policy = DEFAULT_POLICY.extend(name="sent", effects={"sign_up": _stamp_sign_up})
+    with Lifecycle(db_url, create_schema=True, policy=policy) as store:
+        signed_up = {**msg("Signed Up", "u1", "acct_1"), "event": "User Signed Up"}
+        signed_up["messageId"] = ""
+        verdicts = store.submit_many([msg("Account Created", "u1", "acct_1"), signed_up])
+        assert [v.accepted for v in verdicts] == [True, True]
+        live = store.state("acct_1")
+        assert live is not None and live.trial is not None
+        assert live.trial.plan_name == "User Signed Up None"
+        assert list(store.replay()) == [live]
+        assert store.load("acct_1") == live
+        assert list(store.verify()) == []
+
+
 @SETTINGS
 @given(stream=streams(), every=st.integers(1, 12), drop=st.booleans())
 def test_snapshot_plus_tail_equals_full_replay(
@@ -124,6 +157,19 @@ def test_snapshots_are_taken_every_n_events(store: Lifecycle) -> None:
         rows = connection.execute(select(snapshots.c.version, snapshots.c.policy)).all()
     assert [v for v, _ in rows] == list(range(5, store.state("acct_1").version + 1, 5))  # type: ignore[union-attr]
     assert {p for _, p in rows} == {DEFAULT_POLICY.fingerprint}
+
+
+def test_a_new_account_gets_a_snapshot_at_its_first_version_when_n_is_1(db_url: str) -> None:
+    """With N = 1 every version is snapshotted, the first one too: an account that had no
+    version before the submission counts from 0, so its version 1 passes a multiple of N."""
+    with Lifecycle(db_url, create_schema=True, snapshot_every=1) as store:
+        store.submit(msg("Account Created", "u1", "acct_1"))
+        store.submit_many(
+            [msg("Account Created", "u1", "acct_2"), msg("Signed Up", "u1", "acct_2")]
+        )
+        with store.engine.connect() as connection:
+            rows = connection.execute(select(snapshots.c.account, snapshots.c.version)).all()
+    assert sorted(rows) == [("acct_1", 1), ("acct_2", 2)]
 
 
 def test_snapshot_of_another_policy_is_ignored(db_url: str) -> None:
@@ -249,6 +295,29 @@ def test_until_and_as_of_give_prefixes(store: Lifecycle) -> None:
     for call in (lambda: list(store.replay(as_of=text)), lambda: store.load("acct_1", as_of=text)):
         with pytest.raises(TypeError, match="as_of must be a datetime, got str: '2024-01-01'"):
             call()
+
+
+def test_as_of_the_instant_an_event_was_recorded_includes_it(store: Lifecycle) -> None:
+    """--as-of takes every event recorded at or before the instant: as of the very instant
+    the first submission was recorded, its events are all in and the next ones are not."""
+    first, second = account_history("acct_1")[:6], account_history("acct_1")[6:]
+    store.submit_many(first)
+    time.sleep(0.01)
+    store.submit_many(second)
+    recorded = next(iter(store.events())).recorded_at
+    gate = Gate()
+    gate.submit_many(first)
+    assert list(store.replay(as_of=recorded)) == [gate.state("acct_1")]
+    assert store.load("acct_1", as_of=recorded) == gate.state("acct_1")
+
+
+def test_loading_an_account_with_no_event_in_bounds_gives_none(store: Lifecycle) -> None:
+    """`load` of an account the store has no event of, or none of within the bounds, is
+    None, as `state` is for an account never seen: not an empty state at version 0."""
+    store.submit_many(account_history("acct_1"))
+    assert store.load("absent") is None
+    assert store.load("acct_1", as_of=datetime(2000, 1, 1, tzinfo=UTC)) is None
+    assert store.load("acct_1", until=0) is None
 
 
 def test_timestamps_at_the_ends_of_the_storable_years_round_trip(store: Lifecycle) -> None:
@@ -574,6 +643,35 @@ def test_retry_runs_at_once_store_each_quarantined_message_once(db_url: str) -> 
         assert list(store.rejections()) == []
 
 
+def test_retry_gives_a_message_still_rejected_the_reason_it_gets_today(store: Lifecycle) -> None:
+    """A retried message rejected again with the same code keeps that code, and its reason
+    says what is true now: the account has moved on since it was first judged."""
+    store.submit(msg("Account Created", "u1", "acct_1"))
+    assert store.submit(msg("Trial Ended", "u1", "acct_1", mid="wrong")).reason == (
+        "Trial Ended for acct_1 by u1: no trial is running (account is created)"
+    )
+    store.submit_many(
+        [
+            msg("Signed Up", "u1", "acct_1"),
+            msg(
+                "Trial Started",
+                "u1",
+                "acct_1",
+                trial_plan_name="Pro",
+                trial_start_date="2024-01-01",
+            ),
+            msg("Trial Ended", "u1", "acct_1"),
+        ]
+    )
+    assert store.retry_rejections().still_rejected == 1
+    assert [(r.code, r.reason) for r in store.rejections()] == [
+        (
+            "trial_not_active",
+            "Trial Ended for acct_1 by u1: no trial is running (account is active)",
+        )
+    ]
+
+
 def test_retry_filters_by_code_and_account(store: Lifecycle) -> None:
     """--code and --account retry only the matching quarantined messages."""
     for account in ("acct_1", "acct_2"):
@@ -665,6 +763,16 @@ def test_account_spans_cover_every_account_once(store: Lifecycle) -> None:
     assert [s.account for s in store.replay(workers=3)] == [f"acct_{n}" for n in range(9)]
     with store.engine.connect() as connection:
         assert history.account_spans(connection, 20)[-1][1] is None  # more parts than accounts
+
+
+def test_account_spans_name_each_bound_once(store: Lifecycle) -> None:
+    """Asked for more parts than there are accounts, the ranges are fewer, each bound once:
+    a range from a bound to itself holds no account and would only cost a process."""
+    store.submit_many([msg("Account Created", "u1", f"acct_{n}") for n in range(3)])
+    with store.engine.connect() as connection:
+        spans = history.account_spans(connection, 8)
+    assert all(low is None or high is None or low < high for low, high in spans)
+    assert spans == [(None, "acct_0"), ("acct_0", "acct_1"), ("acct_1", "acct_2"), ("acct_2", None)]
 
 
 def test_partitioned_replay_without_heads_replays_in_one_process(store: Lifecycle) -> None:

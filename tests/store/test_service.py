@@ -134,6 +134,19 @@ def test_duplicates_are_recognised_across_instances(db_url: str) -> None:
     second.close()
 
 
+def test_a_state_another_instance_moved_on_is_read_again(db_url: str) -> None:
+    """Each Lifecycle keeps the heads it wrote, but trusts one only while the stored head
+    has its version: an account another instance has moved on since is read again, so a
+    user it signed up may sign in here."""
+    with Lifecycle(db_url, create_schema=True) as first, Lifecycle(db_url) as second:
+        assert first.submit(msg("Account Created", "u1", "acct_1")).accepted
+        assert second.submit(msg("Signed Up", "u1", "acct_1")).accepted
+        signed_in = first.submit(msg("Signed In", "u1", "acct_1"))
+        assert (signed_in.verdict, signed_in.code) == ("accepted", None)
+        assert [e.version for e in first.events("acct_1")] == [1, 2, 3]
+        assert first.state("acct_1") == second.state("acct_1")
+
+
 def test_rejections_are_quarantined_with_their_raw_bytes(store: Lifecycle) -> None:
     """Rejected and malformed input is kept, raw bytes included; nothing is appended for it."""
     bad_utf8 = b'{"event": "Signed In", "userId": "\xff"}'
@@ -204,6 +217,95 @@ def test_keys_the_store_cannot_hold_are_quarantined_not_a_database_error(
     for key in ("acct\x001", account):
         assert store.state(key) is None and store.load(key) is None
         assert list(store.events(account=key)) == list(store.rejections(account=key)) == []
+
+
+def test_a_source_name_that_just_fits_its_column_is_kept_whole(store: Lifecycle) -> None:
+    """A path of exactly as many characters as the quarantine's source column holds is
+    kept as given; one character more keeps its end behind an ellipsis."""
+    orphan = orjson.dumps(msg("Signed In", "u1", "acct_9")) + b"\n"
+    fits = "/imports/" + "d" * (1024 - len("/imports/") - len("/h.jsonl")) + "/h.jsonl"
+    longer = "/" + fits
+    assert len(fits) == 1024
+    store.submit_lines([InputLine(fits, 1, orphan), InputLine(longer, 1, orphan)])
+    assert [r.source for r in store.rejections()] == [fits, "…" + longer[-1023:]]
+
+
+def test_identical_items_of_one_batch_line_are_each_quarantined(store: Lifecycle) -> None:
+    """Two items of a batch line with the same bytes are two messages, each at its own place
+    in the line: each is quarantined, and judging the file again adds neither a second time."""
+    orphan = msg("Signed In", "u1", "acct_9", mid="")
+    line = InputLine("in.jsonl", 1, orjson.dumps({"batch": [orphan, orphan]}) + b"\n")
+    for _ in range(2):
+        assert [v.code for _, v in store.submit_lines([line])] == ["account_unknown"] * 2
+        assert [(r.line, r.batch_index) for r in store.rejections()] == [(1, 0), (1, 1)]
+
+
+def test_a_file_given_twice_in_one_submission_keeps_its_rejections(store: Lifecycle) -> None:
+    """The lines of one file twice in one submission, before the quarantine holds any of
+    them: the second copy of a rejected line gets the first copy's rejection, not a verdict
+    against the state the first reading went on to build (its user signed up by then)."""
+    history = [
+        msg("Account Created", "u1", "acct_1"),
+        msg("Signed In", "u1", "acct_1", mid="early"),
+        msg("Signed Up", "u1", "acct_1"),
+    ]
+    lines = [InputLine("f.jsonl", n, orjson.dumps(m) + b"\n") for n, m in enumerate(history, 1)]
+    verdicts = [v for _, v in store.submit_lines(lines + lines)]
+    assert [(v.verdict, v.code) for v in verdicts[3:]] == [
+        ("duplicate", None),
+        ("rejected", "user_unknown"),
+        ("duplicate", None),
+    ]
+    assert [e.event for e in store.events()] == ["Account Created", "Signed Up"]
+    assert [r.message_id for r in store.rejections()] == ["early"]
+
+
+def test_a_file_judged_again_gets_the_verdicts_it_got_the_first_time(store: Lifecycle) -> None:
+    """A rejected line of a file judged again comes back as the same rejection: the same
+    code, reason and field at fault, and the same messageId, event and account named."""
+    lines = [
+        InputLine("f.jsonl", 1, b'{"event": "Signed In"\n'),
+        InputLine("f.jsonl", 2, orjson.dumps(msg("Signed In", "u1", "acct_9")) + b"\n"),
+    ]
+
+    def shown(verdicts: list[Any]) -> list[tuple[Any, ...]]:
+        return [
+            (v.verdict, v.code, v.reason, v.field, v.message_id, v.event_name, v.account)
+            for _, v in verdicts
+        ]
+
+    first = shown(store.submit_lines(lines))
+    assert [(code, field) for _, code, _, field, *_ in first] == [
+        ("malformed_json", "line"),
+        ("account_unknown", None),
+    ]
+    store.submit(msg("Account Created", "u1", "acct_9"))
+    assert shown(store.submit_lines(lines)) == first
+    assert len(list(store.rejections())) == 2
+
+
+def test_a_line_judged_again_names_the_field_at_fault_again(store: Lifecycle) -> None:
+    """An envelope error names the field at fault; the same line of the same file judged
+    again is given the rejection it got the first time, which names that field too (it
+    came back without one: the quarantine keeps no field)."""
+    dated = {**msg("Account Created", "u1", "acct_1"), "timestamp": "yesterday"}
+    lines = [InputLine("f.jsonl", 1, orjson.dumps(dated) + b"\n")]
+    first = [(v.code, v.field) for _, v in store.submit_lines(lines)]
+    assert first == [("invalid_timestamp", "timestamp")]
+    assert [(v.code, v.field) for _, v in store.submit_lines(lines)] == first
+    # A file given twice in one submission: its second copy repeats the first verdict.
+    twice = [InputLine("g.jsonl", 1, lines[0].raw)] * 2
+    assert [(v.code, v.field) for _, v in store.submit_lines(twice)] == first * 2
+
+
+def test_a_rejected_line_is_quarantined_without_its_line_ending(store: Lifecycle) -> None:
+    """The quarantine keeps a line's bytes without its ending, a Windows one (CRLF)
+    included, whether the line is a message or not JSON at all."""
+    orphan = orjson.dumps(msg("Signed In", "u1", "acct_9"))
+    broken = b'{"event": "Signed In"'
+    lines = [InputLine("in.jsonl", 1, orphan + b"\r\n"), InputLine("in.jsonl", 2, broken + b"\r\n")]
+    assert [v.code for _, v in store.submit_lines(lines)] == ["account_unknown", "malformed_json"]
+    assert [r.raw for r in store.rejections()] == [orphan, broken]
 
 
 def test_a_message_that_cannot_be_json_is_quarantined_not_raised(store: Lifecycle) -> None:
@@ -993,6 +1095,23 @@ def test_lost_heads_are_rebuilt_from_events(store: Lifecycle) -> None:
     assert store.state("acct_1") == before
     assert store.submit(msg("Trial Ended", "u1", "acct_1")).verdict == "accepted"
     assert store.state("acct_1").version == 5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("resent", [True, False], ids=["a resent event", "a rejected one"])
+def test_a_lost_head_is_written_again_by_a_submission_that_moves_nothing(
+    store: Lifecycle, resent: bool
+) -> None:
+    """An account rebuilt from its events gets its head row back even when the submission
+    that found it missing adds no event to it: the listing of accounts, which reads the
+    heads, shows it again, and verify finds nothing missing."""
+    history = onboarding("acct_1")
+    store.submit_many(history)
+    with store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM account_heads"))
+    again = history[-1] if resent else msg("Signed In", "stranger", "acct_1")
+    assert store.submit(again).verdict == ("duplicate" if resent else "rejected")
+    assert [(s.account, s.version) for s in store.accounts()] == [("acct_1", 4)]
+    assert list(store.verify()) == []
 
 
 @pytest.mark.parametrize("resent", [True, False], ids=["a resent event", "a rejected one"])

@@ -87,6 +87,17 @@ def test_custom_events_get_cases() -> None:
     assert codes["trial"] == codes["active"] == "subscription_not_allowed"
 
 
+def test_cases_come_in_the_policy_s_order(policy: Policy) -> None:
+    """As documented, cases are ordered by the policy's states, then by its events, so that a
+    parametrized run reads like the policy's table."""
+    states = {s: n for n, s in enumerate(policy.states)}
+    events = {spec.name: n for n, spec in enumerate(policy.events)}
+    keys = [(states[c.source], events[c.event]) for c in transition_cases(policy)]
+    assert keys == sorted(keys)
+    keys = [(states[c.state], events[c.event]) for c in refusal_cases(policy)]
+    assert keys == sorted(keys)
+
+
 def test_cases_are_deterministic() -> None:
     """The same policy gives the same cases, so test ids are stable."""
     assert transition_cases(DEFAULT_POLICY) == transition_cases(DEFAULT_POLICY)
@@ -126,3 +137,11 @@ def test_a_policy_of_the_wrong_kind_is_named(make: Any) -> None:
     """`transition_cases("x")` failed on an AttributeError about 'str'."""
     with pytest.raises(TypeError, match=r"^policy must be a lifecycle Policy, got 'x'$"):
         make("x")
+
+
+def test_the_event_of_a_case_carries_every_spec_property(policy: Policy) -> None:
+    """The event a case is about is sent with every property of its spec, as documented, so
+    that a rule which reads a property is tried with it (and a type check has a value)."""
+    for case in [*transition_cases(policy), *refusal_cases(policy)]:
+        sent = case.message.get("properties") or {}
+        assert set(sent) == set(policy.catalog[case.event].properties), case.name

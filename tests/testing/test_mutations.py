@@ -72,3 +72,22 @@ def test_a_mutation_prints_one_line_per_message(data: st.DataObject) -> None:
     for n, line in enumerate(lines[1:-1]):
         assert line.startswith(f"  #{n} {mutation.history[n].get('event')} ")
         assert f"-> {mutation.outcome(n)}" in line
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_every_verdict_the_rules_imply_is_guaranteed(data: st.DataObject) -> None:
+    """A mutation guarantees all that its docs promise, not merely nothing false: each message
+    before the mutated one, the whole history around a redelivery (generated messages all
+    have a messageId), all of a history whose last event was dropped, a retargeted event."""
+    history = data.draw(HISTORIES)
+    mutation = data.draw(mutations(history))
+    guaranteed = mutation.guaranteed
+    assert all(guaranteed.get(n) == "accepted" for n in range(mutation.index)), mutation.name
+    everywhere = sorted(guaranteed) == list(range(len(mutation.history)))
+    if mutation.kind == "duplicate":
+        assert everywhere and list(guaranteed.values()).count("duplicate") == 1, mutation.name
+    elif mutation.kind == "drop" and mutation.index == len(history) - 1:
+        assert everywhere and set(guaranteed.values()) <= {"accepted"}, mutation.name
+    elif mutation.kind == "retarget":
+        assert mutation.index in guaranteed, mutation.name
