@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,24 @@ def write_jsonl(path: Path, messages: list[Any]) -> Path:
 
 def verdict_lines(output: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in output.splitlines()]
+
+
+@contextmanager
+def counted_commits() -> Iterator[list[object]]:
+    """The connections of every commit made inside the block, one entry per commit."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(Engine, "commit", count)
+    try:
+        yield commits
+    finally:
+        event.remove(Engine, "commit", count)
 
 
 def generated_lines(accounts: int, events: int, seed: int) -> list[bytes]:
@@ -415,24 +435,13 @@ def test_a_json_document_is_stored_in_transactions_of_batch_size(
     """A `.json` document is one line of any number of messages: it was stored in one
     transaction whatever ``--batch-size`` said (a killed ingest of a large document kept
     nothing, and all of it was held in memory until the commit)."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
     from lifecycle.cli import main
 
     Lifecycle(db_url, create_schema=True).close()
     path = tmp_path / "export.json"
     path.write_bytes(orjson.dumps([msg("Account Created", "u1", f"acct_{n}") for n in range(30)]))
-    commits: list[object] = []
-
-    def count(connection: object) -> None:
-        commits.append(connection)
-
-    event.listen(Engine, "commit", count)
-    try:
+    with counted_commits() as commits:
         main(["ingest", str(path), "--db", db_url, "--batch-size", "10", "--format", "jsonl"])
-    finally:
-        event.remove(Engine, "commit", count)
     assert [r["verdict"] for r in verdict_lines(capfdbinary.readouterr().out)] == ["accepted"] * 30
     assert len(commits) >= 3
 
@@ -443,9 +452,6 @@ def test_a_transaction_holds_batch_size_messages_not_more(
     """`--batch-size N` makes transactions of N messages: 30 messages at 10 a transaction
     take two commits more than at 30 (not one more, as transactions of 20 would), and the
     text summary counts every file read."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
     from lifecycle.cli import main
 
     Lifecycle(db_url, create_schema=True).close()
@@ -453,16 +459,8 @@ def test_a_transaction_holds_batch_size_messages_not_more(
     for run, size in enumerate(("30", "30", "10")):
         path = tmp_path / f"export_{run}.jsonl"
         write_jsonl(path, [msg("Account Created", "u1", f"acct_{run}_{n}") for n in range(30)])
-        seen: list[object] = []
-
-        def count(connection: object, seen: list[object] = seen) -> None:
-            seen.append(connection)
-
-        event.listen(Engine, "commit", count)
-        try:
+        with counted_commits() as seen:
             assert main(["ingest", str(path), "--db", db_url, "--batch-size", size]) == 0
-        finally:
-            event.remove(Engine, "commit", count)
         commits.append(len(seen))
     assert commits[2] - commits[1] == 2, commits
     first = tmp_path / "export_0.jsonl"
