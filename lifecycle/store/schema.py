@@ -121,6 +121,9 @@ quarantine = Table(
     Index(None, "digest", unique=True),
     # Whether a file was judged before (see writer.Repeats): a look-up (migration 0007).
     Index(None, "source", mysql_length={"source": 255}, mariadb_length={"source": 255}),
+    # A retry releases rows by id: an id SQLite handed out again after the newest row was
+    # released would name another rejection (migration 0008).
+    sqlite_autoincrement=True,
     **BINARY_TEXT,
 )
 

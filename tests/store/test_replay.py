@@ -643,6 +643,29 @@ def test_retry_runs_at_once_store_each_quarantined_message_once(db_url: str) -> 
         assert list(store.rejections()) == []
 
 
+def test_a_retry_that_read_a_row_another_released_keeps_the_rejection_that_came_after(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry reads its rows, another run releases the newest of them, and a new
+    rejection arrives. On SQLite the new row took the released row's id, and the first
+    retry's release deleted it in place of the row it had read: a rejection lost."""
+    with Lifecycle(db_url, create_schema=True) as store, Lifecycle(db_url) as other:
+        store.submit_many([msg("Signed In", "u1", "acct_1", mid="early_1"),
+                           msg("Signed In", "u1", "acct_2", mid="early_2")])  # fmt: skip
+        store.submit_many([msg("Account Created", "u1", "acct_2"),
+                           msg("Signed Up", "u1", "acct_2")])  # fmt: skip
+        read = list(store.rejections())
+        assert other.retry_rejections(account="acct_2").accepted == 1
+        assert store.submit(msg("Trial Ended", "u1", "acct_3", mid="late")).code
+        (late,) = store.rejections(account="acct_3")
+        assert late.id not in {row.id for row in read}
+        monkeypatch.setattr(store, "rejections", lambda **_: iter(read))
+        report = store.retry_rejections()
+        monkeypatch.undo()
+        assert (report.accepted, report.duplicate, report.still_rejected) == (0, 0, 1)
+        assert [r.message_id for r in store.rejections()] == ["early_1", "late"]
+
+
 def test_retry_gives_a_message_still_rejected_the_reason_it_gets_today(store: Lifecycle) -> None:
     """A retried message rejected again with the same code keeps that code, and its reason
     says what is true now: the account has moved on since it was first judged."""

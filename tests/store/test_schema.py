@@ -6,9 +6,11 @@ import multiprocessing
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy
 
@@ -16,6 +18,7 @@ from lifecycle import SchemaError
 from lifecycle.service import Lifecycle
 from lifecycle.store import migrate
 from lifecycle.store.engine import create_engine
+from lifecycle.store.schema import quarantine
 from tests.store.helpers import msg, onboarding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +67,43 @@ def test_mariadb_text_compares_byte_for_byte_after_0006(db_url: str) -> None:
             assert "utf8mb4_nopad_bin" not in connection.execute(query).scalars().all()
         migrate.upgrade(engine)
         assert migrate.differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_0008_keeps_the_quarantine_and_never_hands_an_id_out_again(db_url: str) -> None:
+    """The quarantine rebuilt on SQLite (migration 0008) keeps every row as it was, and
+    after it a new rejection never takes the id of a released one; back at 0007 the rows
+    stay too."""
+    engine = create_engine(db_url)
+    rows = [
+        {"received_at": datetime(2024, 1, 1, tzinfo=UTC), "source": "api", "line": None,
+         "batch_index": None, "code": "account_unknown", "reason": f"reason {n}",
+         "account": f"acct_{n}", "message_id": f"m{n}", "event": "Signed In",
+         "raw": orjson.dumps(msg("Signed In", "u1", f"acct_{n}", mid=f"m{n}")), "digest": None}
+        for n in range(3)
+    ]  # fmt: skip
+    everything = sqlalchemy.select(quarantine).order_by(quarantine.c.id)
+    try:
+        migrate.upgrade(engine, "0007")
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.insert(quarantine), rows)
+            before = connection.execute(everything).all()
+        migrate.upgrade(engine)
+        assert migrate.differences(engine) == []
+        with engine.connect() as connection:
+            assert connection.execute(everything).all() == before
+        with Lifecycle(engine) as store:
+            store.submit_many(onboarding("acct_2")[:2])
+            assert store.retry_rejections(account="acct_2").accepted == 1
+            store.submit(msg("Signed In", "u1", "acct_9"))
+            (newest,) = store.rejections(account="acct_9")
+        assert newest.id > before[-1].id
+        migrate.downgrade(engine, "0007")
+        with engine.connect() as connection:
+            ids = connection.execute(sqlalchemy.select(quarantine.c.id)).scalars().all()
+        assert sorted(ids) == [before[0].id, before[1].id, newest.id]
+        migrate.upgrade(engine)
     finally:
         engine.dispose()
 
@@ -157,8 +197,8 @@ def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: P
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr == (
             "lifecycle: error: unknown revision '00x9': the revisions are base, 0001, 0002, "
-            f"0003, 0004, 0005, 0006, {head} and head (or a step from the current one, such as"
-            " -1)\n"
+            f"0003, 0004, 0005, 0006, 0007, {head} and head (or a step from the current one,"
+            " such as -1)\n"
         )
     for command, target, why in (
         ("downgrade", "head", "a downgrade goes back"),
