@@ -1330,19 +1330,28 @@ def _tables(path: Path) -> set[str]:
 
 
 def test_read_commands_refuse_a_file_that_holds_no_store(tmp_path: Path) -> None:
-    """An application's own SQLite database, an empty file or a store downgraded to base
-    was migrated by any command that reads a store, which then reported that it held
-    nothing: lifecycle's tables were put into a file that was not the store meant."""
+    """An application's own SQLite database, an empty file, a store downgraded to base or
+    one whose revision table is empty was migrated by any command that reads a store,
+    which then reported that it held nothing: lifecycle's tables were put into a file that
+    was not the store meant."""
     own = tmp_path / "app.db"
-    with closing(sqlite3.connect(own)) as connection:
-        connection.execute("CREATE TABLE orders (id INTEGER)")
-        connection.commit()
+    unversioned = tmp_path / "unversioned.db"
+    for path, table in ((own, "orders (id INTEGER)"),
+                        (unversioned, "lifecycle_version (version_num VARCHAR(32))")):  # fmt: skip
+        with closing(sqlite3.connect(path)) as connection:
+            connection.execute(f"CREATE TABLE {table}")
+            connection.commit()
     empty = tmp_path / "empty.db"
     empty.touch()
     downgraded = tmp_path / "downgraded.db"
     for step in ("upgrade", "downgrade base"):
         assert lifecycle("db", *step.split(), "--db", f"sqlite:///{downgraded}").returncode == 0
-    for path, tables in ((own, {"orders"}), (empty, set()), (downgraded, set())):
+    for path, tables in (
+        (own, {"orders"}),
+        (unversioned, {"lifecycle_version"}),
+        (empty, set()),
+        (downgraded, set()),
+    ):
         url = f"sqlite:///{path}"
         for command in (
             ("accounts", "list"),
