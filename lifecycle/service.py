@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -622,12 +622,14 @@ class Lifecycle:
                 if conn.dialect.name != "sqlite":
                     conn.execute(_TURN.with_for_update(read=not alone))
                 conn.info[_OVERLAY] = overlay
+                unlisten = overlay.listen(conn)
                 try:
                     yield conn
                     if overlay.lost is not None:
                         raise overlay.lost.again(())
                     overlay.write_heads(conn)
                 finally:
+                    unlisten()
                     # A lost connection is invalidated, and reading its `info` would try
                     # to reconnect, raising an error that hid why the transaction failed.
                     if not conn.invalidated:
@@ -724,8 +726,10 @@ class Lifecycle:
         after: Callable[[Connection, list[Verdict]], None] | None,
         heads: HeadCache,
     ) -> Outcome:
-        if not careful and quarantine:
-            careful = self._repeats.any_in(conn, subs)
+        if quarantine:
+            # Asked of a careful submission too: it marks the lines as judged, and a line
+            # not marked was taken for new input when it came again.
+            careful = self._repeats.any_in(conn, subs) or careful
         outcome = write(
             conn,
             self.policy,
@@ -790,29 +794,104 @@ class _Overlay(HeadCache):
     They reach the shared cache only once the transaction commits: another
     thread must never see a state that may yet be rolled back. Their head rows
     are written once, by :meth:`write_heads` at the end of the transaction.
+
+    The application may wrap submissions in savepoints of its own on the block's
+    connection. A savepoint rolled back takes its events with it, so it takes their
+    states too: every savepoint keeps what the states it changed were before, and
+    its rollback puts them back (see :meth:`listen`). Otherwise later submissions
+    were judged against states never stored, and the block's end wrote them as heads.
     """
 
     def __init__(self, shared: HeadCache) -> None:
         super().__init__(size=1 << 62)
         self._shared = shared
         self._recorded: dict[str, datetime] = {}
+        #: Lost head rows rebuilt by submissions that appended nothing to their account:
+        #: written at the end too, but not authoritative (another writer may append).
+        self._rebuilt: dict[str, tuple[AccountState, datetime]] = {}
+        #: Per open savepoint, innermost last: each account it changed, as it was before.
+        self._savepoints: list[dict[str, _Before]] = []
         #: The deadlock that rolled the whole transaction back (MariaDB), if one did.
         self.lost: _Lost | None = None
 
     @property
     def written(self) -> Mapping[str, AccountState]:
-        """The states this transaction moved, by account (their heads not yet written)."""
+        """The states this transaction appended to, by account (their heads not yet written)."""
         return self._states
 
     def record(self, outcome: Outcome) -> None:
         """Take a committed savepoint's new states, and when they were recorded."""
-        self.put(outcome.states)
+        undo = self._savepoints[-1] if self._savepoints else None
         for state in outcome.states:
-            self._recorded[state.account] = outcome.recorded
+            account = state.account
+            if undo is not None and account not in undo:
+                undo[account] = (
+                    self._states.get(account),
+                    self._recorded.get(account),
+                    self._rebuilt.get(account),
+                )
+            if account in outcome.rebuilt_only:
+                if account not in self._states:
+                    self._rebuilt[account] = (state, outcome.recorded)
+            else:
+                self._states[account] = state
+                self._recorded[account] = outcome.recorded
+                self._rebuilt.pop(account, None)
+
+    def listen(self, connection: Connection) -> Callable[[], None]:
+        """Follow the savepoints of ``connection``; returns what stops following them.
+
+        SQLAlchemy nests savepoints strictly: each release or rollback ends the
+        innermost one open.
+        """
+        hooks: list[tuple[str, Callable[..., None]]] = [
+            ("savepoint", self._began),
+            ("release_savepoint", self._released),
+            ("rollback_savepoint", self._rolled_back),
+        ]
+        for name, hook in hooks:
+            event.listen(connection, name, hook)
+
+        def stop() -> None:
+            for name, hook in hooks:
+                event.remove(connection, name, hook)
+
+        return stop
+
+    def _began(self, *_: object) -> None:
+        self._savepoints.append({})
+
+    def _released(self, *_: object) -> None:
+        """The innermost savepoint is kept: what it changed is the enclosing one's change."""
+        if self._savepoints:
+            undo = self._savepoints.pop()
+            if self._savepoints:
+                outer = self._savepoints[-1]
+                for account, before in undo.items():
+                    outer.setdefault(account, before)
+
+    def _rolled_back(self, *_: object) -> None:
+        """The innermost savepoint is undone: so are the states it changed."""
+        if not self._savepoints:
+            return
+        for account, (state, recorded, rebuilt) in self._savepoints.pop().items():
+            if state is None:
+                self._states.pop(account, None)
+            else:
+                self._states[account] = state
+            if recorded is None:
+                self._recorded.pop(account, None)
+            else:
+                self._recorded[account] = recorded
+            if rebuilt is None:
+                self._rebuilt.pop(account, None)
+            else:
+                self._rebuilt[account] = rebuilt
 
     def write_heads(self, connection: Connection) -> None:
-        """Write the head row of every account this transaction moved."""
+        """Write the head row of every account this transaction moved or rebuilt."""
         rows = [head_row(s, self._recorded[a]) for a, s in self._states.items()]
+        rows += [head_row(s, at) for a, (s, at) in self._rebuilt.items() if a not in self._states]
         for start in range(0, len(rows), _HEADS_PER_STATEMENT):
             repository.write_heads(connection, rows[start : start + _HEADS_PER_STATEMENT])
 
@@ -824,8 +903,12 @@ class _Overlay(HeadCache):
         return found
 
     def states(self) -> list[AccountState]:
-        """Every state written in the transaction."""
+        """Every state this transaction appended to."""
         return list(self._states.values())
+
+
+#: An account's entries in an :class:`_Overlay` before a savepoint changed them.
+_Before = tuple[AccountState | None, datetime | None, tuple[AccountState, datetime] | None]
 
 
 @dataclass(frozen=True)

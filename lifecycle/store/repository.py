@@ -136,6 +136,29 @@ def holds_source(connection: Connection, source: str) -> bool:
     return connection.execute(_HOLDS_SOURCE, {"source": source}).first() is not None
 
 
+def holds_items(connection: Connection, source: str, items: Iterable[tuple[int, int]]) -> bool:
+    """Whether the quarantine holds any of ``items`` of ``source``: (line, index in its
+    batch) pairs, the index 0 for a line that is not a batch.
+
+    One query for the span of their lines: a file read in order finds nothing in it
+    but what another run put there, and the items of a batch line that a submission
+    cut in two are not the items before the cut.
+    """
+    wanted = set(items)
+    if not wanted:
+        return False
+    lines = [line for line, _ in wanted]
+    span = {"source": source, "low": min(lines), "high": max(lines)}
+    held = connection.execute(_ITEMS_HELD, span)
+    return any((line, index or 0) in wanted for line, index in held)
+
+
+_ITEMS_HELD = select(quarantine.c.line, quarantine.c.batch_index).where(
+    quarantine.c.source == bindparam("source"),
+    quarantine.c.line.between(bindparam("low"), bindparam("high")),
+)
+
+
 def append_events(connection: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert accepted events (tuples in :data:`EVENT_COLUMNS` order) as ``rows`` yields them.
 
@@ -190,12 +213,18 @@ _Statement = tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]] | None]
 
 @functools.cache
 def _insert_sql(
-    dialect: Dialect, table: Table, columns: tuple[str, ...], upsert_on: str | None = None
+    dialect: Dialect,
+    table: Table,
+    columns: tuple[str, ...],
+    upsert_on: str | None = None,
+    unless_newer: str | None = None,
 ) -> _Statement:
-    """The driver-level INSERT (an upsert on ``upsert_on`` if given), built once per dialect.
+    """The driver-level INSERT, built once per dialect.
 
-    With it comes a row converter that applies each column's bind processor, or
-    None when no column needs one.
+    An upsert on ``upsert_on`` if given; with ``unless_newer``, it leaves a stored row
+    whose value of that column is higher as it is. With the statement comes a row
+    converter that applies each column's bind processor, or None when no column
+    needs one.
     """
     quote = dialect.identifier_preparer.quote
     sql = (
@@ -203,15 +232,40 @@ def _insert_sql(
         f"VALUES ({', '.join([placeholder(dialect)] * len(columns))})"
     )
     if upsert_on is not None:
-        rest = [quote(c) for c in columns if c != upsert_on]
-        if dialect.name in ("mysql", "mariadb"):
-            sql += " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in rest)
-        else:
-            sql += f" ON CONFLICT ({quote(upsert_on)}) DO UPDATE SET " + ", ".join(
-                f"{c} = excluded.{c}" for c in rest
-            )
+        sql += _upsert_sql(dialect, table, columns, upsert_on, unless_newer)
     processors = [_processor(dialect, table.c[c].type) for c in columns]
     return sql, _converter(processors)
+
+
+def _upsert_sql(
+    dialect: Dialect,
+    table: Table,
+    columns: tuple[str, ...],
+    upsert_on: str,
+    unless_newer: str | None,
+) -> str:
+    """The ON CONFLICT (ON DUPLICATE KEY) clause of :func:`_insert_sql`."""
+    quote = dialect.identifier_preparer.quote
+    rest = [c for c in columns if c != upsert_on]
+    if dialect.name in ("mysql", "mariadb"):
+        if unless_newer is None:
+            return " ON DUPLICATE KEY UPDATE " + ", ".join(
+                f"{quote(c)} = VALUES({quote(c)})" for c in rest
+            )
+        # Each assignment sees the ones before it: the guarding column goes last.
+        guard = quote(unless_newer)
+        rest.sort(key=lambda c: c == unless_newer)
+        return " ON DUPLICATE KEY UPDATE " + ", ".join(
+            f"{quote(c)} = IF(VALUES({guard}) >= {guard}, VALUES({quote(c)}), {quote(c)})"
+            for c in rest
+        )
+    sql = f" ON CONFLICT ({quote(upsert_on)}) DO UPDATE SET " + ", ".join(
+        f"{quote(c)} = excluded.{quote(c)}" for c in rest
+    )
+    if unless_newer is not None:
+        guard = quote(unless_newer)
+        sql += f" WHERE {quote(table.name)}.{guard} <= excluded.{guard}"
+    return sql
 
 
 def _converter(processors: list[Processor | None]) -> Callable[[tuple[Any, ...]], Any] | None:
@@ -268,9 +322,18 @@ HEAD_COLUMNS = ("account", "version", "status", "state", "updated_at")
 
 
 def write_heads(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert or overwrite account head rows (tuples in :data:`HEAD_COLUMNS` order)."""
+    """Insert or overwrite account head rows (tuples in :data:`HEAD_COLUMNS` order).
+
+    A stored head of a higher version stays: a writer that rebuilt a lost head row
+    from the events, and appended nothing, holds none of the account's versions, so
+    another may have appended and written its newer head meanwhile. Overwriting it
+    put the head behind the events, and every later submission to the account lost
+    its race with itself until the row was deleted again.
+    """
     if rows:
-        statement = _insert_sql(connection.dialect, account_heads, HEAD_COLUMNS, "account")
+        statement = _insert_sql(
+            connection.dialect, account_heads, HEAD_COLUMNS, "account", "version"
+        )
         _execute_many(connection, statement, rows)
 
 

@@ -105,7 +105,9 @@ class Repeats:
     submission holds, so the submission is judged carefully. The quarantine is
     asked once per file (an indexed look-up), and again when lines of it come a
     second time (the file judged again by this process); a file it holds no line
-    of is judged as usual.
+    of is judged as usual, once the quarantine is found to hold none of the
+    submission's own lines either (another run of the file may be rejecting them
+    at the same time).
     """
 
     #: Files remembered; past this many the oldest are forgotten (asked about again).
@@ -149,11 +151,21 @@ class Repeats:
             # the second must get the first's rejection, which only care looks for.
             held = len(set(firsts)) < len(firsts)
             for source in sources:
+                stored_as = _fitting(source, MAX_SOURCE_CHARS)
                 known = self._held.get(source)
                 if known is None or (not known and source in again):
-                    known = repository.holds_source(conn, _fitting(source, MAX_SOURCE_CHARS))
+                    known = repository.holds_source(conn, stored_as)
                     self._held[source] = known
-                held = held or known
+                # Another run of the same file at once may have rejected these lines since.
+                held = (
+                    held
+                    or known
+                    or repository.holds_items(
+                        conn,
+                        stored_as,
+                        ((s.line or 0, s.index or 0) for s in files if s.source == source),
+                    )
+                )
             for table in (self._held, self._judged, self._repeating):
                 while len(table) > self.SOURCES:
                     del table[next(iter(table))]
@@ -181,6 +193,9 @@ class Outcome:
     #: When the submission was recorded (the events' ``recorded_at``).
     recorded: datetime
     found_stored: bool = False
+    #: Accounts among ``states`` only because their lost head row was rebuilt: nothing
+    #: was appended to them, so another writer may append to them before this commits.
+    rebuilt_only: frozenset[str] = frozenset()
 
 
 def write(
@@ -197,8 +212,8 @@ def write(
 ) -> Outcome:
     """Judge ``subs`` in order against what is stored, and write the result on ``conn``.
 
-    ``deferred``: the states this transaction already moved, whose head rows the
-    caller writes once, before it commits (see ``Lifecycle.transaction``). They
+    ``deferred``: the states this transaction already appended to, whose head rows
+    the caller writes once, before it commits (see ``Lifecycle.transaction``). They
     are authoritative: no other writer can append to those accounts until this
     transaction ends, since its events hold their next versions. With it, the
     heads this submission moves are not written either.
@@ -226,7 +241,8 @@ def write(
         # The Segment outbox: one pending row per appended event, in this same transaction.
         outbox.enqueue(conn, event_rows)
     # A rebuilt account's head row is missing: it is written even if nothing moved it.
-    moved = [s for a, s in states.items() if a in rebuilt or before.get(a) != s.version]
+    appended = {a for a, s in states.items() if before.get(a) != s.version}
+    moved = [s for a, s in states.items() if a in rebuilt or a in appended]
     if deferred is None:
         repository.write_heads(conn, [head_row(s, recorded) for s in moved])
     if snapshot_every:
@@ -238,7 +254,7 @@ def write(
         repository.write_snapshots(conn, policy.fingerprint, due, recorded)
     if quarantine:
         _quarantine(conn, subs, verdicts, recorded, earlier)
-    return Outcome(verdicts, moved, recorded, found_stored)
+    return Outcome(verdicts, moved, recorded, found_stored, frozenset(rebuilt - appended))
 
 
 @dataclass(slots=True)
