@@ -781,9 +781,16 @@ class Relay:
     # -- reading the outbox -----------------------------------------------------------------
 
     def status(self) -> OutboxStatus:
-        """Pending, delivered and parked counts, and when the oldest pending event was stored."""
+        """Pending, delivered and parked counts, and when the oldest pending event was stored.
+
+        Read in one snapshot (REPEATABLE READ on PostgreSQL and MariaDB): a prune that
+        committed between the counts had its rows counted as delivered and as pruned.
+        """
         with self._reading() as conn:
-            return outbox.status(conn)
+            if conn.dialect.name != "sqlite":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return outbox.status(conn)
 
     def pending(self) -> int:
         """How many events of this relay's shard wait to be delivered."""

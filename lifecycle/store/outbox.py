@@ -141,6 +141,11 @@ _LOCK_HEADS = (
     .limit(bindparam("size"))
     .with_for_update(skip_locked=True)
 )
+_LOCK_ROWS = (
+    select(outbox.c.id)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)), _IS_PENDING)
+    .with_for_update(skip_locked=True)
+)
 _SEND_COLUMNS = (
     outbox.c.id,
     outbox.c.message_id,
@@ -207,10 +212,14 @@ def lock_heads(connection: Connection, slots: Sequence[Slot], size: int) -> list
 
     ``slots`` is a window; the first slot of each account in it is the account's
     lowest pending version (its *head*). Up to ``size`` heads are locked with
-    ``FOR UPDATE SKIP LOCKED``; the rows returned are every slot of the window
-    whose account was locked, in id order, at most ``size``. Another transaction
-    cannot take those accounts' rows: their heads are locked, and a later row is
-    never a head while an earlier one is pending.
+    ``FOR UPDATE SKIP LOCKED``, then the other rows of those accounts in the window;
+    the rows returned are, per locked account, its rows up to the first one that
+    could not be locked, in id order, at most ``size``.
+
+    Locking the heads alone was not enough: a requeue or a backfill draws the ids of
+    the rows it inserts before it commits, so an account's rows another relay had
+    locked and was sending could come after a lower row committed later, a new
+    head, and a second relay that locked it sent them again.
     """
     heads: dict[str, int] = {}
     for slot in slots:
@@ -222,7 +231,21 @@ def lock_heads(connection: Connection, slots: Sequence[Slot], size: int) -> list
         for row in connection.execute(_LOCK_HEADS, {"ids": list(heads.values()), "size": size})
     }
     accounts = {account for account, head in heads.items() if head in locked}
-    return [slot for slot in slots if slot.account in accounts][:size]
+    chosen = [slot for slot in slots if slot.account in accounts][:size]
+    rest = [slot.id for slot in chosen if slot.id not in locked]
+    for start in range(0, len(rest), CHUNK):
+        part = rest[start : start + CHUNK]
+        locked.update(row[0] for row in connection.execute(_LOCK_ROWS, {"ids": part}))
+    stopped: set[str] = set()
+    kept: list[Slot] = []
+    for slot in chosen:
+        if slot.account in stopped:
+            continue
+        if slot.id in locked:
+            kept.append(slot)
+        else:
+            stopped.add(slot.account)
+    return kept
 
 
 def load(connection: Connection, ids: Sequence[int]) -> list[Pending]:

@@ -159,6 +159,9 @@ outbox = Table(
     # Only pending rows where the backend allows it (SQLite, PostgreSQL): marking a row
     # delivered then removes an index entry instead of moving it.
     Index(None, "status", "id", sqlite_where=_PENDING_ROWS, postgresql_where=_PENDING_ROWS),
+    # A relay marks the rows it sent by id: an id SQLite handed out again after a prune
+    # deleted the newest rows would name an event never sent (migration 0008).
+    sqlite_autoincrement=True,
     **BINARY_TEXT,
 )
 
