@@ -126,14 +126,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """The arguments, files given after an option included: in ``check a.jsonl --format
     jsonl b.jsonl`` argparse takes ``a.jsonl`` as the FILE... and has no place for
-    ``b.jsonl`` (Python's intermixed parsing does not take sub-commands)."""
+    ``b.jsonl`` (Python's intermixed parsing does not take sub-commands). After ``--``
+    everything is a file, a name that starts with a dash included."""
     args, extra = parser.parse_known_args(argv)
     files = getattr(args, "files", None)
-    if extra and isinstance(files, list) and not any(_an_option(e) for e in extra):
-        files.extend(extra)
+    before, after = _split_at_dashes(extra)
+    if extra and isinstance(files, list) and not any(_an_option(e) for e in before):
+        files.extend(before + after)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _split_at_dashes(extra: list[str]) -> tuple[list[str], list[str]]:
+    """``extra`` before the first ``--``, and what follows it."""
+    if "--" not in extra:
+        return extra, []
+    at = extra.index("--")
+    return extra[:at], extra[at + 1 :]
 
 
 def _an_option(arg: str) -> bool:

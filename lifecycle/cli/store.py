@@ -108,7 +108,9 @@ def _holds_a_store(path: str) -> bool:
     import sqlite3
 
     try:
-        with closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)) as connection:
+        # The path's bytes: one that is not UTF-8 (kept as lone surrogates) is a file too.
+        uri = f"file:{quote(os.fsencode(path))}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as connection:
             tables = {
                 name
                 for (name,) in connection.execute(

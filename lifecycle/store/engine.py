@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from typing import Any
+from urllib.parse import unquote
 
 import sqlalchemy
 from sqlalchemy import event
@@ -98,8 +99,8 @@ def parse_url(url: str) -> sqlalchemy.URL:
 def sqlite_file(url: str) -> str | None:
     """The file an ``sqlite://`` URL names: "" for none (a database in memory, an SQLite
     URI's ``file::memory:``, ``mode=memory`` or ``vfs=memdb`` included), None for another
-    backend, an SQLite URI (``?uri=true``) naming a file, which it does in its own way, or
-    a URL SQLite refuses (``sqlite://x.db``: a host), which :func:`create_engine` explains."""
+    backend, an SQLite URI (``?uri=true``) SQLite would refuse, or a URL SQLite refuses
+    (``sqlite://x.db``: a host), which :func:`create_engine` explains."""
     parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.host:
         return None
@@ -111,8 +112,23 @@ def sqlite_file(url: str) -> str | None:
             or query.get("mode") == "memory"
             or query.get("vfs") == "memdb"
         )
-        return "" if memory or database == ":memory:" else None
+        return "" if memory or database == ":memory:" else _uri_file(database)
     return "" if database in ("", ":memory:") else database
+
+
+def _uri_file(database: str) -> str | None:
+    """The file of an SQLite URI (``file:x.db``, ``file:///tmp/x.db``), as SQLite reads it:
+    percent-escapes decoded, an authority only if empty or ``localhost``. Without it a
+    read command named by a URI had created, and migrated, a store at a mistyped path."""
+    if not database.startswith("file:"):
+        return None
+    path = database[len("file:") :]
+    if path.startswith("//"):
+        authority, slash, rest = path[2:].partition("/")
+        if authority not in ("", "localhost"):
+            return None
+        path = slash + rest
+    return unquote(path) or None
 
 
 #: The extra that installs the driver lifecycle picks for each server backend.
