@@ -37,7 +37,7 @@ from lifecycle.spec import (
     USER_ALREADY_SIGNED_UP,
     USER_NOT_MEMBER,
     USER_UNKNOWN,
-    parse_date,
+    date_instant,
 )
 from lifecycle.state import NONE, AccountState, TrialState, UserState, user_state, with_user
 
@@ -51,7 +51,7 @@ def _trial_dates_ordered(state: AccountState, event: Event) -> str | None:
     start, end = event.properties.get("trial_start_date"), event.properties.get("trial_end_date")
     if start is None or end is None:
         return None
-    start_at, end_at = parse_date(start), parse_date(end)
+    start_at, end_at = date_instant(start), date_instant(end)
     if start_at is not None and end_at is not None and end_at < start_at:
         return f"trial_end_date {end} is before trial_start_date {start}"
     return None
@@ -64,7 +64,7 @@ def _trial_matches(state: AccountState, event: Event) -> str | None:
         return f"trial_plan_name {plan!r} differs from the started trial's {trial.plan_name!r}"
     start = event.properties.get("trial_start_date")
     started = trial.start_date
-    if start is not None and started is not None and parse_date(start) != parse_date(started):
+    if start is not None and started is not None and date_instant(start) != date_instant(started):
         return f"trial_start_date {start} differs from the started trial's {trial.start_date}"
     return None
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from lifecycle.decide import Verdict
-from lifecycle.envelope import group_id_of, user_of
+from lifecycle.envelope import group_id_of, message_id_of, user_of
 from lifecycle.gate import Gate
 from lifecycle.policy import Policy, Rule
 from lifecycle.rules import DEFAULT_POLICY
@@ -135,7 +135,7 @@ def mutations(
     elif kind == "duplicate":
         at = draw(st.integers(index + 1, len(original)))
         mutated.insert(at, copy.deepcopy(original[index]))
-        if original[index].get("messageId") is not None:
+        if message_id_of(original[index]) is not None:  # as the gate de-duplicates
             # A duplicate changes no state: everything else is judged as before.
             guaranteed = {n: "accepted" for n in range(len(mutated))}
             guaranteed[at] = "duplicate"

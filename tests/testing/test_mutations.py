@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lifecycle import Gate
 from lifecycle.testing import legal_histories, mutations
 
 HISTORIES = legal_histories(max_events=12).filter(bool)
@@ -91,3 +92,26 @@ def test_every_verdict_the_rules_imply_is_guaranteed(data: st.DataObject) -> Non
         assert everywhere and set(guaranteed.values()) <= {"accepted"}, mutation.name
     elif mutation.kind == "retarget":
         assert mutation.index in guaranteed, mutation.name
+
+
+@settings(max_examples=10, derandomize=True, database=None, deadline=None)
+@given(st.data())
+def test_a_duplicate_without_a_usable_message_id_is_not_guaranteed_a_duplicate(
+    data: st.DataObject,
+) -> None:
+    """No usable messageId (the gate reads only a non-empty string) means no
+    de-duplication. A history the policy accepts in full, whose message carries
+    ``"messageId": ""``: a redelivery of it is judged afresh, yet the mutation
+    guarantees ``duplicate`` for it and ``accepted`` for everything else."""
+    created = {
+        "type": "track",
+        "event": "Account Created",
+        "userId": "user_1",
+        "context": {"groupId": "acct_1"},
+        "messageId": "",
+    }
+    history = [created]
+    assert all(v.accepted for v in Gate().submit_many(history))
+    mutation = data.draw(mutations(history, kinds=["duplicate"]))
+    for position, expected in mutation.guaranteed.items():
+        assert mutation.outcome(position) == expected, mutation
