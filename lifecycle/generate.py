@@ -412,6 +412,10 @@ class _Simulation:
         account = self.live[int(rng.random() * len(self.live))]
         if account.todo:
             return self.next_planned(account)
+        if not account.members:  # the policy refused its founder's onboarding: another one
+            founder = self.new_user(account)
+            self.plan(account, founder, (SIGNED_UP, "organic"), (ACCOUNT_ADDED_USER, "Owner"))
+            return self.next_planned(account)
         members = account.members
         r = rng.random()
         if r < _P_LIFECYCLE:

@@ -528,8 +528,10 @@ def illegal_histories(
     ``Signed Up`` for ``user_already_signed_up``, a trial end before its start
     for ``trial_dates_inverted`` ...). When no account is ready for it, a few
     plain legal events are added first, on an existing account or on a new
-    one (then ``acct_<max_accounts + 1>``); a violation about an unknown user
-    may use ``user_<max_users + 1>``.
+    one (then ``acct_<max_accounts + 1>``); a violation that needs a user none
+    of the drawn ones can be may use ``user_<max_users + 1>``, with the legal
+    events that ready that user before it (say, adding it to the account before
+    it is added again, for ``user_already_member``).
 
     Example::
 

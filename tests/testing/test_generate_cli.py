@@ -6,10 +6,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from lifecycle import DEFAULT_POLICY, AccountState, Gate, Guard
+from lifecycle.generate import generate
 
 
 def lifecycle(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -184,4 +188,31 @@ def test_a_policy_that_refuses_every_account_is_an_error(tmp_path: Path) -> None
     assert done.stderr.decode().splitlines() == [
         "lifecycle generate: error: policy 'b2b-saas+never' accepted none of the 3 Account Created "
         "messages: there is no account to go on with"
+    ]
+
+
+def _terms(state: AccountState, event: Any) -> str | None:
+    return None if event.properties.get("accepted_terms") is True else "terms not accepted"
+
+
+def _not_owner(state: AccountState, event: Any) -> str | None:
+    return "owners are set by billing" if event.properties.get("role") == "Owner" else None
+
+
+#: Sign-ups must accept the terms, and no one is added as Owner by the product: every
+#: founder's onboarding is refused.
+STRICT = DEFAULT_POLICY.with_guard(
+    "Signed Up", Guard("terms_accepted", "terms_not_accepted", _terms)
+).with_guard("Account Added User", Guard("not_owner", "owner_not_allowed", _not_owner))
+
+
+def test_generate_goes_on_around_refused_onboarding() -> None:
+    """The simulation moves on from what was accepted only: under a policy that refuses
+    every founder's onboarding an account has no member, and picking one to sign in
+    failed with an IndexError (`lifecycle generate --policy` exited 70)."""
+    out = list(generate(accounts=3, events=30, seed=0, policy=STRICT))
+    assert len(out) == 30
+    gate = Gate(STRICT)
+    assert [(g.verdict, g.code) for g in out] == [
+        (v.verdict, v.code) for v in (gate.submit(g.message) for g in out)
     ]
