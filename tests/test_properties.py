@@ -366,3 +366,34 @@ def test_users_a_walk_offers_are_those_the_guards_let_through(history: list[Mess
 def test_message_ids_number_the_history_from_one(history: list[Message]) -> None:
     """As documented, the messages of a history are msg-001, msg-002 ... in order."""
     assert [m["messageId"] for m in history] == [f"msg-{n:03d}" for n in range(1, len(history) + 1)]
+
+
+_ROLES = {"Owner", "Admin", "Member", "Viewer", "Billing"}
+
+
+def _known_role(state: AccountState, event: Any) -> str | None:
+    role = event.properties.get("role")
+    return None if role is None or role in _ROLES else f"role must be one of {sorted(_ROLES)}"
+
+
+#: A tightened policy whose guard says what is wrong in RULES.md's own words.
+ROLE_CHECKED = DEFAULT_POLICY.with_guard(
+    "Account Added User", Guard("role_known", "invalid_property", _known_role)
+)
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+@given(history=legal_histories(policy=ROLE_CHECKED))
+def test_legal_histories_of_a_policy_whose_guard_reuses_a_rules_code(
+    history: list[dict[str, Any]],
+) -> None:
+    """A custom guard's refusal is replaced by plain properties even when its code is one
+    of RULES.md's: the history was drawn with an `Account Added User` of a role the
+    policy refuses, as if the policy disagreed with RULES.md."""
+    verdicts = Gate(ROLE_CHECKED).submit_many(history)
+    assert all(v.accepted for v in verdicts), [
+        (n, m["event"], m.get("properties"), v.code)
+        for n, (m, v) in enumerate(zip(history, verdicts, strict=True))
+        if not v.accepted
+    ]
