@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -21,6 +22,20 @@ def _wait_for_request(segment: FakeSegment, before: int) -> None:
     while len(segment.requests) == before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(segment.requests) > before, "the first relay sent nothing"
+
+
+def _two_relays_around(db_url: str, segment: FakeSegment, commit: Callable[[], None]) -> None:
+    """A first relay sends (slowly) what it sees; ``commit`` runs while its request is in
+    flight; then a second relay sends what it sees."""
+    segment.slow(1.5)
+    before = len(segment.requests)
+    with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
+        sending = threading.Thread(target=first.run)
+        sending.start()
+        _wait_for_request(segment, before)
+        commit()
+        second.run()
+        sending.join()
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -47,15 +62,7 @@ def test_a_requeue_committing_after_a_writer_sends_nothing_twice(
                 transaction = requeuing.begin()
                 assert queue.requeue(requeuing) == 1
                 store.submit_many(history[1:])  # the application writes meanwhile
-                segment.slow(1.5)
-                before = len(segment.requests)
-                with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
-                    sending = threading.Thread(target=first.run)
-                    sending.start()
-                    _wait_for_request(segment, before)
-                    transaction.commit()
-                    second.run()
-                    sending.join()
+                _two_relays_around(db_url, segment, transaction.commit)
     assert Counter(segment.message_ids()) == {m["messageId"]: 1 for m in history}
 
 
@@ -85,15 +92,7 @@ def test_a_backfill_committing_after_a_writer_sends_nothing_twice(
         rows = queue.unqueued(backfilling, 5000)
         queue.enqueue(backfilling, rows)
         assert store.submit(later).verdict == "accepted"
-        segment.slow(1.5)
-        before = len(segment.requests)
-        with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
-            sending = threading.Thread(target=first.run)
-            sending.start()
-            _wait_for_request(segment, before)
-            transaction.commit()
-            second.run()
-            sending.join()
+        _two_relays_around(db_url, segment, transaction.commit)
     assert Counter(segment.message_ids()) == {m["messageId"]: 1 for m in [*history, later]}
 
 
