@@ -579,10 +579,17 @@ class Lifecycle:
 
             try:
                 self._submit(subs, None, quarantine=False, after=settle)
-            except _Released:
+            except _Released as released:
                 report.restore()
                 with self._reading(None) as conn:
                     kept = repository.still_quarantined(conn, [row.id for row in chunk])
+                if len(kept) == len(chunk):
+                    # Nothing was released elsewhere after all: judging the same rows again
+                    # would end the same way, for ever.
+                    raise StoreError(
+                        "the quarantine rows a retry judged were all still there, yet fewer"
+                        " were deleted: nothing was changed"
+                    ) from released
                 chunk = [row for row in chunk if row.id in kept]
                 continue
             break

@@ -666,6 +666,23 @@ def test_a_retry_that_read_a_row_another_released_keeps_the_rejection_that_came_
         assert [r.message_id for r in store.rejections()] == ["early_1", "late"]
 
 
+def test_a_retry_whose_release_miscounts_fails_instead_of_judging_for_ever(
+    store: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release that counts fewer rows than it deleted, with none released elsewhere,
+    judged the same rows again and again; it is a StoreError, and nothing is changed."""
+    from lifecycle.store import repository
+
+    store.submit(msg("Signed In", "u1", "acct_1", mid="early"))
+    store.submit_many([msg("Account Created", "u1", "acct_1"), msg("Signed Up", "u1", "acct_1")])
+    counted = repository.release
+    monkeypatch.setattr(repository, "release", lambda conn, ids: counted(conn, ids) - 1)
+    with pytest.raises(StoreError, match="were all still there"):
+        store.retry_rejections()
+    assert [r.message_id for r in store.rejections()] == ["early"]
+    assert "early" not in {e.message_id for e in store.events()}
+
+
 def test_retry_gives_a_message_still_rejected_the_reason_it_gets_today(store: Lifecycle) -> None:
     """A retried message rejected again with the same code keeps that code, and its reason
     says what is true now: the account has moved on since it was first judged."""
