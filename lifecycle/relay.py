@@ -62,6 +62,7 @@ from lifecycle.store.codec import iso_utc, now
 from lifecycle.store.engine import (
     for_writing,
     is_transient,
+    one_snapshot,
     open_engine,
     shown_url,
     unreachable,
@@ -786,11 +787,8 @@ class Relay:
         Read in one snapshot (REPEATABLE READ on PostgreSQL and MariaDB): a prune that
         committed between the counts had its rows counted as delivered and as pruned.
         """
-        with self._reading() as conn:
-            if conn.dialect.name != "sqlite":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                return outbox.status(conn)
+        with self._reading() as conn, one_snapshot(conn):
+            return outbox.status(conn)
 
     def pending(self) -> int:
         """How many events of this relay's shard wait to be delivered."""

@@ -61,6 +61,7 @@ from lifecycle.store.engine import (
     in_memory,
     is_transient,
     lost_transaction,
+    one_snapshot,
     open_engine,
     shown_url,
 )
@@ -762,17 +763,9 @@ class Lifecycle:
 
     @contextmanager
     def _snapshot(self) -> Iterator[Connection]:
-        """A read transaction that sees one snapshot of the database from its first read.
-
-        REPEATABLE READ on PostgreSQL and MariaDB (whose connections otherwise read
-        what is committed at each statement); on SQLite a read transaction already
-        keeps its snapshot.
-        """
-        with self._reading(None) as conn:
-            if conn.dialect.name != "sqlite":
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
+        """A read transaction that sees one snapshot of the database from its first read."""
+        with self._reading(None) as conn, one_snapshot(conn):
+            yield conn
 
     @contextmanager
     def _reading(self, connection: Connection | None) -> Iterator[Connection]:
@@ -882,18 +875,9 @@ class _Overlay(HeadCache):
         if not self._savepoints:
             return
         for account, (state, recorded, rebuilt) in self._savepoints.pop().items():
-            if state is None:
-                self._states.pop(account, None)
-            else:
-                self._states[account] = state
-            if recorded is None:
-                self._recorded.pop(account, None)
-            else:
-                self._recorded[account] = recorded
-            if rebuilt is None:
-                self._rebuilt.pop(account, None)
-            else:
-                self._rebuilt[account] = rebuilt
+            _put_back(self._states, account, state)
+            _put_back(self._recorded, account, recorded)
+            _put_back(self._rebuilt, account, rebuilt)
 
     def write_heads(self, connection: Connection) -> None:
         """Write the head row of every account this transaction moved or rebuilt."""
@@ -916,6 +900,15 @@ class _Overlay(HeadCache):
 
 #: An account's entries in an :class:`_Overlay` before a savepoint changed them.
 _Before = tuple[AccountState | None, datetime | None, tuple[AccountState, datetime] | None]
+_V = TypeVar("_V")
+
+
+def _put_back(entries: dict[str, _V], account: str, before: _V | None) -> None:
+    """Give ``account`` its entry ``before`` again (None: it had none)."""
+    if before is None:
+        entries.pop(account, None)
+    else:
+        entries[account] = before
 
 
 @dataclass(frozen=True)

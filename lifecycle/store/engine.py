@@ -18,12 +18,14 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
 
 import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError
 
 from lifecycle.errors import StoreError
@@ -117,7 +119,7 @@ def sqlite_file(url: str) -> str | None:
 
 
 def _uri_file(database: str) -> str | None:
-    """The file of an SQLite URI (``file:x.db``, ``file:///tmp/x.db``), as SQLite reads it:
+    """The file of an SQLite URI (``file:x.db``, or ``file://`` and a path), as SQLite reads it:
     percent-escapes decoded, an authority only if empty or ``localhost``. Without it a
     read command named by a URI had created, and migrated, a store at a mistyped path."""
     if not database.startswith("file:"):
@@ -410,6 +412,20 @@ _STORE_ISOLATION = {
     "mysql": "READ COMMITTED",
     "mariadb": "READ COMMITTED",
 }
+
+
+@contextmanager
+def one_snapshot(connection: Connection) -> Iterator[Connection]:
+    """A read transaction on ``connection`` that sees one snapshot from its first read.
+
+    REPEATABLE READ on PostgreSQL and MariaDB (whose connections otherwise read what
+    is committed at each statement); on SQLite a read transaction already keeps its
+    snapshot.
+    """
+    if connection.dialect.name != "sqlite":
+        connection.execution_options(isolation_level="REPEATABLE READ")
+    with connection.begin():
+        yield connection
 
 
 def for_writing(engine: Engine) -> Engine:

@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from lifecycle.store.codec import iso_utc
-from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, placeholder
+from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, chunks, placeholder
 from lifecycle.store.schema import events, outbox, outbox_pruned
 
 PENDING = "pending"
@@ -233,9 +233,8 @@ def lock_heads(connection: Connection, slots: Sequence[Slot], size: int) -> list
     accounts = {account for account, head in heads.items() if head in locked}
     chosen = [slot for slot in slots if slot.account in accounts][:size]
     rest = [slot.id for slot in chosen if slot.id not in locked]
-    for start in range(0, len(rest), CHUNK):
-        part = rest[start : start + CHUNK]
-        locked.update(row[0] for row in connection.execute(_LOCK_ROWS, {"ids": part}))
+    for part in chunks(rest):
+        locked.update(row[0] for row in connection.execute(_LOCK_ROWS, {"ids": list(part)}))
     stopped: set[str] = set()
     kept: list[Slot] = []
     for slot in chosen:
