@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,3 +89,21 @@ def assert_delivered(
         versions.setdefault(account, []).append(version)
     for account, seen in versions.items():
         assert seen == sorted(seen), f"{account} arrived out of order: {seen}"
+
+
+def park_first(store: Lifecycle, url: str, server: FakeSegment, history: list[Any]) -> None:
+    """Store the first event of ``history`` and have a relay park it (``server`` refuses
+    it once; it takes it again afterwards)."""
+    server.refuse(history[0]["messageId"])
+    store.submit(history[0])
+    with relay_for(url, server) as relay:
+        assert relay.run().parked == 1
+    server.refused_ids.clear()
+
+
+def wait_for_request(server: FakeSegment, before: int) -> None:
+    """Wait (up to 10 s) until ``server`` has more than ``before`` requests."""
+    deadline = time.monotonic() + 10
+    while len(server.requests) == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.requests) > before, "the relay sent nothing"

@@ -4,7 +4,6 @@ and `relay status` counts each event once."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -13,15 +12,8 @@ import pytest
 from lifecycle.service import Lifecycle
 from lifecycle.store import outbox as queue
 from tests.relay.fake_segment import FakeSegment
-from tests.relay.helpers import relay_for
+from tests.relay.helpers import park_first, relay_for, wait_for_request
 from tests.store.helpers import msg, onboarding
-
-
-def _wait_for_request(segment: FakeSegment, before: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(segment.requests) == before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(segment.requests) > before, "the first relay sent nothing"
 
 
 def _two_relays_around(db_url: str, segment: FakeSegment, commit: Callable[[], None]) -> None:
@@ -32,7 +24,7 @@ def _two_relays_around(db_url: str, segment: FakeSegment, commit: Callable[[], N
     with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
         sending = threading.Thread(target=first.run)
         sending.start()
-        _wait_for_request(segment, before)
+        wait_for_request(segment, before)
         commit()
         second.run()
         sending.join()
@@ -52,17 +44,13 @@ def test_a_requeue_committing_after_a_writer_sends_nothing_twice(
     (On MariaDB the writer's insert waits for the requeue's locks, so it cannot pass it.)
     """
     history = onboarding("acct_1")
-    segment.refuse(history[0]["messageId"])
     with Lifecycle(db_url, create_schema=True) as store:
-        store.submit(history[0])
-        with relay_for(db_url, segment) as relay:
-            assert relay.run().parked == 1
-            segment.refused_ids.clear()
-            with relay._write_engine.connect() as requeuing:
-                transaction = requeuing.begin()
-                assert queue.requeue(requeuing) == 1
-                store.submit_many(history[1:])  # the application writes meanwhile
-                _two_relays_around(db_url, segment, transaction.commit)
+        park_first(store, db_url, segment, history)
+        with store.engine.connect() as requeuing:
+            transaction = requeuing.begin()
+            assert queue.requeue(requeuing) == 1
+            store.submit_many(history[1:])  # the application writes meanwhile
+            _two_relays_around(db_url, segment, transaction.commit)
     assert Counter(segment.message_ids()) == {m["messageId"]: 1 for m in history}
 
 
@@ -140,7 +128,7 @@ def test_two_relays_on_sqlite_and_a_prune_lose_no_event(db_url: str, segment: Fa
         with relay_for(db_url, segment) as one, relay_for(db_url, segment) as two:
             sending = threading.Thread(target=one.run)
             sending.start()
-            _wait_for_request(segment, 0)
+            wait_for_request(segment, 0)
             assert two.run().delivered == 4
             assert two.prune(older_than=timedelta(0)) == 4
             store.submit_many(later)

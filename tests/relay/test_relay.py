@@ -36,7 +36,14 @@ from lifecycle.store.outbox import shard_of
 from lifecycle.store.schema import outbox
 from lifecycle.wire import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, sent_size
 from tests.relay.fake_segment import FakeSegment, free_port
-from tests.relay.helpers import FAST, assert_delivered, relay_for, submit_history
+from tests.relay.helpers import (
+    FAST,
+    assert_delivered,
+    park_first,
+    relay_for,
+    submit_history,
+    wait_for_request,
+)
 from tests.store.helpers import msg, onboarding
 from tests.tcp_proxy import TcpProxy
 
@@ -233,21 +240,15 @@ def test_requeuing_while_a_relay_sends_the_account_sends_nothing_twice(
     if backend == "sqlite":
         pytest.skip("SQLite takes one relay at a time (documented)")
     history = onboarding("acct_1")
-    segment.refuse(history[0]["messageId"])
     with Lifecycle(db_url, create_schema=True) as store:
-        store.submit(history[0])
-        with relay_for(db_url, segment) as relay:
-            assert relay.run().parked == 1
-        segment.refused_ids.clear()
+        park_first(store, db_url, segment, history)
         store.submit_many(history[1:])
     segment.slow(1.5)
     before = len(segment.requests)
     with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
         sending = threading.Thread(target=first.run)
         sending.start()
-        deadline = time.monotonic() + 10
-        while len(segment.requests) == before and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for_request(segment, before)
         assert [m["messageId"] for m in segment.requests[before].messages] == [
             m["messageId"] for m in history[1:]
         ]
