@@ -171,6 +171,7 @@ class _Segment:
     def __init__(self, write_key: str, host: str, timeout: float, gzip: bool) -> None:
         try:
             import requests
+            import urllib3
             from segment.analytics import request
         except ImportError as exc:
             raise RelayError(
@@ -189,6 +190,9 @@ class _Segment:
             requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema,
             requests.exceptions.TooManyRedirects,
+            # A host with an empty or overlong label ("api..segment.io"): urllib3 raises
+            # it when it connects, unwrapped by requests.
+            urllib3.exceptions.LocationValueError,
         )
         self._tls: type[Exception] = requests.exceptions.SSLError
         self._request_error: type[Exception] = requests.exceptions.RequestException
@@ -580,6 +584,10 @@ class Relay:
             raise ValueError(f"batch_size must be between 1 and {MAX_REQUEST_EVENTS}")
         if not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard {shard[0]} of {shard[1]}: expected 0 <= index < count")
+        if shard[1] > outbox.SHARDS:
+            # Accounts hash to 0..65535: a higher index matches none (and a count past 64
+            # bits overflowed SQLite's integers at the first read).
+            raise ValueError(f"shard {shard[0]} of {shard[1]}: at most {outbox.SHARDS} shards")
         _check_seconds("timeout", timeout)
         _check_seconds("poll_interval", poll_interval)
         _check_host(host)

@@ -26,7 +26,13 @@ from urllib.parse import unquote
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
 
 from lifecycle.errors import StoreError
 
@@ -305,8 +311,10 @@ def unreachable(exc: DBAPIError) -> bool:
     if isinstance(orig, sqlite3.Error):  # a file: busy is the only passing trouble
         return "locked" in str(orig) or "busy" in str(orig)
     sqlstate = getattr(orig, "sqlstate", False)
-    if sqlstate is not False:  # psycopg: None for a failure before the server answered
-        return sqlstate is None or str(sqlstate).startswith(("08", "57P", "53"))
+    if sqlstate is None:  # psycopg, before the server answered: a connection or a value
+        return isinstance(exc, OperationalError)  # (a NUL in text is a DataError)
+    if sqlstate is not False:
+        return str(sqlstate).startswith(("08", "57P", "53"))
     number = _error_codes(exc)[1]
     return isinstance(number, int) and (2000 <= number < 3000 or number in _MARIADB_UNREACHABLE)
 

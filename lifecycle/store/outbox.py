@@ -78,6 +78,10 @@ def assigned_message_id(account: str, version: int, payload: str) -> str:
     return str(uuid.uuid5(_ASSIGNED, f"{account}\0{version}\0{payload}"))
 
 
+#: How many shards accounts hash to (see :func:`shard_of`).
+SHARDS = 1 << 16
+
+
 def shard_of(account: str) -> int:
     """A stable hash of ``account`` in 0..65535: relay ``i`` of ``n`` takes ``shard % n == i``."""
     return zlib.crc32(account.encode("utf-8")) & 0xFFFF
@@ -316,11 +320,17 @@ def settle(
         _deliver(connection, delivered, at)
     if parked:
         connection.execute(
-            _PARK, [{"row_id": i, "error": reason[:_ERROR_CHARS]} for i, reason in parked]
+            _PARK, [{"row_id": i, "error": _storable(reason)} for i, reason in parked]
         )
     for start in range(0, len(failed), CHUNK):
         part = list(failed[start : start + CHUNK])
-        connection.execute(_FAIL, {"ids": part, "error": (error or "")[:_ERROR_CHARS]})
+        connection.execute(_FAIL, {"ids": part, "error": _storable(error or "")})
+
+
+def _storable(text: str) -> str:
+    """An answer as ``last_error`` keeps it: cut, and NUL written out (PostgreSQL's text
+    holds none, and a proxy's binary body may have one)."""
+    return text[:_ERROR_CHARS].replace("\0", "\\u0000")
 
 
 # -- status, parked rows, backfill --------------------------------------------------------

@@ -172,6 +172,40 @@ def test_a_parked_event_shows_every_attempt_and_the_answer(
     }
 
 
+def test_an_answer_with_a_nul_character_is_kept_and_the_event_parked(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """A proxy that refuses a message for good with a body holding a NUL character (a binary
+    page, say): the event is parked with the answer, as any refusal. PostgreSQL's text holds
+    no NUL, so recording the answer failed, was taken for a database outage, and the batch
+    was sent again and again, nothing ever recorded; `--once` gave up, exit 2."""
+    first = msg("Account Created", "u1", "acct_a")
+    segment.fail(400, times=20, body=b"refused\x00binary")
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit(first)
+        report = relay.run(max_failures=3)
+        (parked,) = relay.parked()
+    assert (report.parked, report.requests) == (1, 1)
+    assert parked.reason.startswith("HTTP 400: refused")
+    assert "binary" in parked.reason
+
+
+def test_a_transient_answer_with_a_nul_character_is_recorded_and_retried(
+    db_url: str, segment: FakeSegment
+) -> None:
+    """A 503 whose body holds a NUL is a Segment failure, retried with backoff; recording it
+    must not fail (on PostgreSQL it did, and the relay said the database was unavailable)."""
+    segment.fail(503, times=2, body=b"busy\x00")
+    with Lifecycle(db_url, create_schema=True) as store, relay_for(db_url, segment) as relay:
+        store.submit(msg("Account Created", "u1", "acct_a"))
+        with pytest.raises(RelayError, match="HTTP 503") as raised:
+            relay.run(max_failures=1)
+        assert "database" not in str(raised.value)
+        with relay.engine.connect() as conn:
+            error = conn.execute(outbox.select().with_only_columns(outbox.c.last_error)).scalar()
+    assert error is not None and error.startswith("HTTP 503: busy")
+
+
 def test_a_requeued_event_goes_behind_the_events_pending_before_it(
     db_url: str, segment: FakeSegment
 ) -> None:
@@ -733,6 +767,22 @@ def test_a_host_the_client_cannot_send_to_is_refused_up_front(host: str, tmp_pat
     assert not (tmp_path / "never.db").exists()
 
 
+@pytest.mark.parametrize("host", ["https://api..segment.io", f"http://{'a' * 64}.example"])
+def test_a_host_with_an_empty_or_overlong_label_is_a_relay_error(host: str, tmp_path: Path) -> None:
+    """A typo such as a doubled dot, or a DNS label over 63 characters: the HTTP client's
+    urllib3 raises LocationParseError, which escaped the relay's handling of the client's
+    errors: a traceback and exit 70 from `lifecycle relay`, instead of a RelayError
+    (exit 2) naming the host, as for `http://.`."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with Lifecycle(url, create_schema=True) as store:
+        store.submit(msg("Account Created", "u1", "acct_a"))
+    with (
+        pytest.raises(RelayError),
+        Relay(url, write_key="k", host=host, timeout=2.0, backoff=FAST) as relay,
+    ):
+        relay.run(max_failures=1)
+
+
 def test_messages_are_sent_as_stored(db_url: str, segment: FakeSegment) -> None:
     """messageId kept (or derived), timestamp kept (or the stored time), sentAt dropped."""
     with Lifecycle(db_url, create_schema=True) as store:
@@ -1231,6 +1281,24 @@ def test_batch_sizes_and_shards_out_of_range_are_refused_up_front(
         Relay(f"sqlite:///{tmp_path / 'r.db'}", write_key="k", **options)
     with Relay(f"sqlite:///{tmp_path / 'r.db'}", write_key="k", batch_size=2500) as relay:
         assert relay.batch_size == 2500
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_shard_count_past_the_databases_integers_is_refused_up_front(db_url: str) -> None:
+    """A shard count no database integer holds is refused when the relay is made, like a
+    count of 0: SQLite's driver raised OverflowError at the first read instead, and
+    `relay --shard 0/99999999999999999999` ended in a traceback, exit 70."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit(msg("Account Created", "u1", "acct_a"))
+    with pytest.raises(ValueError, match="shard"):
+        Relay(db_url, write_key="k", host="http://127.0.0.1:9", shard=(0, 2**64)).close()
+    done = subprocess.run(
+        [sys.executable, "-m", "lifecycle", "relay", "--db", db_url, "--write-key", "k",
+         "--host", "http://127.0.0.1:9", "--shard", f"0/{2**64}", "--max-failures", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

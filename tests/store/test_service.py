@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import create_engine, delete, event, make_url, text
+from sqlalchemy.exc import DBAPIError
 
 from lifecycle import (
     DEFAULT_POLICY,
@@ -34,8 +35,10 @@ from lifecycle.reader import InputLine
 from lifecycle.service import Lifecycle
 from lifecycle.state import AccountState
 from lifecycle.store.engine import create_engine as lifecycle_engine
+from lifecycle.store.engine import unreachable
 from lifecycle.store.schema import account_heads
 from tests.policies import PAUSING
+from tests.store.conftest import server_url
 from tests.store.helpers import msg, onboarding
 from tests.tcp_proxy import TcpProxy
 
@@ -1235,3 +1238,22 @@ def test_a_closed_store_refuses_to_be_used(db_url: str) -> None:
             use()
     with Lifecycle(db_url) as again:
         assert [e.event for e in again.events()] == ["Account Created"]
+
+
+@pytest.mark.postgres
+def test_a_value_the_driver_refuses_is_no_outage() -> None:
+    """psycopg refuses a NUL in text before the server answers (no SQLSTATE): that is
+    a bad value, which every retry would meet again, not a database to wait for; a
+    refused connection, also without SQLSTATE, is one."""
+    engine = lifecycle_engine(server_url("postgres"))
+    try:
+        with engine.connect() as connection, pytest.raises(DBAPIError) as bad_value:
+            connection.execute(text("SELECT CAST(:t AS text)"), {"t": "a\0b"})
+        assert bad_value.value.orig.sqlstate is None  # type: ignore[union-attr]
+        assert not unreachable(bad_value.value)
+    finally:
+        engine.dispose()
+    refused = lifecycle_engine("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(DBAPIError) as no_server:
+        refused.connect()
+    assert unreachable(no_server.value)
