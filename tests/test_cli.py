@@ -1367,12 +1367,12 @@ def test_read_commands_refuse_a_file_that_holds_no_store(tmp_path: Path) -> None
                 "lifecycle schema; `lifecycle db upgrade` sets one up in it"
             ]
         assert _tables(path) == tables
-    assert lifecycle("db", "current", "--db", f"sqlite:///{own}").stdout == b"base (head is 0008)\n"
+    assert lifecycle("db", "current", "--db", f"sqlite:///{own}").stdout == b"base (head is 0009)\n"
     # A store at an older revision is still migrated by the first command that reads it.
     old = tmp_path / "old.db"
     assert lifecycle("db", "upgrade", "0006", "--db", f"sqlite:///{old}").returncode == 0
     assert lifecycle("accounts", "list", "--db", f"sqlite:///{old}").returncode == 0
-    assert lifecycle("db", "current", "--db", f"sqlite:///{old}").stdout == b"0008 (head)\n"
+    assert lifecycle("db", "current", "--db", f"sqlite:///{old}").stdout == b"0009 (head)\n"
 
 
 def test_ingest_of_a_missing_file_creates_no_store(tmp_path: Path) -> None:

@@ -66,6 +66,13 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     open raises :class:`StoreError` (its password hidden).
     """
     parsed = parse_url(url)
+    if parsed.get_backend_name() in ("mysql", "mariadb") and not parsed.database:
+        # Without one, SQLAlchemy's reflection failed an assertion: exit 70, "a bug".
+        shown = parsed.render_as_string(hide_password=True)
+        raise StoreError(
+            f"cannot open the event store: {shown!r} names no database; the database URL"
+            f" {_EXPECTED}"
+        )
     try:
         target, options = _with_settings(parsed, kwargs)
         engine = sqlalchemy.create_engine(target, **options)

@@ -19,6 +19,7 @@ from lifecycle.service import Lifecycle
 from lifecycle.store import migrate
 from lifecycle.store.engine import create_engine
 from lifecycle.store.schema import quarantine
+from tests.store.conftest import server_url
 from tests.store.helpers import msg, onboarding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +66,27 @@ def test_mariadb_text_compares_byte_for_byte_after_0006(db_url: str) -> None:
         migrate.downgrade(engine, "0005")
         with engine.connect() as connection:
             assert "utf8mb4_nopad_bin" not in connection.execute(query).scalars().all()
+        migrate.upgrade(engine)
+        assert migrate.differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+@pytest.mark.parametrize("charset", ["latin1", "utf8mb3"])
+def test_mariadb_database_of_another_default_charset_matches_the_models(
+    db_url: str, charset: str
+) -> None:
+    """A database whose default character set is not utf8mb4 (latin1 is MariaDB's own
+    default before 11.6, utf8mb3 that of many older set-ups) gets tables in it from 0001 to
+    0005; 0006's CONVERT TO utf8mb4 then widens every TEXT column to MEDIUMTEXT, so that a
+    store just migrated differs from the table definitions and `db check` exits 1."""
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                f"ALTER DATABASE {engine.url.database} CHARACTER SET {charset}"
+            )
         migrate.upgrade(engine)
         assert migrate.differences(engine) == []
     finally:
@@ -197,7 +219,7 @@ def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: P
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr == (
             "lifecycle: error: unknown revision '00x9': the revisions are base, 0001, 0002, "
-            f"0003, 0004, 0005, 0006, 0007, {head} and head (or a step from the current one,"
+            f"0003, 0004, 0005, 0006, 0007, 0008, {head} and head (or a step from the current one,"
             " such as -1)\n"
         )
     for command, target, why in (
@@ -206,7 +228,7 @@ def test_an_unknown_target_revision_is_refused_naming_the_known_ones(tmp_path: P
         ("upgrade", "base", "an upgrade goes forward"),
         ("upgrade", "-1", "an upgrade goes forward"),
         ("upgrade", "+1", "Relative revision +1 didn't produce 1 migrations"),
-        ("downgrade", "-9", "Relative revision -9 didn't produce 9 migrations"),
+        ("downgrade", "-10", "Relative revision -10 didn't produce 10 migrations"),
         (
             "upgrade",
             "0001",
@@ -246,6 +268,21 @@ def test_db_commands(db_url: str, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert run_cli("db", "current", "--db", db_url, cwd=tmp_path).stdout.startswith("base")
     assert run_cli("db", "check", "--db", db_url, cwd=tmp_path).returncode == 1
+
+
+@pytest.mark.mariadb
+def test_a_mariadb_url_that_names_no_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`mariadb://user@host` (no database after the host) crashed every command with an
+    AssertionError deep in SQLAlchemy's reflection, exit 70 "internal error (a bug)",
+    instead of saying that the URL names no database (exit 2)."""
+    url = sqlalchemy.make_url(server_url("mariadb"))._replace(database=None)
+    shown = url.render_as_string(hide_password=False)
+    assert sqlalchemy.make_url(shown).database is None  # never the server's own database
+    for command in (("db", "upgrade"), ("db", "current"), ("db", "check"), ("accounts", "list")):
+        done = run_cli(*command, "--db", shown, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, ""), (command, done.stderr)
+        (error,) = done.stderr.splitlines()
+        assert error.startswith("lifecycle: error: ") and "database" in error, error
 
 
 def test_an_applications_own_alembic_schema_is_left_alone(db_url: str, tmp_path: Path) -> None:
