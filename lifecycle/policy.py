@@ -307,10 +307,15 @@ class Policy:
         alias, its name as the label."""
         lines = ["stateDiagram-v2"]
         ids = {state: state for state in self.states}
+        taken = {state.lower() for state in self.states}
         for n, state in enumerate(self.states):
-            if state != self.initial and not _MERMAID_ID.fullmatch(state):
-                ids[state] = f"s{n}"
-                lines.append(f'    state "{_mermaid_text(state)}" as s{n}')
+            if state != self.initial and not _mermaid_id(state):
+                alias = f"s{n}"
+                while alias.lower() in taken:  # a state of that name: another id
+                    alias = f"_{alias}"
+                taken.add(alias.lower())
+                ids[state] = alias
+                lines.append(f'    state "{_mermaid_text(state)}" as {alias}')
         for (src, dest), labels in edges.items():
             left = "[*]" if src == self.initial else ids[src]
             text = "<br/>".join(_mermaid_text(label) for label in labels)
@@ -324,9 +329,9 @@ class Policy:
         lines.append(f"    {_dot_id(self.initial)} [shape=point];")
         lines.extend(f"    {_dot_id(state)} [shape=doublecircle];" for state in self.final)
         for (src, dest), labels in edges.items():
-            # "\n" is dot's line break inside a label; a backslash of a name is doubled.
-            label = "\\n".join(label.replace("\\", "\\\\") for label in labels)
-            lines.append(f"    {_dot_id(src)} -> {_dot_id(dest)} [label={_dot_id(label)}];")
+            # "\n" is dot's line break inside a label.
+            label = '"' + "\\n".join(_dot_text(label) for label in labels) + '"'
+            lines.append(f"    {_dot_id(src)} -> {_dot_id(dest)} [label={label}];")
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -345,25 +350,39 @@ class Policy:
         return f"<Policy {self.name!r} {len(self.states)} states, {len(self.events)} events>"
 
 
-#: A state name Mermaid reads as one id as it stands (and not as one of its keywords).
-_MERMAID_ID = re.compile(r"(?!(?:state|note|direction|class|classDef|end)\Z)[A-Za-z_][\w]*", re.A)
+#: A state name Mermaid reads as one id as it stands.
+_MERMAID_ID = re.compile(r"[A-Za-z_][\w]*", re.A)
+#: Words Mermaid's stateDiagram lexer reads as keywords, in any case (it is case-insensitive).
+_MERMAID_KEYWORDS = frozenset({
+    "state", "note", "direction", "class", "classdef", "end", "default", "click", "href",
+    "style", "scale", "acctitle", "accdescr", "hide", "root_start", "root_end",
+})  # fmt: skip
+
+
+def _mermaid_id(state: str) -> bool:
+    """Whether Mermaid reads ``state`` as one id, and not as one of its keywords."""
+    return bool(_MERMAID_ID.fullmatch(state)) and state.lower() not in _MERMAID_KEYWORDS
 
 
 def _mermaid_text(text: str) -> str:
-    """``text`` for a Mermaid label or quoted name: its quotes, colons and angle brackets
-    as entity codes, which Mermaid shows as the characters."""
-    return (
-        text.replace("#", "#35;")
-        .replace('"', "#quot;")
-        .replace(":", "#58;")
-        .replace("<", "#lt;")
-        .replace(">", "#gt;")
-    )
+    """``text`` for a Mermaid label or quoted name: its quotes, colons, semicolons (the end
+    of a statement) and angle brackets as entity codes, which Mermaid shows as the
+    characters. In one pass: the codes hold ``#`` and ``;`` themselves."""
+    return "".join(_MERMAID_ENTITIES.get(char, char) for char in text)
+
+
+_MERMAID_ENTITIES = {"#": "#35;", '"': "#quot;", ":": "#58;", ";": "#59;", "<": "#lt;", ">": "#gt;"}
 
 
 def _dot_id(text: str) -> str:
     """``text`` as a quoted dot id: in a quoted string dot reads only ``\\"`` as an escape."""
-    return '"' + text.replace('"', '\\"') + '"'
+    return '"' + _dot_text(text) + '"'
+
+
+def _dot_text(text: str) -> str:
+    """``text`` inside a quoted dot string: its quotes escaped and its backslashes doubled
+    (a name ending in one escaped the closing quote; dot shows ``\\\\`` as one)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 # -- building ------------------------------------------------------------------------------
@@ -385,6 +404,12 @@ def _by_name(policy: str, guards: Iterable[Guard]) -> dict[str, Guard]:
     for guard in guards:
         if not isinstance(guard, Guard):
             raise PolicyError(f"policy {policy!r}: guards must be Guards, got {guard!r}")
+        if not _name_like(guard.name) or not _name_like(guard.code) or not callable(guard.check):
+            raise PolicyError(
+                f"policy {policy!r}: guard {guard.name!r}: its name and code must be non-empty "
+                f"strings and its check a function, got code {guard.code!r}, "
+                f"check {guard.check!r}"
+            )
         if found.get(guard.name, guard) != guard:
             raise PolicyError(
                 f"policy {policy!r}: two guards are named {guard.name!r}: a transition names "
@@ -392,6 +417,11 @@ def _by_name(policy: str, guards: Iterable[Guard]) -> dict[str, Guard]:
             )
         found[guard.name] = guard
     return found
+
+
+def _name_like(value: object) -> bool:
+    """A name or code a policy can use: a non-empty string."""
+    return isinstance(value, str) and value != ""
 
 
 def _normalize(t: Mapping[str, Any]) -> dict[str, Any]:
@@ -403,6 +433,8 @@ def _normalize(t: Mapping[str, Any]) -> dict[str, Any]:
         raise PolicyError(f"transition {dict(t)!r}: needs 'trigger' and 'source'")
     if not isinstance(t["trigger"], str):
         raise PolicyError(f"transition {dict(t)!r}: 'trigger' is one event name")
+    if not isinstance(t.get("dest"), (str, type(None))):
+        raise PolicyError(f"transition {dict(t)!r}: 'dest' is one state, or None")
 
     def as_list(value: Any) -> list[str]:
         if value is None:
@@ -432,6 +464,15 @@ def _check_definition(policy: Policy) -> None:
     for spec in policy.events:
         if not isinstance(spec, EventSpec):
             raise PolicyError(f"{where}: events must be EventSpecs, got {spec!r}")
+        if (
+            not _name_like(spec.name)
+            or not isinstance(spec.aliases, (tuple, list))
+            or not all(_name_like(alias) for alias in spec.aliases)
+        ):
+            raise PolicyError(
+                f"{where}: event {spec.name!r}: its name must be a non-empty string and its "
+                f"aliases a tuple of them, got aliases {spec.aliases!r}"
+            )
         for prop, kind in spec.properties.items():
             if not isinstance(kind, PropertyType):
                 raise PolicyError(
@@ -443,9 +484,17 @@ def _check_definition(policy: Policy) -> None:
     if duplicates:
         raise PolicyError(f"{where}: event names defined twice: {sorted(duplicates)}")
     canonical = {spec.name for spec in policy.events}
-    for event in policy.refusals:
+    for event, refusal in policy.refusals.items():
         if event not in canonical:
             raise PolicyError(f"{where}: a refusal for {event!r}, which is not in the catalog")
+        if not isinstance(refusal, Refusal) or not _name_like(refusal.code):
+            raise PolicyError(
+                f"{where}: the refusal for {event!r} must be a Refusal with a non-empty "
+                f"code, got {refusal!r}"
+            )
+    for name, effect in policy.effects.items():
+        if not callable(effect):
+            raise PolicyError(f"{where}: effect {name!r} is not a function: {effect!r}")
     seen: set[tuple[str, str]] = set()
     for t in policy.transitions:
         trigger = t["trigger"]
@@ -594,13 +643,13 @@ def _fingerprint(policy: Policy) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _code_digest(fn: Callable[..., Any]) -> str:
+def _code_digest(fn: Callable[..., Any], depth: int = 0) -> str:
     """A hash of what ``fn`` runs: its bytecode, constants, defaults, the values it closes
     over, and the same of the functions it calls by name from its module (for a
     partial: its function and arguments). Other callables count by their type's name;
     the same Python version gives the same digest in every process."""
     parts: list[bytes] = []
-    _describe(fn, parts, depth=0, seen=set())
+    _describe(fn, parts, depth=depth, seen=set())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
@@ -615,7 +664,7 @@ def _describe(value: Any, parts: list[bytes], depth: int, seen: set[int]) -> Non
     if isinstance(value, functools.partial):
         parts.append(b"partial")
         _describe(value.func, parts, depth + 1, seen)
-        parts.append(_stable_repr((value.args, sorted(value.keywords.items()))).encode())
+        parts.append(_stable_repr((value.args, sorted(value.keywords.items())), depth + 1).encode())
         return
     code = getattr(value, "__code__", None)
     if not isinstance(code, types.CodeType):
@@ -623,8 +672,8 @@ def _describe(value: Any, parts: list[bytes], depth: int, seen: set[int]) -> Non
         return
     seen.add(id(value))
     _describe_code(code, parts)
-    parts.append(_stable_repr(getattr(value, "__defaults__", None)).encode())
-    parts.append(_stable_repr(getattr(value, "__kwdefaults__", None)).encode())
+    parts.append(_stable_repr(getattr(value, "__defaults__", None), depth + 1).encode())
+    parts.append(_stable_repr(getattr(value, "__kwdefaults__", None), depth + 1).encode())
     for cell in getattr(value, "__closure__", None) or ():
         try:
             content = cell.cell_contents
@@ -634,7 +683,7 @@ def _describe(value: Any, parts: list[bytes], depth: int, seen: set[int]) -> Non
         if callable(content):
             _describe(content, parts, depth + 1, seen)
         else:
-            parts.append(_stable_repr(content).encode())
+            parts.append(_stable_repr(content, depth + 1).encode())
     # A helper it calls by name, or a constant of its module it reads: changing either
     # changes what this function does.
     found = getattr(value, "__globals__", {})
@@ -705,6 +754,11 @@ def _stable_repr(value: Any, depth: int = 0) -> str:
     if value is None or isinstance(value, (str, bytes, float, complex, bool, enum.Enum)):
         return repr(value)
     kind = type(value).__qualname__
+    if isinstance(value, (types.FunctionType, functools.partial)):
+        # A function held in a container or an object's field: by what it runs, as one
+        # closed over directly is (``chain(a, b)`` closes over a tuple of effects).
+        name = getattr(value, "__qualname__", kind)
+        return f"<{getattr(value, '__module__', '?')}.{name}:{_code_digest(value, deeper)}>"
     if isinstance(value, types.ModuleType):
         return f"<module {value.__name__}>"
     if dataclasses.is_dataclass(value):

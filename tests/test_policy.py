@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -774,3 +775,205 @@ def test_unknown_diagram_format() -> None:
     """A diagram format other than mermaid or dot raises ValueError naming it."""
     with pytest.raises(ValueError, match=r"unknown diagram format 'svg'"):
         DEFAULT_POLICY.diagram("svg")
+
+
+# -- hunt11: diagrams of names Mermaid or dot misread ------------------------------------------
+
+
+def _holding(*states: str, events: tuple[str, ...] = ()) -> Policy:
+    """The default policy with ``states`` added, each reached from ``created`` by an event of
+    its own (``events``, else ``To <n>``) and left by ``Account Deleted``."""
+    names = list(events) or [f"To {n}" for n in range(len(states))]
+    return DEFAULT_POLICY.extend(
+        name="holding",
+        states=list(states),
+        events=[EventSpec(name) for name in names],
+        transitions=[
+            *(
+                {"trigger": e, "source": "created", "dest": s}
+                for e, s in zip(names, states, strict=True)
+            ),
+            {"trigger": "Account Deleted", "source": list(states), "dest": "deleted"},
+        ],
+        refusals={
+            **{name: Refusal("not_from_here", "a new account") for name in names},
+            **dict.fromkeys([*USER_EVENTS, "Trial Started", "Trial Ended"],
+                            Refusal("elsewhere", "another state")),
+        },
+    )  # fmt: skip
+
+
+#: Words Mermaid's stateDiagram lexer reads as keywords, in any case (its lexer is
+#: case-insensitive): a state drawn under one of them as its id fails to parse, or loses
+#: its edges (checked with mermaid 11's own parser).
+MERMAID_KEYWORDS = ("default", "click", "href", "style", "scale", "accTitle", "accDescr",
+                    "Note", "NOTE", "Class", "classdef", "State")  # fmt: skip
+
+
+def _mermaid_ids(policy: Policy, text: str) -> dict[str, str]:
+    """The id each state of ``policy`` is drawn under in the Mermaid ``text``."""
+    aliases = {
+        _unentity(name): alias
+        for name, alias in re.findall(r'^    state "(.+)" as (\S+)$', text, re.M)
+    }
+    return {state: aliases.get(state, state) for state in policy.states}
+
+
+@pytest.mark.parametrize("state", MERMAID_KEYWORDS)
+def test_mermaid_does_not_draw_a_state_under_a_keyword(state: str) -> None:
+    """A state named ``default``, ``style``, ``click``... or ``Note`` (the keyword ``note`` in
+    another case) was drawn under its own name as its id: Mermaid refuses the diagram
+    ("Expecting 'ID', got 'DEFAULT'", "Lexical error") or, for ``State``, drops its edges.
+    Only six keywords, in one case each, were declared under an alias."""
+    policy = _holding(state)
+    text = policy.diagram("mermaid")
+    drawn = _mermaid_ids(policy, text)[state]
+    assert drawn.lower() not in {k.lower() for k in MERMAID_KEYWORDS}, text
+
+
+def test_mermaid_aliases_never_take_the_name_of_another_state() -> None:
+    """A state named ``s6`` and a state that needs an alias at index 6 (``on hold``) were
+    drawn as one state: the alias ``s6`` was the other state's id, so the edges of both
+    met in one box and the diagram no longer matched the machine."""
+    policy = _holding("s6", "on hold")  # states: none, created, trial, active, deleted, s6, on hold
+    assert policy.states.index("on hold") == 6
+    text = policy.diagram("mermaid")
+    ids = _mermaid_ids(policy, text)
+    assert len(set(ids.values())) == len(policy.states), ids
+    by_id = {v: k for k, v in ids.items()}
+    edges = {
+        (by_id.get(src, src), by_id.get(dest, dest), label)
+        for src, dest, label in mermaid_edges(policy, text)
+    }
+    assert edges == table_edges(policy)
+
+
+def test_mermaid_keeps_an_event_name_with_a_semicolon_whole() -> None:
+    """Mermaid ends a statement at ``;``: the label of ``Paused; billing`` was drawn as
+    ``Paused`` (and ``&amp;`` cut the same way). A semicolon must be written as an entity,
+    as ``#`` and ``:`` are."""
+    policy = _holding("held", events=("Paused; billing",))
+    text = policy.diagram("mermaid")
+    (line,) = [line for line in text.splitlines() if "Paused" in line]
+    label = line.split(": ", 1)[1]
+    assert ";" not in label.replace("#59;", "").replace("#35;", "").replace("#58;", "")
+    assert "Paused" in label and "billing" in label
+
+
+#: A quoted dot id: dot reads only ``\"`` as an escape in one.
+_DOT_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+
+
+@pytest.mark.parametrize(
+    ("state", "name"),
+    [("on\\", "p"), ('a\\"b', "p"), ("held", "policy\\")],
+    ids=["state ending in a backslash", "state with backslash and quote", "policy name"],
+)
+def test_dot_quotes_names_with_backslashes(state: str, name: str) -> None:
+    """A state or policy name ending in a backslash was written as ``"on\\"``: dot reads the
+    backslash and the closing quote as an escaped quote, and refuses the graph ("syntax
+    error in line 10 near ']'"). Labels doubled their backslashes; names did not."""
+    policy = _holding(state).extend(name=name)
+    dot = policy.diagram("dot")
+    assert re.match(rf"digraph {_DOT_QUOTED} {{\n", dot), dot.splitlines()[0]
+    edge_lines = [line for line in dot.splitlines() if " -> " in line]
+    for line in edge_lines:
+        edge = rf"    {_DOT_QUOTED} -> {_DOT_QUOTED} \[label={_DOT_QUOTED}\];"
+        assert re.fullmatch(edge, line), line
+    if shutil.which("dot"):
+        run = subprocess.run(["dot", "-Tplain"], input=dot.encode(), capture_output=True)
+        assert run.returncode == 0, run.stderr.decode()
+
+
+# -- hunt11: definitions of the wrong kind --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extension",
+    [
+        {"refusals": {"Trial Started": "trial_already_started"}},
+        {"refusals": {"Trial Started": Refusal(None, "an account gets one trial")}},  # type: ignore[arg-type]
+        {"refusals": {"Trial Started": Refusal("", "an account gets one trial")}},
+    ],
+    ids=["refusal as a string", "refusal code None", "empty refusal code"],
+)
+def test_a_refusal_of_the_wrong_kind_is_a_policy_error(extension: dict[str, Any]) -> None:
+    """A refusal given as its code (a string) raised ``AttributeError: 'str' object has no
+    attribute 'guards'`` from ``Policy.codes``, and a code of None a ``TypeError`` from the
+    length check; an empty code was taken, and rejections went out with code ``""``. Guards,
+    property types and triggers of the wrong kind are PolicyErrors naming them."""
+    with pytest.raises(PolicyError, match=r"Trial Started|refusal|code"):
+        DEFAULT_POLICY.extend(**extension)
+
+
+@pytest.mark.parametrize("code", [None, 42, ""], ids=["None", "int", "empty"])
+def test_a_guard_code_of_the_wrong_kind_is_a_policy_error(code: Any) -> None:
+    """``Guard("vip", None, check)`` raised ``TypeError: object of type 'NoneType' has no
+    len()`` from deep inside the build; an empty code was taken."""
+    with pytest.raises(PolicyError, match="vip"):
+        DEFAULT_POLICY.with_guard("Signed In", Guard("vip", code, _always))
+
+
+def test_aliases_given_as_one_string_are_not_its_letters() -> None:
+    """``EventSpec("Account Held", aliases="Held")`` (a string, not a tuple) made each letter
+    an alias: ``H``, ``e``, ``l`` and ``d`` became lifecycle events, so an unrelated track
+    call named ``e`` was judged (``account_unknown``) instead of ignored. The policy must
+    refuse it, or take the string as one alias."""
+    try:
+        policy = DEFAULT_POLICY.extend(
+            states=["held"],
+            events=[EventSpec("Account Held", aliases="Held")],  # type: ignore[arg-type]
+            transitions=[
+                {"trigger": "Account Held", "source": "created", "dest": "held"},
+                {"trigger": "Account Deleted", "source": "held", "dest": "deleted"},
+            ],
+            refusals={
+                "Account Held": Refusal("not_holdable", "a new account"),
+                **dict.fromkeys([*USER_EVENTS, "Trial Started", "Trial Ended"],
+                                Refusal("elsewhere", "another state")),
+            },
+        )  # fmt: skip
+    except PolicyError:
+        return
+    assert "e" not in policy.catalog
+    verdict = Gate(policy).submit({"event": "e", "userId": "u1", "context": CTX})
+    assert verdict.verdict == "ignored"
+
+
+# -- hunt11: fingerprints ------------------------------------------------------------------------
+
+
+def _clear_users(state: AccountState, event: Event) -> Change:
+    return {}, state.trial
+
+
+def _chain(*effects: Any) -> Any:
+    """An effect that runs ``effects`` in turn (a combinator closing over a tuple of them)."""
+
+    def chained(state: AccountState, event: Event) -> Change:
+        change: Change = (state.users, state.trial)
+        for effect in effects:
+            change = effect(state, event)
+        return change
+
+    return chained
+
+
+def test_fingerprint_sees_the_functions_a_closure_holds_in_a_tuple() -> None:
+    """An effect closing over a tuple of effects (``chain(a)`` vs ``chain(b)``) had one
+    fingerprint whatever the functions: each was hashed as ``function{}``. Snapshots folded
+    by one were trusted by the other, so ``load()`` mixed two policies' states. A single
+    function closed over counts by its code; one in a tuple must too."""
+    one = tiny(effects={"unchanged": _chain(_unchanged)})
+    other = tiny(effects={"unchanged": _chain(_clear_users)})
+    assert one.fingerprint != other.fingerprint
+    assert one.fingerprint == tiny(effects={"unchanged": _chain(_unchanged)}).fingerprint
+
+
+def test_a_target_state_of_the_wrong_kind_is_a_policy_error() -> None:
+    """``"dest": ["trial"]`` (a list, as ``source`` may be) raised ``TypeError: unhashable
+    type: 'list'`` from deep inside the build, not a PolicyError naming the transition."""
+    with pytest.raises(PolicyError, match="Trial Started"):
+        DEFAULT_POLICY.extend(
+            transitions=[{"trigger": "Trial Started", "source": "active", "dest": ["trial"]}]
+        )
