@@ -104,6 +104,8 @@ def decode(line: bytes | str) -> tuple[list[Item], bool]:
                 # message in a batch is.
                 return [value], False
         return [Malformed(reason)], False
+    if _size(line) > _SURELY_SMALL and (size := _compact_size(value)) > MAX_BYTES:
+        return [Malformed(too_large(int(size)))], False
     return [value], True
 
 
@@ -151,6 +153,11 @@ def _not_utf8(line: bytes | str) -> str:
 #: neither too deep nor too large, and needs no look.
 _SHORT = 2 * MAX_DEPTH
 
+#: A message can be longer as compact JSON than as written: a number written short is
+#: written back in full (``9e15``, 4 bytes, is ``9000000000000000.0``, 18), at most 4.5
+#: times as long. A line no longer than this cannot hold a message over MAX_BYTES.
+_SURELY_SMALL = MAX_BYTES * 2 // 9
+
 
 def _batch(line: bytes | str, value: dict[str, Any], batch: list[Any]) -> list[Item]:
     """The items of a batch line, each refused that nests too deep or is too large."""
@@ -159,7 +166,7 @@ def _batch(line: bytes | str, value: dict[str, Any], batch: list[Any]) -> list[I
         return items
     # Most lines are cleared by counting their opening brackets.
     deep = _brackets(line) > MAX_DEPTH
-    large = _size(line) > MAX_BYTES
+    large = _size(line) > _SURELY_SMALL
     if deep or large:
         # The line is no measure of its items: look at each.
         items = [_refused(item, deep, large) for item in items]

@@ -12,6 +12,7 @@ import io
 import os
 import stat
 import sys
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -255,7 +256,8 @@ def _lines(paths: Sequence[str], names: Mapping[str, str] | None) -> Iterator[In
                         yield InputLine(name, number, raw[: messages.MAX_BYTES], again, size, shown)
                     elif raw and not raw.isspace():  # blank? (unlike strip(), copies nothing)
                         yield InputLine(name, number, raw, again, shown=shown)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            # zlib.error: gzip data that cannot be inflated (a damaged block, not a cut).
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
                 raise InputError(f"cannot read {path} after line {number}: {exc}") from exc
             finally:
                 if path != STDIN:

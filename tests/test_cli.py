@@ -344,6 +344,21 @@ def test_gzip_input(tmp_path: Path) -> None:
     assert [r.get("code") for r in records] == [None, "user_unknown"]
 
 
+@pytest.mark.parametrize("command", ["check", "ingest"])
+def test_a_gzip_file_with_damaged_data_is_unreadable_input(tmp_path: Path, command: str) -> None:
+    """Compressed data that zlib cannot inflate (a damaged block, not a file cut short) is
+    input that cannot be read to its end, as a truncated gzip file is: one line, exit 2.
+    zlib's own error escaped the reader as a bug, exit 70 with a traceback."""
+    reserved_block = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\x07" + b"\x00" * 16
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(line("Account Created") + b"\n") + reserved_block)
+    store = ["--db", f"sqlite:///{tmp_path / 'store.db'}"] if command == "ingest" else []
+    result = lifecycle(command, path, *store, "--format", "jsonl")
+    assert result.returncode == 2, result.stderr.decode()
+    (message,) = result.stderr.decode().splitlines()
+    assert message.startswith(f"lifecycle: error: cannot read {path} after line 1: ")
+
+
 def test_a_gzip_file_is_closed_once_read(tmp_path: Path) -> None:
     """Reading a gzip file leaves no file open (the file under the gzip reader stayed open
     until it was collected, a ResourceWarning)."""
@@ -391,6 +406,27 @@ def test_a_line_too_long_is_not_read_whole(monkeypatch: pytest.MonkeyPatch, tmp_
         b"a" * 105,
         True,
     )
+
+
+@pytest.mark.parametrize("sort", [[], ["--sort-by", "timestamp"]])
+def test_check_gives_the_reason_ingest_gives_for_a_line_over_the_message_limit(
+    tmp_path: Path, sort: list[str]
+) -> None:
+    """`ingest` judges input exactly like `check`, with the same output: a line over 4 MiB
+    had a reason of its own in plain `check` (without "the quarantine keeps its first ..."),
+    while `check --sort-by timestamp` and `ingest` gave the longer one."""
+    from lifecycle.messages import MAX_BYTES
+
+    path = write(
+        tmp_path / "large.jsonl",
+        line("Account Created", properties={"note": "x" * MAX_BYTES}),
+        b'{"not json' + b" " * MAX_BYTES,
+    )
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    checked = lifecycle("check", path, *sort, "--format", "jsonl")
+    ingested = lifecycle("ingest", path, "--db", db, *sort, "--format", "jsonl")
+    assert ingested.returncode == checked.returncode == 1
+    assert [r["reason"] for r in verdicts(checked)] == [r["reason"] for r in verdicts(ingested)]
 
 
 def test_a_malformed_line_of_the_largest_message_size_is_quarantined_whole() -> None:

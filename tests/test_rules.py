@@ -1091,6 +1091,19 @@ def test_messages_over_4_mib_are_malformed() -> None:
     assert verdicts[-1].code == "malformed_json"
 
 
+def test_a_message_longer_as_compact_json_than_as_written_is_measured_as_compact_json() -> None:
+    """The 4 MiB limit counts compact JSON, as the store writes a batch item. A number written
+    short (`9e15`) is written back 4.5 times as long (`9000000000000000.0`): such a message
+    on a line under 4 MiB was taken (here `ignored`) alone or in a batch of one, and was
+    `malformed_json` in a batch line over 4 MiB, where every item is measured."""
+    numbers = b",".join([b"9e15"] * 250_000)
+    message = b'{"type": "identify", "userId": "u1", "traits": {"xs": [' + numbers + b"]}}"
+    assert len(message) < 2 << 20 and len(orjson.dumps(orjson.loads(message))) > 4 << 20
+    one, four = (b'{"batch": [' + b", ".join([message] * n) + b"]}" for n in (1, 4))
+    found = [[v.code for v in Gate().submit_line(line)] for line in (message, one, four)]
+    assert found == [["malformed_json"], ["malformed_json"], ["malformed_json"] * 4]
+
+
 def test_submit_line_of_a_single_message() -> None:
     """A line holding one message gives one verdict, accepting str or bytes."""
     gate = Gate()

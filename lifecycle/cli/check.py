@@ -15,6 +15,7 @@ from lifecycle.cli.common import (
     sigterm_interrupts,
 )
 from lifecycle.gate import Gate
+from lifecycle.messages import MAX_BYTES
 from lifecycle.reader import items_of, read_lines
 from lifecycle.sorting import sorted_by_timestamp
 
@@ -78,10 +79,12 @@ def _judge(args: argparse.Namespace) -> int:
     submit_line, add = gate.submit_line, report.add
     with progress(args.files, "check") as bar:
         for line in read_lines(args.files):
-            if line.oversize:  # not read whole: its start is no message, as items_of says
+            if line.oversize or len(line.raw) > MAX_BYTES:
+                # Not read whole (its start is no message), or a reason may note what the
+                # quarantine keeps of it: as items_of says, as `ingest` reports it.
                 for it in items_of(line):
                     add(it.file, it.line, it.index, gate.submit_item(it.item))
-                bar.advance(line.oversize)
+                bar.advance(line.oversize or len(line.raw))
                 continue
             for index, verdict in enumerate(submit_line(line.raw)):
                 add(line.file, line.number, index, verdict)
