@@ -22,6 +22,7 @@ policy, to see which stored events it would reject.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 
 from lifecycle.decide import IGNORED, apply, foreign_history
 from lifecycle.envelope import Event
+from lifecycle.errors import StoreError
 from lifecycle.gate import Gate
 from lifecycle.policy import Policy, Refusal
 from lifecycle.state import AccountState
@@ -158,8 +160,11 @@ def fold(
                 raise foreign_history(policy, state, name) from None
             if isinstance(entry, Refusal):
                 raise foreign_history(policy, state, name)
-            message = loads(row[3])
-            properties = message.get("properties")
+            try:
+                message = loads(row[3])
+                properties = message.get("properties")
+            except (ValueError, AttributeError) as exc:  # a row damaged or edited by hand
+                raise unreadable_event(account, state.version + 1, exc) from exc
             timestamp = message.get("timestamp")
             message_id = message.get("messageId")  # as message_id_of reads it, inlined
             event = Event(
@@ -281,7 +286,7 @@ def replay_partitioned(
 
     _FORKED = (engine, policy, read)
     try:
-        with context.Pool(len(spans) - 1) as pool:
+        with context.Pool(len(spans) - 1, initializer=_quiet_worker) as pool:
             pending = pool.starmap_async(_replay_part, [(span, until, as_of) for span in spans[1:]])
             with engine.connect() as connection:
                 states = replay(
@@ -297,6 +302,13 @@ def replay_partitioned(
     for share in parts:
         states.update(share)
     return states
+
+
+def _quiet_worker() -> None:
+    """A worker leaves Ctrl-C to the calling process, and ends at once, quietly, when it
+    terminates the pool (its SIGTERM handler, inherited by the fork, would raise)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _adding_to(read: Any) -> Callable[[int], None]:
@@ -348,6 +360,15 @@ def load_account(
         fold(policy, chunks, states, as_of)
     state = states[account]
     return state if state.version else None
+
+
+def unreadable_event(account: str, version: int, exc: Exception) -> StoreError:
+    """The error for a stored event whose payload holds no message (damaged, edited)."""
+    return StoreError(
+        f"event {version} of account {account!r} is not a readable message "
+        f"({type(exc).__name__}: {exc}); the events table is the history itself: restore "
+        "the row from a backup"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,14 +444,22 @@ def audit(connection: Connection, policy: Policy) -> Iterator[AuditFinding]:
     with _stored_rows(connection, _AUDIT_COLUMNS) as chunks:
         for rows in chunks:
             for row in rows:
-                verdict = gate.submit_item(orjson.loads(row[5]))  # a message, never a batch
+                try:
+                    message = orjson.loads(row[5])
+                except ValueError as exc:
+                    raise unreadable_event(row[1], row[2], exc) from exc
+                if type(message) is not dict:
+                    kind = type(message).__name__
+                    raise unreadable_event(row[1], row[2], TypeError(f"a {kind}, not an object"))
+                verdict = gate.submit_item(message)  # a message, never a batch
                 if verdict.code is not None:
                     code, reason = verdict.code, verdict.reason or ""
                 elif verdict.verdict == IGNORED:
                     # Not an event of this policy: it would not have been stored, and the
                     # audit judges what follows without it. An audit that passed silently
                     # over it hid that the policy does not match the store.
-                    code, reason = IGNORED, f"{row[3]} is not an event of policy {policy.name!r}"
+                    sent = verdict.event_name or row[3]
+                    code, reason = IGNORED, f"{sent} is not an event of policy {policy.name!r}"
                 else:
                     continue
                 yield AuditFinding(row[0], row[1], row[2], row[3], row[4], code, reason)

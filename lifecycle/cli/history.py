@@ -22,6 +22,7 @@ from lifecycle.cli.common import (
     load_policy,
     non_negative,
     positive,
+    sigterm_interrupts,
 )
 from lifecycle.cli.store import add_db_argument, open_store
 from lifecycle.cli.text import account_line, shown
@@ -194,7 +195,7 @@ def run_replay(args: argparse.Namespace) -> int:
         needed = args.account is None and (show_bar or args.workers is None)
         total = store.count_events() if needed else None
         workers = args.workers if args.workers is not None else auto_workers(total)
-        with events_bar(total if show_bar else None) as advance:
+        with sigterm_interrupts(), events_bar(total if show_bar else None) as advance:
             states = list(
                 store.replay(
                     accounts=args.account,

@@ -437,6 +437,41 @@ def test_unreadable_heads_and_snapshots_are_reported_not_raised(
     assert len(show.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("damage", ["{bad", "[]", "null"])
+def test_an_unreadable_event_payload_is_a_store_error_not_a_traceback(
+    damage: str, db_url: str, tmp_path: Path
+) -> None:
+    """An ``events`` row whose payload holds no message (edited by hand, damaged) made
+    `replay`, `replay --verify` and `audit` end in a traceback with exit 70 ("internal
+    error, a bug"), and `Lifecycle.replay()`, `load()` and `audit()` raise orjson's
+    ``JSONDecodeError`` or an ``AttributeError``; a damaged head or snapshot row is one
+    line naming it (exit 2). A damaged event is a ``StoreError`` naming its account too."""
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(account_history("acct_1") + account_history("acct_2"))
+        with store.engine.begin() as connection:
+            connection.execute(update(events).where(events.c.account == "acct_2",
+                                                    events.c.version == 3)
+                               .values(payload=damage))  # fmt: skip
+        for read in (lambda: list(store.replay()), lambda: store.load("acct_2"),
+                     lambda: list(store.audit(DEFAULT_POLICY))):  # fmt: skip
+            with pytest.raises(StoreError, match="acct_2"):
+                read()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lifecycle", *args, "--db", db_url],
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+
+    for args in (
+        ["replay"],
+        ["replay", "--verify"],
+        ["audit", "--policy", "lifecycle:DEFAULT_POLICY"],
+    ):
+        run = cli(*args)
+        assert run.returncode == 2, (args, run.stderr)
+        assert run.stderr.startswith("lifecycle: error: ") and "acct_2" in run.stderr
+        assert len(run.stderr.splitlines()) == 1
+
+
 def test_a_replay_that_loses_its_connection_raises_store_error(db_url: str, backend: str) -> None:
     """The replay reads through the driver's own cursor; a connection lost mid-replay
     raised the driver's error (``psycopg.OperationalError``), not the store's."""
@@ -551,6 +586,30 @@ def test_audit_reports_stored_events_its_policy_does_not_know(db_url: str) -> No
         "ignored",
         "Subscription Started is not an event of policy 'b2b-saas'",
     )
+
+
+def test_an_audit_names_the_event_as_sent_when_the_policy_does_not_know_it(
+    store: Lifecycle,
+) -> None:
+    """A stored `User Signed Up` (an alias of RULES.md), audited under a policy whose
+    `Signed Up` has no alias, is ignored by it: the finding said "Signed Up is not an event
+    of policy ...", of an event the policy has. It names the name the policy does not know."""
+    import dataclasses
+
+    from lifecycle import Policy
+
+    base = DEFAULT_POLICY
+    no_aliases = Policy(name="no-aliases", states=base.states, initial=base.initial,
+                        final=base.final,
+                        events=[dataclasses.replace(s, aliases=()) for s in base.events],
+                        transitions=base.transitions, guards=list(base.guards.values()),
+                        effects=base.effects, refusals=base.refusals)  # fmt: skip
+    assert "Signed Up" in no_aliases.catalog and "User Signed Up" not in no_aliases.catalog
+    store.submit_many([msg("Account Created", "u1", "acct_1"),
+                       msg("User Signed Up", "u1", "acct_1", mid="alias")])  # fmt: skip
+    (finding,) = store.audit(no_aliases)
+    assert (finding.message_id, finding.code) == ("alias", "ignored")
+    assert finding.reason == "User Signed Up is not an event of policy 'no-aliases'"
 
 
 def test_quarantine_retry(store: Lifecycle) -> None:
@@ -775,6 +834,71 @@ def test_partitioned_replay_equals_a_single_process(store: Lifecycle, db_url: st
     read: list[int] = []
     assert list(store.replay(workers=2, progress=read.append)) == single
     assert sum(read) == last
+
+
+_SLOW_POLICY = """
+import functools, time
+from lifecycle import DEFAULT_POLICY, Policy
+
+def _slow(effect):
+    @functools.wraps(effect)
+    def slowly(state, event):
+        time.sleep(0.004)
+        return effect(state, event)
+    return slowly
+
+base = DEFAULT_POLICY
+SLOW = Policy(name=base.name, states=base.states, initial=base.initial, final=base.final,
+              events=base.events, transitions=base.transitions,
+              guards=list(base.guards.values()), refusals=base.refusals,
+              effects={name: _slow(effect) for name, effect in base.effects.items()})
+"""
+
+
+def test_a_terminated_partitioned_replay_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """`kill PID` (a supervisor's stop, `timeout`) of `replay --workers N` ended the command
+    but not its forked workers: they went on reading and folding their whole account range,
+    holding the database, and each then wrote a BrokenPipeError traceback to the stderr of
+    a command that had ended. The workers end with it, quietly."""
+    import contextlib
+    import os
+    import signal
+
+    if not Path("/proc/self/task").exists():
+        pytest.skip("finds the workers in /proc (Linux)")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Lifecycle(url, create_schema=True) as store:
+        store.submit_many(interleave([account_history(f"acct_{n}") for n in range(48)], seed=6))
+    (tmp_path / "slowpolicy.py").write_text(_SLOW_POLICY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    command = [sys.executable, "-m", "lifecycle", "replay", "--db", url, "--workers", "3",
+               "--policy", "slowpolicy:SLOW"]  # fmt: skip
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           cwd=tmp_path, env=env, start_new_session=True)  # fmt: skip
+    try:
+        children = Path(f"/proc/{run.pid}/task/{run.pid}/children")
+        deadline = time.monotonic() + 20
+        while not children.read_text().split():  # until the workers are forked
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)  # they are folding: the replay takes about 3 s more
+        assert run.poll() is None
+        os.kill(run.pid, signal.SIGTERM)
+        assert run.wait(timeout=30) in (-signal.SIGTERM, 128 + signal.SIGTERM)
+        deadline = time.monotonic() + 1
+        while True:
+            try:
+                os.killpg(run.pid, 0)  # any process of the command left?
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "replay workers still run after the command ended"
+            time.sleep(0.05)
+        _, stderr = run.communicate(timeout=30)
+        assert "Traceback" not in stderr.decode()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
 
 
 def test_an_in_memory_store_replays_in_one_process_whatever_the_workers() -> None:
