@@ -32,3 +32,13 @@ def test_python_examples_run(page: Path) -> None:
     namespace: dict[str, object] = {}
     for block in python_blocks(page):
         exec(compile(block, str(page), "exec"), namespace)
+
+
+def test_cli_md_names_the_format_option_of_relay_status_and_parked() -> None:
+    """`relay status --format text|json` and `relay parked --format text|jsonl` (both in
+    --help and segment.md) are documented on the command-line page too."""
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    relay = text[text.index("## `lifecycle relay") :]
+    relay = relay[: relay.index("\n## ")]
+    assert re.search(r"relay status[^.]*--format", relay), "cli.md: relay status --format"
+    assert re.search(r"relay parked[^.]*--format", relay), "cli.md: relay parked --format"
