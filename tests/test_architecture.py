@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
+import tomllib
 from pathlib import Path
 
 import lifecycle
@@ -89,3 +91,27 @@ def test_nothing_imports_the_cli() -> None:
         if "cli" in path.relative_to(PACKAGE).parts or path.name == "__main__.py":
             continue
         assert not any(n.startswith("lifecycle.cli") for n in imports_of(path)), path
+
+
+def _declared_floor(requirement: str) -> tuple[int, ...]:
+    """The version after ``>=`` of one requirement of pyproject.toml, as a tuple."""
+    match = re.search(r">=\s*([0-9][0-9.]*)", requirement)
+    assert match, requirement
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def test_the_declared_sqlalchemy_floor_runs_a_store_transaction() -> None:
+    """pyproject's ``sqlalchemy>=`` names a version `Lifecycle.transaction()` works on.
+
+    A store transaction follows its connection's savepoints with ``event.listen`` on that
+    connection (``_Overlay.listen``), and the connection comes from the store's write
+    engine, an ``Engine.execution_options(...)`` copy. Before SQLAlchemy 2.0.38 such a
+    connection took no listeners ("No such event 'savepoint' for target ..."): with
+    2.0.0-2.0.37, which ``sqlalchemy>=2.0`` lets pip keep, every ``lifecycle ingest`` and
+    every ``Lifecycle.transaction()`` failed with "database error" (exit 2), nothing stored.
+    """
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    (requirement,) = [
+        r for r in pyproject["project"]["dependencies"] if r.lower().startswith("sqlalchemy")
+    ]
+    assert _declared_floor(requirement) >= (2, 0, 38), requirement
