@@ -35,6 +35,7 @@ from common import (
     history_file,
     lifecycle_command,
     measure,
+    positive,
     results_file,
 )
 
@@ -81,7 +82,7 @@ def best(name: str, runs: list[Run], events: int) -> Result:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_history_arguments(parser)
-    parser.add_argument("--runs", type=int, default=3, help="runs of each side (best counts)")
+    parser.add_argument("--runs", type=positive, default=3, help="runs of each side (best counts)")
     args = parser.parse_args()
     history = history_file(args.events, args.accounts, args.seed)
     floor_argv = [sys.executable, "-c", FLOOR, str(history)]

@@ -49,6 +49,7 @@ from common import (
     history_file,
     lifecycle_command,
     measure,
+    positive,
     results_file,
 )
 
@@ -210,7 +211,7 @@ def _against(floors: dict[str, float], ours: float, events: int) -> dict[str, fl
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_history_arguments(parser)
-    parser.add_argument("--live-events", type=int, default=20_000)
+    parser.add_argument("--live-events", type=positive, default=20_000)
     add_postgres_argument(parser)
     args = parser.parse_args()
     history = history_file(args.events, args.accounts, args.seed)

@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 
-from common import OUT, lifecycle_command, measure
+from common import OUT, lifecycle_command, measure, positive
 
 WRITE_KEY = "bench-write-key"
 
@@ -277,11 +277,13 @@ def client_api(messages: list[dict[str, Any]], host: str, batch: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=positive, default=100_000)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=positive, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--shards", type=int, default=2, help="also run this many relays (1: no)")
+    parser.add_argument(
+        "--shards", type=positive, default=2, help="also run this many relays (1: no)"
+    )
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="the server waits this long per request"
     )

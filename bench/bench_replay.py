@@ -38,6 +38,7 @@ from common import (
     history_file,
     lifecycle_command,
     measure,
+    positive,
     results_file,
 )
 
@@ -131,7 +132,7 @@ def snapshot_load(tmp: Path, events: int, runs: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_history_arguments(parser)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=positive, default=3)
     add_postgres_argument(parser)
     args = parser.parse_args()
     history = history_file(args.events, args.accounts, args.seed)

@@ -90,10 +90,22 @@ def lifecycle_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "lifecycle"]
 
 
+def positive(text: str) -> int:
+    """An argument that counts something: 1 or more (0 runs measured nothing, and failed
+    with a traceback when it came to the best run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     """``--events``, ``--accounts``, ``--seed``: which generated history to run on."""
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--events", type=positive, default=1_000_000)
+    parser.add_argument("--accounts", type=positive, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
 
 
