@@ -29,7 +29,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import orjson
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from lifecycle import replay as history
 from lifecycle.decide import IGNORED, Verdict, malformed
@@ -631,10 +632,16 @@ class Lifecycle:
                     conn.execute(_TURN.with_for_update(read=not alone))
                 conn.info[_OVERLAY] = overlay
                 unlisten = overlay.listen(conn)
+                began = conn.get_transaction()
                 try:
                     yield conn
                     if overlay.lost is not None:
                         raise overlay.lost.again(())
+                    if began is None or not began.is_active:
+                        raise StoreError(
+                            "the transaction of this Lifecycle.transaction() block was ended"
+                            " on its connection (committed or rolled back) before the block"
+                        )
                     overlay.write_heads(conn)
                 finally:
                     unlisten()
@@ -642,7 +649,7 @@ class Lifecycle:
                     # to reconnect, raising an error that hid why the transaction failed.
                     if not conn.invalidated:
                         del conn.info[_OVERLAY]
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout, PendingRollbackError) as exc:
             raise database_error(exc) from exc
         self._heads.put(overlay.states())
 
@@ -684,7 +691,12 @@ class Lifecycle:
         self._check_open()
         careful = self._careful
         last: Exception | None = None
-        for attempt in range(self.max_attempts):
+        attempt = 0
+        while attempt < self.max_attempts:
+            # Judging again carefully (a stored messageId, a rejection it explains) is how
+            # duplicates are found, not a lost race: it takes no attempt of its own.
+            was_careful = careful
+            attempt += 1
             try:
                 if connection is None:
                     with self._write_engine.begin() as conn:
@@ -706,14 +718,17 @@ class Lifecycle:
                 return outcome.verdicts
             except NeedsCare:
                 careful = True
+                attempt -= not was_careful
             except IntegrityError as exc:
                 careful, last = True, exc
                 self._careful = True
+                # A stored messageId met by an optimistic attempt: a duplicate, no lost race.
+                attempt -= not was_careful and "message_id" in str(exc.orig)
             except OperationalError as exc:
                 if connection is not None and deadlocked(exc):
                     # The other transaction waits for rows this one wrote before the
                     # savepoint: retrying in it would only wait for the other again.
-                    error = ConcurrencyError(_accounts(subs), attempt + 1, deadlock=True)
+                    error = ConcurrencyError(_accounts(subs), attempt, deadlock=True)
                     overlay = connection.info.get(_OVERLAY)
                     if overlay is not None and lost_transaction(exc):
                         overlay.lost = _Lost(error)
@@ -721,7 +736,7 @@ class Lifecycle:
                 if not is_transient(exc):
                     raise database_error(exc) from exc
                 last = exc
-            except DBAPIError as exc:
+            except (DBAPIError, PoolTimeout, PendingRollbackError) as exc:
                 raise database_error(exc) from exc
         raise ConcurrencyError(_accounts(subs), self.max_attempts) from last
 
@@ -776,7 +791,7 @@ class Lifecycle:
             else:
                 with self.engine.connect() as conn:
                     yield conn
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout, PendingRollbackError) as exc:
             raise database_error(exc) from exc
 
 
@@ -839,15 +854,19 @@ class _Overlay(HeadCache):
                 self._rebuilt.pop(account, None)
 
     def listen(self, connection: Connection) -> Callable[[], None]:
-        """Follow the savepoints of ``connection``; returns what stops following them.
+        """Follow the savepoints and the commit of ``connection``; returns what stops
+        following them.
 
         SQLAlchemy nests savepoints strictly: each release or rollback ends the
-        innermost one open.
+        innermost one open. The block's own commit comes after this stops; a commit
+        before that is the application's, on the yielded connection, and the heads go
+        with the events it commits (the block then ends in :class:`StoreError`).
         """
         hooks: list[tuple[str, Callable[..., None]]] = [
             ("savepoint", self._began),
             ("release_savepoint", self._released),
             ("rollback_savepoint", self._rolled_back),
+            ("commit", self._committed),
         ]
         for name, hook in hooks:
             event.listen(connection, name, hook)
@@ -857,6 +876,10 @@ class _Overlay(HeadCache):
                 event.remove(connection, name, hook)
 
         return stop
+
+    def _committed(self, connection: Connection) -> None:
+        if self.lost is None:
+            self.write_heads(connection)
 
     def _began(self, *_: object) -> None:
         self._savepoints.append({})

@@ -25,6 +25,7 @@ from lifecycle import (
     EventSpec,
     Gate,
     Guard,
+    LifecycleError,
     PolicyError,
     Refusal,
     StoreError,
@@ -1026,6 +1027,50 @@ def test_store_transaction_retries_a_refused_submission_in_its_savepoint(store: 
     assert store.state("acct_2").version == 4  # type: ignore[union-attr]
 
 
+def test_committing_the_connection_of_a_store_transaction_never_parts_events_from_heads(
+    store: Lifecycle,
+) -> None:
+    """A store transaction writes its head rows when its block ends. An application that
+    committed the block's connection itself (SQLAlchemy's "commit as you go") committed
+    the events without their heads: the head stayed behind the events, and every later
+    submission to the account, from any writer, ended in ConcurrencyError (the next
+    version taken) until the head row was deleted by hand."""
+    store.submit_many(onboarding("acct_1"))
+    try:
+        with store.transaction() as connection:
+            assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
+            connection.commit()
+    except LifecycleError:
+        pass  # refusing the commit is as good as committing the heads with the events
+    assert list(store.verify()) == []
+    assert store.submit(msg("Trial Ended", "u1", "acct_1", trial_plan_name="Pro")).accepted
+    with Lifecycle(store.engine) as other:
+        assert other.submit(msg("Account Added User", "u1", "acct_1", role="Owner")).accepted
+
+
+def test_rolling_back_the_connection_of_a_store_transaction_keeps_nothing_of_it(
+    store: Lifecycle,
+) -> None:
+    """An application that rolled back the block's connection itself: the block's end went
+    on as though it had committed. On SQLite it wrote the heads of the rolled-back events
+    (the head ahead of the events: the account's next event was stored as version 6, with
+    no 5); on PostgreSQL and MariaDB the shared cache took the rolled-back states, and once
+    another writer stored a version 5 of its own, submissions were judged on a state the
+    events never gave (a legal Signed Out rejected as not_signed_in)."""
+    store.submit_many(onboarding("acct_1"))
+    try:
+        with store.transaction() as connection:
+            assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
+            connection.rollback()
+    except LifecycleError:
+        pass  # saying that the block was not committed is fine
+    with Lifecycle(store.engine) as other:  # another writer stores a version 5 of its own
+        assert other.submit(msg("Account Added User", "u1", "acct_1", role="Owner")).accepted
+    assert list(store.verify()) == []
+    assert store.submit(msg("Signed Out", "u1", "acct_1")).accepted  # u1 is signed in
+    assert [e.version for e in store.events("acct_1")] == [1, 2, 3, 4, 5, 6]
+
+
 def test_failed_write_rolls_back_the_whole_batch(store: Lifecycle) -> None:
     """When the database fails mid-batch, no event of the batch is stored."""
     with store.engine.begin() as connection:
@@ -1087,6 +1132,59 @@ def test_unreachable_database_raises_store_error() -> None:
     """A database that cannot be reached raises StoreError, a LifecycleError."""
     with pytest.raises(StoreError, match="cannot open"):
         Lifecycle("postgresql://nobody@127.0.0.1:1/none", create_schema=True)
+
+
+def test_a_pool_with_no_connection_to_spare_is_a_store_error(db_url: str) -> None:
+    """Every connection of the pool in use (threads sharing one store, a read being
+    iterated) and none freed within the pool's timeout: SQLAlchemy's own TimeoutError came
+    out of submit, state and transaction, not a StoreError (a LifecycleError)."""
+    Lifecycle(db_url, create_schema=True).close()
+    engine = lifecycle_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    store = Lifecycle(engine)
+    store.submit_many(onboarding("acct_1"))
+    reading = store.events()
+    try:
+        assert next(reading).version == 1  # holds the pool's one connection
+        with pytest.raises(StoreError):
+            store.submit(msg("Signed Out", "u1", "acct_1"))
+        with pytest.raises(StoreError):
+            store.state("acct_1")
+        with pytest.raises(StoreError), store.transaction():
+            pass
+    finally:
+        reading.close()
+    assert store.submit(msg("Signed Out", "u1", "acct_1")).accepted
+    store.close()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"], indirect=True)
+def test_a_store_transaction_that_lost_its_connection_goes_on_raising_store_errors(
+    db_url: str,
+) -> None:
+    """The connection of a store transaction lost (a server restart) and the StoreError
+    caught: the block's later submissions and its end raised SQLAlchemy's
+    PendingRollbackError ("Can't reconnect until invalid transaction is rolled back"),
+    which is no LifecycleError. They are StoreErrors, and nothing of the block is stored."""
+    Lifecycle(db_url, create_schema=True).close()
+    url = make_url(db_url)
+    assert url.host is not None and url.port is not None
+    with TcpProxy(url.host, url.port) as proxy:
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        with Lifecycle(through) as store:
+            store.submit_many(onboarding("acct_1"))
+            with pytest.raises(StoreError), store.transaction() as connection:
+                assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection)
+                proxy.cut()
+                proxy.restore()
+                with pytest.raises(StoreError, match="connection to the database was lost"):
+                    store.submit(msg("Signed In", "u1", "acct_1"), connection=connection)
+                with pytest.raises(StoreError):
+                    store.submit(msg("Trial Ended", "u1", "acct_1"), connection=connection)
+                with pytest.raises(StoreError):
+                    store.state("acct_1", connection=connection)
+            assert [e.version for e in store.events("acct_1")] == [1, 2, 3, 4]
+            assert list(store.verify()) == []
 
 
 def test_lost_heads_are_rebuilt_from_events(store: Lifecycle) -> None:
@@ -1185,6 +1283,23 @@ def test_retries_are_bounded(db_url: str) -> None:
     assert len(errors) == 1 and "acct_1" in str(errors[0])
     for lc in (setup, winner, loser):
         lc.close()
+
+
+def test_a_resent_message_is_a_duplicate_whatever_max_attempts_says(db_url: str) -> None:
+    """Judging a submission again carefully (a stored messageId met on the unique index, or
+    a rejection that a stored messageId explains) is how duplicates are found, not a lost
+    race. It was counted as one of ``max_attempts``: with ``max_attempts=1`` every resent
+    message (Segment's retries, an at-least-once queue) raised ConcurrencyError, "another
+    writer appended concurrently", with no other writer about."""
+    history = onboarding("acct_1")
+    with Lifecycle(db_url, create_schema=True) as store:
+        store.submit_many(history)
+    with Lifecycle(db_url, max_attempts=1) as store:
+        # Rejected as a rule (u1 is signed up already), which the stored messageId explains.
+        assert store.submit(history[1]).verdict == "duplicate"
+    with Lifecycle(db_url, max_attempts=1) as store:
+        # Accepted again (signing in twice is legal): the messageId index refuses it.
+        assert store.submit(history[2]).verdict == "duplicate"
 
 
 def test_submissions_from_async_code_on_threads(store: Lifecycle) -> None:
