@@ -9,6 +9,7 @@ Nothing here reads state. Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -229,7 +230,16 @@ def is_storable_key(key: str) -> bool:
     The store looks keys up before the messages are judged; one that would fail
     (``invalid_key``) must not reach a query, where PostgreSQL refuses a NUL.
     """
-    return len(key) <= MAX_KEY_CHARS and "\0" not in key
+    return (
+        len(key) <= MAX_KEY_CHARS
+        and "\0" not in key
+        # A lone surrogate (undecodable bytes of a command-line argument or a file name)
+        # is no UTF-8: no stored row holds one, and no driver can send one.
+        and (key.isascii() or _SURROGATE.search(key) is None)
+    )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _is_sendable_id(message_id: str) -> bool:

@@ -387,6 +387,8 @@ class Lifecycle:
         """Every stored account's current state (optionally only those in ``status``)."""
         query = _HEAD_STATES.order_by(account_heads.c.account)
         if status is not None:
+            if not is_storable_key(status):  # no status a head holds
+                return
             query = query.where(account_heads.c.status == status)
         for account, state in self._stream(query):
             yield state_from_json(state, f"the head of account {account!r}")
@@ -406,6 +408,8 @@ class Lifecycle:
         """Quarantined messages in the order they were received."""
         query = _QUARANTINED
         if code is not None:
+            if not is_storable_key(code):  # no code the quarantine holds
+                return
             query = query.where(quarantine.c.code == code)
         if account is not None:
             if not is_storable_key(account):  # kept in ``raw`` only: no row names it

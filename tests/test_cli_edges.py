@@ -78,3 +78,34 @@ def test_files_after_an_option_and_a_double_dash(tmp_path: Path) -> None:
         done = lifecycle("check", first, "--format", "jsonl", "--", second, cwd=tmp_path)
         assert done.returncode == 0, (second, done.stderr.decode())
         assert [r["messageId"] for r in verdicts(done)] == ["m1", "m2"]
+
+
+@needs_bytes_names
+def test_an_id_given_in_bytes_that_are_not_utf8_is_looked_up_not_a_bug(tmp_path: Path) -> None:
+    """An account, messageId, code or status given on the command line in bytes that are
+    not UTF-8 (a Latin-1 terminal's `café`, kept by Python as lone surrogates) names
+    nothing stored: no message with such a key can be stored (it is `malformed_json`).
+    Every command that filters by one ended instead with a UnicodeEncodeError traceback
+    and exit 70, "internal error (a bug)", as the driver could not encode the query."""
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    source = write(
+        tmp_path / "in.jsonl",
+        line("Account Created", account="caf\u00e9"),
+        line("Signed Out", account="caf\u00e9"),
+    )
+    assert lifecycle("ingest", source, "--db", db).returncode == 1
+    latin1 = os.fsdecode("caf\u00e9".encode("latin-1"))  # "caf\udce9"
+    expected = {
+        ("accounts", "show", latin1): 1,  # no such account, as for any other id
+        ("accounts", "list", "--status", latin1): 0,
+        ("rejections", "list", "--account", latin1): 0,
+        ("rejections", "list", "--code", latin1): 0,
+        ("rejections", "retry", "--account", latin1): 0,
+        ("replay", "--account", latin1): 0,
+        ("relay", "requeue", "--account", latin1): 0,
+        ("relay", "requeue", "--message-id", latin1): 0,
+    }
+    for command, code in expected.items():
+        done = lifecycle(*command, "--db", db)
+        assert b"Traceback" not in done.stderr, (command, done.stderr.decode()[-300:])
+        assert done.returncode == code, (command, done.returncode, done.stderr.decode()[-300:])

@@ -45,6 +45,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
+from lifecycle.envelope import is_storable_key
 from lifecycle.store.codec import iso_utc
 from lifecycle.store.repository import CHUNK, EVENT_COLUMNS, bulk_insert, chunks, placeholder
 from lifecycle.store.schema import events, outbox, outbox_pruned
@@ -444,6 +445,12 @@ def requeue(
     sending the account's later rows, and a second relay locking that head took
     those rows too, and sent them again.
     """
+    if account is not None and not is_storable_key(account):
+        return 0  # no row names an account the store cannot hold
+    if message_ids:
+        message_ids = [m for m in message_ids if is_storable_key(m)]
+        if not message_ids:
+            return 0
     query = select(outbox).where(outbox.c.status == PARKED)
     if account is not None:
         query = query.where(outbox.c.account == account)

@@ -1372,3 +1372,23 @@ def test_a_value_the_driver_refuses_is_no_outage() -> None:
     with pytest.raises(DBAPIError) as no_server:
         refused.connect()
     assert unreachable(no_server.value)
+
+
+def test_a_key_with_a_lone_surrogate_names_nothing_stored(store: Lifecycle) -> None:
+    """No stored row holds a lone surrogate (a message with one is `malformed_json`), so
+    a look-up by one finds nothing, as one by a key with a NUL does (``is_storable_key``:
+    a key the store cannot hold "must not reach a query"). A surrogate reached the
+    driver, which cannot encode it: every read raised UnicodeEncodeError, not even a
+    StoreError (an id from ``sys.argv`` or a file name keeps undecodable bytes so)."""
+    store.submit_many(
+        [msg("Account Created", "u1", "caf\u00e9"), msg("Signed Out", "u1", "caf\u00e9")]
+    )
+    key = "caf\udce9"
+    assert store.state(key) is None
+    assert store.load(key) is None
+    assert list(store.events(account=key)) == []
+    assert list(store.rejections(account=key)) == []
+    assert list(store.rejections(code=key)) == []
+    assert list(store.accounts(status=key)) == []
+    assert list(store.replay(accounts=[key])) == []
+    assert store.retry_rejections(account=key).accepted == 0
