@@ -57,8 +57,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from lifecycle.errors import RelayError, StoreError, database_error, first_line, in_brackets
+from lifecycle.spec import EARLIEST_TIMESTAMP
 from lifecycle.store import outbox
-from lifecycle.store.codec import iso_utc, now
+from lifecycle.store.codec import iso_utc, now, utc_naive
 from lifecycle.store.engine import (
     for_writing,
     is_transient,
@@ -83,6 +84,8 @@ WRITE_KEY_ENV = "LIFECYCLE_SEGMENT_WRITE_KEY"
 HOST_ENV = "LIFECYCLE_SEGMENT_HOST"
 #: How long :meth:`Relay.prune` keeps delivered rows by default: a week to look into them.
 KEEP_DELIVERED = timedelta(days=7)
+#: No row was delivered before the first instant the store holds.
+_EARLIEST = utc_naive(EARLIEST_TIMESTAMP)
 #: A request body stays under Segment's 500 KB, with the client library's margin for the envelope.
 MAX_REQUEST_BYTES = 475_000
 #: Segment answers 200 to a larger batch and drops the excess.
@@ -879,7 +882,10 @@ class Relay:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if older_than < timedelta(0):  # would prune what was delivered a moment ago
             raise ValueError(f"older_than cannot be negative, got {older_than}")
-        before = now() - older_than
+        # An age reaching back past the years the store holds keeps everything (and
+        # ``now() - older_than`` would overflow before year 1).
+        current = now()
+        before = current - min(older_than, current - _EARLIEST)
         with self._reading() as conn:
             runs = outbox.prunable(conn, before)
         total = 0

@@ -26,7 +26,7 @@ import orjson
 from lifecycle.envelope import group_id_of
 from lifecycle.messages import Item, Malformed
 from lifecycle.reader import InputItem, InputLine, items_of
-from lifecycle.spec import parse_datetime, storable_instant
+from lifecycle.spec import parse_datetime, past_microseconds, storable_instant
 
 _SCHEMA = """
 CREATE TABLE items (
@@ -54,11 +54,16 @@ ORDER BY moves.place
 
 
 def sort_key(timestamp: object) -> str | None:
-    """A string that sorts like the instant (UTC, microseconds), or None for no valid timestamp."""
-    moment = parse_datetime(timestamp) if isinstance(timestamp, str) else None
+    """A string that sorts like the instant (UTC, to the last digit of its fraction), or
+    None for no valid timestamp."""
+    if not isinstance(timestamp, str):
+        return None
+    moment = parse_datetime(timestamp)
     if moment is None or not storable_instant(moment):
         return None  # judged invalid_timestamp where it stands
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    # Python keeps microseconds: the digits after them (Go and Java clients send
+    # nanoseconds) follow, without trailing zeros, so that equal instants tie.
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + past_microseconds(timestamp)
 
 
 #: SQLite's primary result codes for a disk that is full, read-only or failing, or a file

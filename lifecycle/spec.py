@@ -208,7 +208,10 @@ def _iso_tail(value: str) -> bool:
     sign = max(value.rfind("+"), value.rfind("-", 11))
     if sign < 0:
         return last in _DIGITS
-    return value[sign - 1] in _DIGITS and len(value) - sign in (3, 5, 6)
+    if value[sign - 1] not in _DIGITS or len(value) - sign not in (3, 5, 6):
+        return False
+    # An offset's minutes run 00 to 59: Python carries ``+05:99`` into ``+06:39``.
+    return len(value) - sign == 3 or value[-2] in "012345"
 
 
 _DIGITS = frozenset("0123456789")
@@ -224,9 +227,16 @@ def date_instant(value: str) -> tuple[datetime, Decimal] | None:
     parsed = parse_date(value)
     if parsed is None:
         return None
-    fraction = _FRACTION.search(value)
-    beyond = fraction.group(1)[6:] if fraction is not None else ""
+    beyond = past_microseconds(value)
     return parsed, Decimal(f"0.{beyond}") if beyond else _NOTHING
+
+
+def past_microseconds(value: str) -> str:
+    """The digits of ``value``'s fraction of a second that a ``datetime`` drops (those
+    after the sixth), without trailing zeros: equal instants written to other lengths
+    give the same."""
+    fraction = _FRACTION.search(value)
+    return fraction.group(1)[6:].rstrip("0") if fraction is not None else ""
 
 
 _FRACTION = re.compile(r"[.,](\d+)")

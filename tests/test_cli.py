@@ -234,6 +234,37 @@ def test_sorting_by_timestamp_keeps_an_impossible_instant_where_it_stands(tmp_pa
     ]
 
 
+def test_sorting_by_timestamp_orders_nanoseconds(tmp_path: Path) -> None:
+    """`--sort-by timestamp` puts an account's messages in timestamp order (docs/replay.md).
+    Go and Java clients send nanoseconds: 300 ns apart is not a tie, yet the sort key
+    dropped the digits past microseconds and kept the input order, so the later
+    Account Created was judged second and the Signed Up before it account_unknown."""
+    path = write(
+        tmp_path / "export.jsonl",
+        line("Signed Up", timestamp="2024-01-01T09:00:00.123456900Z"),
+        line("Account Created", timestamp="2024-01-01T09:00:00.123456600Z"),
+    )
+    result = lifecycle("check", path, "--sort-by", "timestamp", "--format", "jsonl")
+    assert [(r["line"], r["verdict"]) for r in verdicts(result)] == [
+        (2, "accepted"),
+        (1, "accepted"),
+    ]
+
+
+def test_sorting_by_timestamp_ties_the_same_instant_written_twice(tmp_path: Path) -> None:
+    """The same instant written with more zeros, or in another offset, is a tie: input order."""
+    path = write(
+        tmp_path / "export.jsonl",
+        line("Account Created", timestamp="2024-01-01T09:00:00.1234567Z"),
+        line("Signed Up", timestamp="2024-01-01T10:00:00.123456700+01:00"),
+    )
+    result = lifecycle("check", path, "--sort-by", "timestamp", "--format", "jsonl")
+    assert [(r["line"], r["verdict"]) for r in verdicts(result)] == [
+        (1, "accepted"),
+        (2, "accepted"),
+    ]
+
+
 @pytest.mark.parametrize("db", [[], ["--db", "sqlite:///store.db"]], ids=["check", "ingest"])
 def test_sorting_does_not_unpack_a_batch_inside_a_batch(tmp_path: Path, db: list[str]) -> None:
     """Batches do not nest: an item holding a batch is one message, ignored. Sorted,

@@ -602,6 +602,29 @@ def test_timestamps_only_python_would_parse(timestamp: str) -> None:
 @pytest.mark.parametrize(
     "timestamp",
     [
+        "2024-01-01T09:00:00+05:99",  # Python reads +06:39
+        "2024-01-01T09:00:00+05:60",  # Python reads +06:00
+        "2024-01-01T09:00:00-00:75",  # Python reads -01:15
+        "20240101T090000+0099",  # Python reads +01:39
+    ],
+)
+def test_timestamps_with_an_offset_of_sixty_minutes_or_more(timestamp: str) -> None:
+    """An offset's minutes run 00 to 59 (ISO-8601, RFC 3339 `time-minute`): Python's
+    ``fromisoformat`` carries 99 minutes into the hour and stores another instant."""
+    verdict = gate_after(*CREATED).submit({**track("Signed Up"), "timestamp": timestamp})
+    assert (verdict.code, verdict.field) == ("invalid_timestamp", "timestamp")
+
+
+def test_date_property_with_an_offset_of_sixty_minutes_or_more() -> None:
+    """A Date property's offset has minutes 00 to 59 too: ``+05:75`` is no date."""
+    message = track("Trial Started", trial_start_date="2018-08-28T00:00:00+05:75")
+    verdict = gate_after(*CREATED).submit(message)
+    assert (verdict.code, verdict.field) == ("invalid_property", "properties.trial_start_date")
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
         "0001-01-01T00:00:00+01:00",  # before year 1 in UTC: cannot even be converted
         "9999-12-31T23:59:59-05:00",  # after year 9999 in UTC
         "0999-12-31T23:59:59.999999Z",

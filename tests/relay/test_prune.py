@@ -236,3 +236,21 @@ def test_a_transaction_a_deadlock_ended_runs_again(
             assert relay.prune(older_than=NOW) == 4
             monkeypatch.setattr(outbox, "unqueued", _deadlocks_then(outbox.unqueued, 2))
             assert relay.backfill() == 0
+
+
+def test_prune_older_than_more_than_the_calendar_holds_keeps_everything(
+    tmp_path: Path, segment: FakeSegment
+) -> None:
+    """An age reaching back before year 1 (`--older-than 1000000d`, about 2,700 years: "keep
+    everything") prunes nothing. `now() - older_than` overflowed: a traceback and exit 70
+    ("internal error, a bug") from the command, OverflowError from `Relay.prune`."""
+    url = f"sqlite:///{tmp_path / 'prune.db'}"
+    with Lifecycle(url) as store:
+        store.submit_many(onboarding("acct_e"))
+    with relay_for(url, segment) as relay:
+        relay.run()
+        assert relay.prune(older_than=timedelta(days=1_000_000)) == 0
+        assert relay.prune(older_than=timedelta.max) == 0
+    kept = run("relay", "prune", "--db", url, "--older-than", "1000000d")
+    assert (kept.returncode, kept.stdout) == (0, "pruned 0 delivered events\n"), kept.stderr
+    assert "Traceback" not in kept.stderr
