@@ -25,7 +25,6 @@ from lifecycle import (
     EventSpec,
     Gate,
     Guard,
-    LifecycleError,
     PolicyError,
     Refusal,
     StoreError,
@@ -1036,12 +1035,11 @@ def test_committing_the_connection_of_a_store_transaction_never_parts_events_fro
     submission to the account, from any writer, ended in ConcurrencyError (the next
     version taken) until the head row was deleted by hand."""
     store.submit_many(onboarding("acct_1"))
-    try:
-        with store.transaction() as connection:
-            assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
-            connection.commit()
-    except LifecycleError:
-        pass  # refusing the commit is as good as committing the heads with the events
+    ended = pytest.raises(StoreError, match="was ended on its connection")
+    with ended, store.transaction() as connection:
+        assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
+        connection.commit()
+    assert [e.version for e in store.events("acct_1")] == [1, 2, 3, 4, 5]  # committed
     assert list(store.verify()) == []
     assert store.submit(msg("Trial Ended", "u1", "acct_1", trial_plan_name="Pro")).accepted
     with Lifecycle(store.engine) as other:
@@ -1058,12 +1056,11 @@ def test_rolling_back_the_connection_of_a_store_transaction_keeps_nothing_of_it(
     another writer stored a version 5 of its own, submissions were judged on a state the
     events never gave (a legal Signed Out rejected as not_signed_in)."""
     store.submit_many(onboarding("acct_1"))
-    try:
-        with store.transaction() as connection:
-            assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
-            connection.rollback()
-    except LifecycleError:
-        pass  # saying that the block was not committed is fine
+    ended = pytest.raises(StoreError, match="was ended on its connection")
+    with ended, store.transaction() as connection:
+        assert store.submit(msg("Signed Out", "u1", "acct_1"), connection=connection).accepted
+        connection.rollback()
+    assert [e.version for e in store.events("acct_1")] == [1, 2, 3, 4]  # nothing kept
     with Lifecycle(store.engine) as other:  # another writer stores a version 5 of its own
         assert other.submit(msg("Account Added User", "u1", "acct_1", role="Owner")).accepted
     assert list(store.verify()) == []
