@@ -20,6 +20,7 @@ from sqlalchemy import DateTime, Table, bindparam, delete, func, insert, select,
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
+from lifecycle.errors import StoreError
 from lifecycle.state import AccountState
 from lifecycle.store.codec import state_from_json, state_json
 from lifecycle.store.schema import account_heads, events, quarantine, snapshots
@@ -417,8 +418,19 @@ def latest_snapshot(
     as_of: datetime | None = None,
 ) -> AccountState | None:
     """The newest snapshot of ``account`` made under ``policy`` (within the bounds), if any."""
-    query = select(snapshots.c.state).where(
-        snapshots.c.account == account, snapshots.c.policy == policy
+    # Only a snapshot whose last event is stored where it was: one left behind by an
+    # account archived and created again describes no stored history.
+    stored = (
+        select(events.c.position)
+        .where(
+            events.c.account == snapshots.c.account,
+            events.c.version == snapshots.c.version,
+            events.c.position == snapshots.c.position,
+        )
+        .exists()
+    )
+    query = select(snapshots.c.state, snapshots.c.version).where(
+        snapshots.c.account == account, snapshots.c.policy == policy, stored
     )
     if until is not None:
         query = query.where(snapshots.c.position <= until)
@@ -436,8 +448,24 @@ def latest_snapshot(
             (first_after.is_(None)) | (snapshots.c.version < first_after),
         )
     row = connection.execute(query.order_by(snapshots.c.version.desc()).limit(1)).first()
+    if row is None:
+        return None
     where = f"the newest snapshot of account {account!r}"
-    return state_from_json(row[0], where) if row is not None else None
+    return snapshot_state(row[0], row[1], account, where)
+
+
+def snapshot_state(text: str | bytes, version: int, account: str, where: str) -> AccountState:
+    """The state a snapshot row holds; a StoreError naming ``where`` if it is not the state
+    of ``account`` at the row's ``version`` (edited by hand, damaged)."""
+    state = state_from_json(text, where)
+    if state.account != account or type(state.version) is not int or state.version != version:
+        held = f"version {state.version!r} of account {state.account!r}"
+        cause = ValueError(f"it holds {held}, its row version {version} of {account!r}")
+        raise StoreError(
+            f"{where} is not the account state its row says ({cause}); snapshots only save"
+            " time: delete that row (or every snapshot: `DELETE FROM snapshots`)"
+        ) from cause
+    return state
 
 
 def _head_of(account: str) -> str:

@@ -968,3 +968,54 @@ def test_replay_uses_several_processes_only_on_a_large_history() -> None:
     assert auto_workers(None) == 1
     assert auto_workers(AUTO_WORKERS_FROM - 1) == 1
     assert 1 <= auto_workers(AUTO_WORKERS_FROM) <= MAX_AUTO_WORKERS
+
+
+def _position_of(store: Lifecycle, account: str, version: int) -> int:
+    with store.engine.connect() as connection:
+        query = select(events.c.position).where(
+            events.c.account == account, events.c.version == version
+        )
+        return int(connection.execute(query).scalar_one())
+
+
+@pytest.mark.parametrize("version", [None, "4", 1])
+def test_a_snapshot_whose_state_disagrees_with_its_row_is_reported_not_folded(
+    db_url: str, version: Any
+) -> None:
+    """A snapshot row whose state names another version than the row (edited by hand,
+    damaged) was folded from the state's own version: a version that is not a number made
+    `load` and `replay --verify` end in a TypeError (exit 70), an older one refolded events
+    the state already held and ended in a PolicyError blaming the policy (exit 2, verify
+    reporting nothing). It is a row that holds no usable state: a StoreError naming it,
+    and one difference for verify."""
+    with Lifecycle(db_url, create_schema=True, snapshot_every=4) as store:
+        for message in account_history("acct_1"):
+            store.submit(message)
+        with store.engine.begin() as connection:
+            newest = snapshots.c.account == "acct_1", snapshots.c.version == 28
+            data = orjson.loads(connection.execute(select(snapshots.c.state).where(*newest))
+                                .scalar_one())  # fmt: skip
+            data["version"] = version
+            connection.execute(update(snapshots).where(*newest)
+                               .values(state=orjson.dumps(data).decode()))  # fmt: skip
+        with pytest.raises(StoreError, match="snapshot of account 'acct_1'"):
+            store.load("acct_1")
+        found = list(store.verify())
+        assert found and all(d.account == "acct_1" for d in found), found
+        assert all(d.source.startswith("snapshot") for d in found), found
+
+
+def test_a_snapshot_whose_events_are_gone_is_not_trusted(db_url: str) -> None:
+    """An account archived with its events and head but not its snapshots (operations.md
+    asks for all three), then created again: `load` returned the old account's snapshot
+    (deleted, version 29) for the new account at version 4. A snapshot whose event is not
+    stored at its position describes no stored history."""
+    with Lifecycle(db_url, create_schema=True, snapshot_every=4, outbox=False) as store:
+        store.submit_many(account_history("acct_1") + [msg("Account Deleted", "x", "acct_1")])
+        with store.engine.begin() as connection:
+            connection.execute(delete(events).where(events.c.account == "acct_1"))
+            connection.execute(delete(account_heads).where(account_heads.c.account == "acct_1"))
+        assert all(v.accepted for v in store.submit_many(onboarding("acct_1")))
+        (replayed,) = store.replay()
+        assert replayed.version == 4
+        assert store.load("acct_1") == replayed == store.state("acct_1")
