@@ -109,3 +109,28 @@ def test_an_id_given_in_bytes_that_are_not_utf8_is_looked_up_not_a_bug(tmp_path:
         done = lifecycle(*command, "--db", db)
         assert b"Traceback" not in done.stderr, (command, done.stderr.decode()[-300:])
         assert done.returncode == code, (command, done.returncode, done.stderr.decode()[-300:])
+
+
+def test_an_application_database_with_its_own_events_table_is_not_an_event_store(
+    tmp_path: Path,
+) -> None:
+    """docs/cli.md: an SQLite file that holds no lifecycle schema ("an application's own
+    database") is refused by the commands that read or relay a store, "is not an event
+    store". An application's database with a table of its own named `events` (the most
+    common table name there is, and Alembic's `alembic_version` beside it) was taken for
+    a store at an unrecorded revision: migrating it failed with "cannot open the event
+    store: ...: table events already exists", which says nothing of the wrong file."""
+    own = tmp_path / "app.db"
+    with closing(sqlite3.connect(own)) as connection:
+        connection.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        connection.execute("INSERT INTO alembic_version VALUES ('3f2a9c1b7d0e')")
+        connection.commit()
+    url = f"sqlite:///{own}"
+    for command in (("accounts", "list"), ("replay", "--verify"), ("relay", "status")):
+        done = lifecycle(*command, "--db", url, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, b""), command
+        assert done.stderr.decode().splitlines() == [
+            f"lifecycle: error: {own} ({url}) is not an event store: it holds no "
+            "lifecycle schema; `lifecycle db upgrade` sets one up in it"
+        ], command

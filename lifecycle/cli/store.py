@@ -102,6 +102,11 @@ def store_in_use(args: argparse.Namespace) -> str:
     return url
 
 
+#: The tables of lifecycle's first migration: an application's own database may well
+#: have a table named ``events``.
+_FIRST_TABLES = frozenset({"events", "quarantine", "account_heads"})
+
+
 def _holds_a_store(path: str) -> bool:
     """Whether the SQLite file at ``path`` has lifecycle's tables. A file SQLite cannot
     read counts as one: opening it as a store then says what is wrong with it."""
@@ -117,7 +122,7 @@ def _holds_a_store(path: str) -> bool:
                     "SELECT name FROM sqlite_master WHERE type = 'table'"
                 )
             }
-            if "events" in tables:  # a store, at a revision recorded one way or another
+            if tables >= _FIRST_TABLES:  # a store, at a revision recorded one way or another
                 return True
             if "lifecycle_version" not in tables:
                 return False

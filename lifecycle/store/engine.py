@@ -41,10 +41,13 @@ ENV_VAR = "LIFECYCLE_DATABASE_URL"
 _EXPECTED = "must look like sqlite:///FILE, postgresql://USER@HOST/DB or mariadb://USER@HOST/DB"
 DEFAULT_URL = "sqlite:///lifecycle.db"
 
+#: How long an SQLite connection waits for another that holds the file (its busy timeout).
+BUSY_SECONDS = 30.0
+
 #: What each SQLite connection of the store's runs first (the benchmarks' floors too).
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA busy_timeout=30000",
+    "PRAGMA busy_timeout=30000",  # BUSY_SECONDS
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-262144",
@@ -401,19 +404,23 @@ def adopt_engine(engine: Engine) -> None:
             raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
 
-def _execute_pragma(cursor: Any, pragma: str, attempts: int = 100) -> None:
+def _execute_pragma(cursor: Any, pragma: str, wait: float = BUSY_SECONDS) -> None:
     """Run ``pragma``, waiting out another connection that holds the file for a moment.
 
     Turning a new file to WAL needs it to itself, and SQLite answers "database is
     locked" at once rather than through the busy timeout: several processes
-    opening a new database together would otherwise fail.
+    opening a new database together would otherwise fail. The wait is bounded by the
+    busy timeout in all: each attempt may itself wait in the driver's busy handler
+    (Python's ``sqlite3`` gives every connection 5 s), and 100 attempts of that were
+    over 8 minutes on a file another process held.
     """
-    for attempt in range(attempts):
+    deadline = time.monotonic() + wait
+    while True:
         try:
             cursor.execute(pragma)
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
 

@@ -593,6 +593,44 @@ def test_an_sqlite_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
+def test_an_sqlite_store_another_process_holds_fails_after_the_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    """docs/operations.md: SQLite writers wait, with a 30 s busy timeout. Opening a store
+    whose file another connection holds exclusively (``locking_mode=EXCLUSIVE``, a
+    rollback-journal writer, a VACUUM) waited far longer: ``PRAGMA journal_mode=WAL`` is
+    retried 100 times, each time through Python's own 5 s busy handler, about 8 minutes
+    before "database is locked" (every command, `accounts list` included, hung that long).
+    """
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    Lifecycle(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("SELECT count(*) FROM events").fetchone()
+    released = threading.Lock()
+
+    def release() -> None:  # once: by the timer, should opening hang, or when it failed
+        if released.acquire(blocking=False):
+            holder.execute("COMMIT")
+            holder.close()
+
+    timer = threading.Timer(55, release)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="database is locked"):
+            Lifecycle(f"sqlite:///{path}").close()
+        assert time.monotonic() - started < 45
+    finally:
+        timer.cancel()
+        timer.join()
+        release()
+
+
 def test_an_in_memory_store_used_from_another_thread_says_why_it_cannot_be() -> None:
     """An in-memory SQLite database lives in its thread's connection: another thread
     found an empty database (or, creating the schema, a store apart) and its events were
