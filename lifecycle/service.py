@@ -722,12 +722,14 @@ class Lifecycle:
                 return outcome.verdicts
             except NeedsCare:
                 careful = True
-                attempt -= not was_careful
+                if not was_careful:
+                    attempt -= 1
             except IntegrityError as exc:
                 careful, last = True, exc
                 self._careful = True
-                # A stored messageId met by an optimistic attempt: a duplicate, no lost race.
-                attempt -= not was_careful and "message_id" in str(exc.orig)
+                if not was_careful and "message_id" in str(exc.orig):
+                    attempt -= 1  # a stored messageId met by an optimistic attempt
+                    # is a duplicate to find, not a lost race
             except OperationalError as exc:
                 if connection is not None and deadlocked(exc):
                     # The other transaction waits for rows this one wrote before the
