@@ -47,7 +47,7 @@ BUSY_SECONDS = 30.0
 #: What each SQLite connection of the store's runs first (the benchmarks' floors too).
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA busy_timeout=30000",  # BUSY_SECONDS
+    f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-262144",

@@ -255,9 +255,8 @@ def lock_heads(connection: Connection, slots: Sequence[Slot], size: int) -> list
 def load(connection: Connection, ids: Sequence[int]) -> list[Pending]:
     """The rows ``ids``, ready to send, in id order."""
     rows: list[Pending] = []
-    for start in range(0, len(ids), CHUNK):
-        part = list(ids[start : start + CHUNK])
-        rows.extend(tuple(row) for row in connection.execute(_LOAD, {"ids": part}).all())
+    for part in chunks(ids):
+        rows.extend(tuple(row) for row in connection.execute(_LOAD, {"ids": list(part)}).all())
     rows.sort(key=lambda r: r[0])
     return rows
 
@@ -285,8 +284,7 @@ def _deliver(connection: Connection, ids: Sequence[int], at: datetime) -> None:
     stamp = process(at) if process else at
     table, key, status = quote("outbox"), quote("id"), quote("status")
     when, attempts = quote("delivered_at"), quote("attempts")
-    for start in range(0, len(ids), CHUNK):
-        part = ids[start : start + CHUNK]
+    for part in chunks(ids):
         marks = ", ".join([marker] * len(part))
         connection.exec_driver_sql(
             f"UPDATE {table} SET {status} = '{DELIVERED}', {when} = {marker}, "
@@ -323,9 +321,9 @@ def settle(
         connection.execute(
             _PARK, [{"row_id": i, "error": _storable(reason)} for i, reason in parked]
         )
-    for start in range(0, len(failed), CHUNK):
-        part = list(failed[start : start + CHUNK])
-        connection.execute(_FAIL, {"ids": part, "error": _storable(error or "")})
+    kept = _storable(error or "")
+    for part in chunks(failed):
+        connection.execute(_FAIL, {"ids": list(part), "error": kept})
 
 
 def _storable(text: str) -> str:
@@ -575,8 +573,8 @@ def _delete_settled(connection: Connection, account: str, up_to: int, before: da
     params = {"key": account, "up_to": up_to, "before": before}
     ids = list(connection.execute(_SETTLED_ROWS, params).scalars())
     count = 0
-    for start in range(0, len(ids), CHUNK):
-        count += connection.execute(_DELETE_ROWS, {"ids": ids[start : start + CHUNK]}).rowcount
+    for part in chunks(ids):
+        count += connection.execute(_DELETE_ROWS, {"ids": part}).rowcount
     return count
 
 

@@ -451,10 +451,10 @@ def latest_snapshot(
     if row is None:
         return None
     where = f"the newest snapshot of account {account!r}"
-    return snapshot_state(row[0], row[1], account, where)
+    return _snapshot_state(row[0], row[1], account, where)
 
 
-def snapshot_state(text: str | bytes, version: int, account: str, where: str) -> AccountState:
+def _snapshot_state(text: str | bytes, version: int, account: str, where: str) -> AccountState:
     """The state a snapshot row holds; a StoreError naming ``where`` if it is not the state
     of ``account`` at the row's ``version`` (edited by hand, damaged)."""
     state = state_from_json(text, where)
