@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,3 +109,16 @@ def wait_for_request(server: FakeSegment, before: int) -> None:
     while len(server.requests) == before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(server.requests) > before, "the relay sent nothing"
+
+
+def while_a_relay_sends(url: str, server: FakeSegment, during: Callable[[Relay], object]) -> None:
+    """A first relay sends (slowly) what it sees; while its request is in flight,
+    ``during`` runs with a second relay; the first relay's run ends before this returns."""
+    server.slow(1.5)
+    before = len(server.requests)
+    with relay_for(url, server) as first, relay_for(url, server) as second:
+        sending = threading.Thread(target=first.run)
+        sending.start()
+        wait_for_request(server, before)
+        during(second)
+        sending.join()

@@ -3,31 +3,28 @@ and `relay status` counts each event once."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
+from lifecycle.relay import Relay
 from lifecycle.service import Lifecycle
 from lifecycle.store import outbox as queue
 from tests.relay.fake_segment import FakeSegment
-from tests.relay.helpers import park_first, relay_for, wait_for_request
+from tests.relay.helpers import park_first, relay_for, while_a_relay_sends
 from tests.store.helpers import msg, onboarding
 
 
 def _two_relays_around(db_url: str, segment: FakeSegment, commit: Callable[[], None]) -> None:
     """A first relay sends (slowly) what it sees; ``commit`` runs while its request is in
     flight; then a second relay sends what it sees."""
-    segment.slow(1.5)
-    before = len(segment.requests)
-    with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
-        sending = threading.Thread(target=first.run)
-        sending.start()
-        wait_for_request(segment, before)
+
+    def commit_then_send(second: Relay) -> None:
         commit()
         second.run()
-        sending.join()
+
+    while_a_relay_sends(db_url, segment, commit_then_send)
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -124,15 +121,14 @@ def test_two_relays_on_sqlite_and_a_prune_lose_no_event(db_url: str, segment: Fa
     first, later = onboarding("acct_1"), onboarding("acct_2")
     with Lifecycle(db_url, create_schema=True) as store:
         store.submit_many(first)
-        segment.slow(1.5)
-        with relay_for(db_url, segment) as one, relay_for(db_url, segment) as two:
-            sending = threading.Thread(target=one.run)
-            sending.start()
-            wait_for_request(segment, 0)
+
+        def deliver_prune_and_write(two: Relay) -> None:
             assert two.run().delivered == 4
             assert two.prune(older_than=timedelta(0)) == 4
             store.submit_many(later)
-            sending.join()
+
+        while_a_relay_sends(db_url, segment, deliver_prune_and_write)
+        with relay_for(db_url, segment) as two:
             two.run()
     arrived = {m["messageId"] for m in segment.first_arrivals()}
     assert {m["messageId"] for m in later} <= arrived, "acct_2's events were never sent"

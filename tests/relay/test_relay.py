@@ -42,7 +42,7 @@ from tests.relay.helpers import (
     park_first,
     relay_for,
     submit_history,
-    wait_for_request,
+    while_a_relay_sends,
 )
 from tests.store.helpers import msg, onboarding
 from tests.tcp_proxy import TcpProxy
@@ -277,19 +277,18 @@ def test_requeuing_while_a_relay_sends_the_account_sends_nothing_twice(
     with Lifecycle(db_url, create_schema=True) as store:
         park_first(store, db_url, segment, history)
         store.submit_many(history[1:])
-    segment.slow(1.5)
     before = len(segment.requests)
-    with relay_for(db_url, segment) as first, relay_for(db_url, segment) as second:
-        sending = threading.Thread(target=first.run)
-        sending.start()
-        wait_for_request(segment, before)
+
+    def requeue_behind_the_batch(second: Relay) -> None:
         assert [m["messageId"] for m in segment.requests[before].messages] == [
             m["messageId"] for m in history[1:]
         ]
         assert second.requeue() == 1
         second.run()
-        sending.join()
-        assert first.status().pending == 0
+
+    while_a_relay_sends(db_url, segment, requeue_behind_the_batch)
+    with relay_for(db_url, segment) as relay:
+        assert relay.status().pending == 0
     assert Counter(segment.message_ids()) == {m["messageId"]: 1 for m in history}
 
 
